@@ -1,0 +1,3 @@
+from controlloop.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,365 @@
+"""The one module that talks to the Kubernetes API.
+
+Everything else in controlloop sees plain ``dict`` objects shaped like the JSON the
+API server returns, and the typed errors below; never ``kubernetes`` model classes
+or ``ApiException``. That keeps the rest of the code testable with fakes and lets
+us swap the client library without touching callers.
+
+Every call is made with ``_preload_content=False`` and the body is decoded with
+``json``: the generated models drop unknown fields (KEDA objects, newer API
+fields) and validate strictly, neither of which we want for a read-mostly daemon.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+STRATEGIC_MERGE = "application/strategic-merge-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+
+KEDA_GROUP, KEDA_VERSION, KEDA_PLURAL = "keda.sh", "v1alpha1", "scaledobjects"
+
+
+class KubeError(Exception):
+    """Base of every error raised by :class:`KubeClient`.
+
+    ``status`` is the HTTP status (0 when no response arrived), ``reason`` the
+    Kubernetes ``Status.reason`` (``NotFound``, ``Conflict``, ...) or a short
+    description, ``obj`` names what the call was about, e.g. ``deployments ns/name``.
+    """
+
+    def __init__(self, message: str, *, status: int = 0, reason: str = "", obj: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.obj = obj
+        self.message = message
+
+    def __str__(self) -> str:
+        where = f"{self.obj}: " if self.obj else ""
+        code = f" ({self.status} {self.reason})" if self.status else ""
+        return f"{where}{self.message}{code}"
+
+
+class NotFound(KubeError):
+    """404: the object (or the whole resource, e.g. an absent CRD) does not exist."""
+
+
+class Conflict(KubeError):
+    """409: stale resourceVersion on update, or the object already exists on create."""
+
+
+class Unauthorized(KubeError):
+    """401: credentials missing or rejected."""
+
+
+class Forbidden(KubeError):
+    """403: RBAC denies the verb on this resource."""
+
+
+class ServerError(KubeError):
+    """5xx from the API server (or an aggregated API behind it)."""
+
+
+class KubeTimeout(KubeError):
+    """No usable response: timeout, refused or dropped connection, TLS failure."""
+
+
+class KubeConfigError(KubeError):
+    """The kubeconfig / in-cluster configuration could not be loaded."""
+
+
+_BY_STATUS: dict[int, type[KubeError]] = {
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+}
+
+
+def _error_from_api(exc: ApiException, obj: str) -> KubeError:
+    status = int(exc.status or 0)
+    reason, message = str(exc.reason or ""), ""
+    body = exc.body
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if body:
+        try:
+            st = json.loads(body)
+        except ValueError:
+            message = body[:200]
+        else:
+            if isinstance(st, dict):
+                reason = st.get("reason") or reason
+                message = st.get("message") or ""
+    if status == 0:
+        return KubeTimeout(message or reason or "no response", reason=reason, obj=obj)
+    cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else KubeError)
+    return cls(message or reason or f"HTTP {status}", status=status, reason=reason, obj=obj)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _micro_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class KubeClient:
+    """Typed facade over the official client; returns plain dicts.
+
+    Parameters
+    ----------
+    api_client:
+        A configured ``kubernetes.client.ApiClient``.
+    timeout_s:
+        Total timeout of one request in seconds (connect + read).
+    retries:
+        urllib3 retries on connection errors. 0 by default: the control loop owns
+        retry policy, and hidden retries would multiply the effective timeout.
+    """
+
+    def __init__(self, api_client: k8s.ApiClient, *, timeout_s: float = 10.0,
+                 retries: int = 0) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        api_client.configuration.retries = retries
+        # The REST client reads `retries` when it builds its pool; rebuild it.
+        api_client.rest_client = type(api_client.rest_client)(api_client.configuration)
+        self.api_client = api_client
+        self.timeout_s = timeout_s
+        self._apps = k8s.AppsV1Api(api_client)
+        self._core = k8s.CoreV1Api(api_client)
+        self._autoscaling = k8s.AutoscalingV2Api(api_client)
+        self._coord = k8s.CoordinationV1Api(api_client)
+        self._custom = k8s.CustomObjectsApi(api_client)
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | os.PathLike[str] | None = None,
+                        context: str | None = None, *, timeout_s: float = 10.0,
+                        retries: int = 0) -> KubeClient:
+        """Load like kubectl: ``path``, else ``$KUBECONFIG``, else ``~/.kube/config``."""
+        if path is None:
+            # Read at call time; the library snapshots $KUBECONFIG at import.
+            path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+        try:
+            api = k8s_config.new_client_from_config(config_file=os.fspath(path), context=context,
+                                                    persist_config=False)
+        except (ConfigException, OSError, ValueError, TypeError) as exc:
+            raise KubeConfigError(f"cannot load kubeconfig: {exc}", obj=os.fspath(path)) from exc
+        return cls(api, timeout_s=timeout_s, retries=retries)
+
+    @classmethod
+    def in_cluster(cls, *, timeout_s: float = 10.0, retries: int = 0) -> KubeClient:
+        """Use the pod's service account (token and CA are re-read on rotation)."""
+        conf = k8s.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=conf)
+        except ConfigException as exc:
+            raise KubeConfigError(f"not running in a cluster: {exc}") from exc
+        return cls(k8s.ApiClient(conf), timeout_s=timeout_s, retries=retries)
+
+    def close(self) -> None:
+        self.api_client.close()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one API call, decode the JSON body, map every failure to a KubeError."""
+        try:
+            resp = fn(*args, _preload_content=False, _request_timeout=self.timeout_s, **kwargs)
+            data = resp.data  # reading may itself time out, so keep it inside the try
+        except ApiException as exc:
+            raise _error_from_api(exc, what) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubeTimeout(f"{type(exc).__name__}: {exc}", reason="Timeout", obj=what) from exc
+        if not data:
+            return {}
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise KubeError(f"invalid JSON in response: {exc}", reason="BadResponse",
+                            obj=what) from exc
+
+    def _list(self, what: str, kind: str, api_version: str, namespaces: Sequence[str] | None,
+              cluster_fn: Callable[..., Any], ns_fn: Callable[..., Any],
+              **kwargs: Any) -> list[Obj]:
+        """List across all namespaces (None) or each given one; items get kind/apiVersion.
+
+        The API omits kind/apiVersion on list items; we add them (as ``kubectl get -o
+        json`` does) so an item can be used as an Event's involvedObject as is.
+        """
+        if namespaces is None:
+            pages = [self._call(f"{what} (all namespaces)", cluster_fn, **kwargs)]
+        else:
+            pages = [self._call(f"{what} {ns}/", ns_fn, ns, **kwargs) for ns in namespaces]
+        items: list[Obj] = []
+        for page in pages:
+            for item in page.get("items") or []:
+                item.setdefault("kind", kind)
+                item.setdefault("apiVersion", api_version)
+                items.append(item)
+        return items
+
+    # -- apps/v1 Deployments --------------------------------------------------------------
+
+    def list_deployments(self, namespaces: Sequence[str] | None,
+                         label_selector: str = "") -> list[Obj]:
+        """Deployments matching ``label_selector`` in ``namespaces`` (None = all)."""
+        return self._list("deployments", "Deployment", "apps/v1", namespaces,
+                          self._apps.list_deployment_for_all_namespaces,
+                          self._apps.list_namespaced_deployment,
+                          label_selector=label_selector or None)
+
+    def get_deployment(self, ns: str, name: str) -> Obj:
+        return self._call(f"deployments {ns}/{name}", self._apps.read_namespaced_deployment,
+                          name, ns)  # type: ignore[no-any-return]
+
+    def patch_deployment(self, ns: str, name: str, patch: Obj, *,
+                         strategic: bool = True) -> Obj:
+        """Patch a Deployment; strategic merge (default) merges containers by name.
+
+        Put ``metadata.resourceVersion`` in ``patch`` to make it conditional (409 if stale).
+        """
+        ctype = STRATEGIC_MERGE if strategic else MERGE_PATCH
+        return self._call(f"deployments {ns}/{name}", self._apps.patch_namespaced_deployment,
+                          name, ns, patch, _content_type=ctype)  # type: ignore[no-any-return]
+
+    def create_deployment(self, ns: str, body: Obj) -> Obj:
+        name = (body.get("metadata") or {}).get("name", "")
+        return self._call(f"deployments {ns}/{name}", self._apps.create_namespaced_deployment,
+                          ns, body)  # type: ignore[no-any-return]
+
+    def delete_deployment(self, ns: str, name: str) -> Obj:
+        """Delete with background propagation; returns the API's Status object."""
+        return self._call(f"deployments {ns}/{name}", self._apps.delete_namespaced_deployment,
+                          name, ns, propagation_policy="Background")  # type: ignore[no-any-return]
+
+    # -- core/v1 --------------------------------------------------------------------------
+
+    def list_pods(self, ns: str | None, label_selector: str = "",
+                  field_selector: str = "") -> list[Obj]:
+        """Pods in ``ns`` (None = all namespaces), e.g. ``field_selector="status.phase=Pending"``."""
+        return self._list("pods", "Pod", "v1", None if ns is None else [ns],
+                          self._core.list_pod_for_all_namespaces,
+                          self._core.list_namespaced_pod,
+                          label_selector=label_selector or None,
+                          field_selector=field_selector or None)
+
+    def list_nodes(self, label_selector: str | None = None) -> list[Obj]:
+        page = self._call("nodes", self._core.list_node, label_selector=label_selector or None)
+        items: list[Obj] = page.get("items") or []
+        for item in items:
+            item.setdefault("kind", "Node")
+            item.setdefault("apiVersion", "v1")
+        return items
+
+    def create_event(self, ns: str, involved_object: Obj, *, reason: str, message: str,
+                     type: str = "Normal", action: str = "Scale",
+                     component: str = "controlloop") -> Obj:
+        """Record a core/v1 Event about ``involved_object`` (a full object or a reference).
+
+        ``type`` is ``Normal`` or ``Warning``; ``message`` is cut to the API's 1 KiB limit.
+        """
+        if type not in ("Normal", "Warning"):
+            raise ValueError(f"event type must be Normal or Warning, got {type!r}")
+        meta = involved_object.get("metadata") or {}
+        ref = {
+            "apiVersion": involved_object.get("apiVersion", ""),
+            "kind": involved_object.get("kind", ""),
+            "name": meta.get("name", involved_object.get("name", "")),
+            "namespace": meta.get("namespace", involved_object.get("namespace", ns)),
+            "uid": meta.get("uid", involved_object.get("uid", "")),
+            "resourceVersion": meta.get("resourceVersion",
+                                        involved_object.get("resourceVersion", "")),
+        }
+        now = _now()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                # Unique name, as client-go's recorder does: <object>.<hex>.
+                "name": f"{ref['name'] or 'controlloop'}.{uuid.uuid4().hex[:16]}",
+                "namespace": ns,
+            },
+            "involvedObject": {k: v for k, v in ref.items() if v},
+            "reason": reason,
+            "message": message[:1024],
+            "type": type,
+            "action": action,
+            "source": {"component": component},
+            "reportingComponent": component,
+            "reportingInstance": os.environ.get("HOSTNAME", component),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "eventTime": _micro_now(),
+            "count": 1,
+        }
+        return self._call(f"events {ns}/{ref['name']}", self._core.create_namespaced_event,
+                          ns, body)  # type: ignore[no-any-return]
+
+    # -- autoscalers that would fight us --------------------------------------------------
+
+    def list_hpas(self, ns: str | None = None) -> list[Obj]:
+        """autoscaling/v2 HorizontalPodAutoscalers in ``ns`` (None = all namespaces)."""
+        return self._list("horizontalpodautoscalers", "HorizontalPodAutoscaler",
+                          "autoscaling/v2", None if ns is None else [ns],
+                          self._autoscaling.list_horizontal_pod_autoscaler_for_all_namespaces,
+                          self._autoscaling.list_namespaced_horizontal_pod_autoscaler)
+
+    def list_scaled_objects(self, ns: str | None = None) -> list[Obj]:
+        """KEDA ScaledObjects; ``[]`` when the KEDA CRD is not installed (404 on the path)."""
+        api_version = f"{KEDA_GROUP}/{KEDA_VERSION}"
+        try:
+            if ns is None:
+                page = self._call("scaledobjects (all namespaces)",
+                                  self._custom.list_cluster_custom_object,
+                                  KEDA_GROUP, KEDA_VERSION, KEDA_PLURAL)
+            else:
+                page = self._call(f"scaledobjects {ns}/",
+                                  self._custom.list_namespaced_custom_object,
+                                  KEDA_GROUP, KEDA_VERSION, ns, KEDA_PLURAL)
+        except NotFound:
+            return []
+        items: list[Obj] = page.get("items") or []
+        for item in items:
+            item.setdefault("kind", "ScaledObject")
+            item.setdefault("apiVersion", api_version)
+        return items
+
+    # -- coordination.k8s.io/v1 Leases (leader election) ----------------------------------
+
+    def get_lease(self, ns: str, name: str) -> Obj:
+        return self._call(f"leases {ns}/{name}", self._coord.read_namespaced_lease,
+                          name, ns)  # type: ignore[no-any-return]
+
+    def create_lease(self, ns: str, body: Obj) -> Obj:
+        """Create; raises Conflict if another replica created it first."""
+        name = (body.get("metadata") or {}).get("name", "")
+        return self._call(f"leases {ns}/{name}", self._coord.create_namespaced_lease,
+                          ns, body)  # type: ignore[no-any-return]
+
+    def replace_lease(self, ns: str, name: str, body: Obj) -> Obj:
+        """PUT the lease; ``body.metadata.resourceVersion`` is required so that a
+        concurrent writer makes this fail with Conflict instead of being overwritten."""
+        if not (body.get("metadata") or {}).get("resourceVersion"):
+            raise ValueError("replace_lease: body.metadata.resourceVersion is required")
+        return self._call(f"leases {ns}/{name}", self._coord.replace_namespaced_lease,
+                          name, ns, body)  # type: ignore[no-any-return]

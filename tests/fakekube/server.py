@@ -1,0 +1,436 @@
+"""A loopback Kubernetes API server for tests of code that uses the official client.
+
+It speaks enough of the real REST API (paths, verbs, patch content types, list and
+Status shapes, resourceVersion semantics) for ``kubernetes.client`` to work against
+it unchanged, plus test hooks: object builders, fault injection and a request log.
+
+    with FakeKubeServer() as srv:
+        srv.add_deployment("llm", "granite", replicas=2)
+        srv.write_kubeconfig(tmp_path / "kubeconfig")
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from . import objects
+from .kubeconfig import write_kubeconfig
+from .patch import PatchError, json_patch, merge_patch, strategic_merge
+from .selectors import (
+    SelectorError,
+    match_fields,
+    match_labels,
+    parse_field_selector,
+    parse_label_selector,
+)
+from .store import RESOURCES, Obj, Resource, Store, StoreError, find_resource
+
+PATCHERS = {
+    "application/strategic-merge-patch+json": strategic_merge,
+    "application/merge-patch+json": merge_patch,
+    "application/json-patch+json": json_patch,
+}
+
+
+@dataclass
+class Fault:
+    """One injected failure; matches requests by method and a regex searched in the path.
+
+    ``status`` answers with that code (a Status body unless ``body`` is given);
+    ``delay_s`` sleeps first (longer than the client timeout = a timeout fault);
+    ``drop`` closes the connection without answering. ``times=None`` never expires.
+    """
+
+    method: str | None = None
+    path_regex: str = ""
+    status: int | None = None
+    times: int | None = 1
+    delay_s: float = 0.0
+    body: Any = None
+    drop: bool = False
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        return ((self.method is None or self.method.upper() == method)
+                and re.search(self.path_regex, path) is not None
+                and (self.times is None or self.hits < self.times))
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    content_type: str
+    body: Any
+    query: dict[str, str] = field(default_factory=dict)
+
+
+def status_body(code: int, reason: str, message: str, details: Obj | None = None) -> Obj:
+    body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                 "status": "Success" if code < 400 else "Failure",
+                 "message": message, "reason": reason, "code": code}
+    if details:
+        body["details"] = details
+    return body
+
+
+_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+            409: "Conflict", 415: "UnsupportedMediaType", 422: "Invalid",
+            429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable",
+            504: "Timeout"}
+
+
+class FakeKubeServer:
+    """The fake API server; ``start()`` binds 127.0.0.1 on a free port."""
+
+    def __init__(self, *, token: str | None = None, keda_installed: bool = True) -> None:
+        self.store = Store()
+        self.token = token
+        self.keda_installed = keda_installed
+        self.kubeconfig: Path | None = None
+        self._faults: list[Fault] = []
+        self._forbidden: list[tuple[str, frozenset[str] | None, str | None]] = []
+        self._requests: list[Request] = []
+        self._lock = threading.Lock()
+        self.stopping = threading.Event()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> FakeKubeServer:
+        self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.fake = self
+        self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()  # wakes handlers sleeping in delay faults
+        if self._httpd:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeKubeServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._httpd, "server not started"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def write_kubeconfig(self, path: str | Path, *, token: str | None = None,
+                         context: str = "fake") -> Path:
+        """Write a kubeconfig for this server (``token`` defaults to the required one)."""
+        self.kubeconfig = write_kubeconfig(path, self.url, token=token or self.token,
+                                           context=context)
+        return self.kubeconfig
+
+    # -- test hooks -----------------------------------------------------------------------
+
+    def inject(self, method: str | None = None, path_regex: str = "", *,
+               status: int | None = None, times: int | None = 1, delay_s: float = 0.0,
+               body: Any = None, drop: bool = False) -> Fault:
+        fault = Fault(method, path_regex, status, times, delay_s, body, drop)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def forbid(self, plural: str, verbs: set[str] | None = None,
+               namespace: str | None = None) -> None:
+        """Answer 403 for ``verbs`` (get/list/create/update/patch/delete; None = all)."""
+        with self._lock:
+            self._forbidden.append((plural, frozenset(verbs) if verbs else None, namespace))
+
+    @property
+    def requests(self) -> list[Request]:
+        with self._lock:
+            return list(self._requests)
+
+    def requests_for(self, method: str, path_regex: str = "") -> list[Request]:
+        return [r for r in self.requests
+                if r.method == method.upper() and re.search(path_regex, r.path)]
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    def put(self, obj: Obj) -> Obj:
+        """Create any object (kind/apiVersion from the body); returns the stored copy."""
+        res = find_resource(f"{obj['apiVersion']}/{obj['kind']}")
+        ns = obj["metadata"].get("namespace", "default") if res.namespaced else ""
+        return self.store.create(res, ns, obj)
+
+    def get(self, kind: str, ns: str | None, name: str) -> Obj:
+        """Current stored object; ``kind`` may be a Kind, a plural or ``apiVersion/Kind``."""
+        res = find_resource(kind)
+        return self.store.get(res, ns or "" if res.namespaced else "", name)
+
+    def list(self, kind: str, ns: str | None = None) -> list[Obj]:
+        return self.store.list(find_resource(kind), ns)
+
+    def set_status(self, kind: str, ns: str | None, name: str, status: Obj) -> Obj:
+        """Merge ``status`` into the object's status, as a controller would."""
+        res = find_resource(kind)
+        ns = ns or "" if res.namespaced else ""
+        with self.store.lock:
+            cur = self.store.get(res, ns, name)
+            cur["status"] = merge_patch(cur.get("status") or {}, status)
+            return self.store.update(res, ns, name, cur, subresource="status")
+
+    def add_deployment(self, ns: str, name: str, *, labels: dict[str, str] | None = None,
+                       replicas: int = 1, containers: list[Obj] | None = None,
+                       node_selector: dict[str, str] | None = None,
+                       annotations: dict[str, str] | None = None,
+                       ready_replicas: int | None = None) -> Obj:
+        """A Deployment whose status says all ``replicas`` are ready (unless told not)."""
+        self.put(objects.deployment(ns, name, labels=labels, replicas=replicas,
+                                    containers=containers, node_selector=node_selector,
+                                    annotations=annotations))
+        return self.set_deployment_status(ns, name, replicas=replicas,
+                                          ready_replicas=ready_replicas)
+
+    def set_deployment_status(self, ns: str, name: str, *, replicas: int,
+                              ready_replicas: int | None = None,
+                              available_replicas: int | None = None,
+                              updated_replicas: int | None = None) -> Obj:
+        gen = self.get("Deployment", ns, name)["metadata"].get("generation", 1)
+        return self.set_status("Deployment", ns, name, objects.deployment_status(
+            replicas, ready=ready_replicas, available=available_replicas,
+            updated=updated_replicas, observed_generation=gen))
+
+    def add_pod(self, ns: str, name: str, labels: dict[str, str] | None = None, *,
+                phase: str = "Running", ready: bool = True, node_name: str | None = None,
+                unschedulable: bool = False, owner: Obj | None = None) -> Obj:
+        return self.put(objects.pod(ns, name, labels=labels, phase=phase, ready=ready,
+                                    node_name=node_name, unschedulable=unschedulable,
+                                    owner=owner))
+
+    def add_node(self, name: str, labels: dict[str, str] | None = None,
+                 allocatable: dict[str, str] | None = None, *,
+                 unschedulable: bool = False) -> Obj:
+        return self.put(objects.node(name, labels=labels, allocatable=allocatable,
+                                     unschedulable=unschedulable))
+
+    def add_hpa(self, ns: str, name: str, *, target: str, min_replicas: int = 1,
+                max_replicas: int = 10) -> Obj:
+        return self.put(objects.hpa(ns, name, target=target, min_replicas=min_replicas,
+                                    max_replicas=max_replicas))
+
+    def add_scaled_object(self, ns: str, name: str, *, target: str, min_replicas: int = 0,
+                          max_replicas: int = 10) -> Obj:
+        return self.put(objects.scaled_object(ns, name, target=target,
+                                              min_replicas=min_replicas,
+                                              max_replicas=max_replicas))
+
+    # -- request handling (called from handler threads) -----------------------------------
+
+    def _record(self, req: Request) -> Fault | None:
+        with self._lock:
+            self._requests.append(req)
+            for fault in self._faults:
+                if fault.matches(req.method, req.path):
+                    fault.hits += 1
+                    return fault
+        return None
+
+    def _is_forbidden(self, res: Resource, verb: str, ns: str) -> bool:
+        with self._lock:
+            return any(p == res.plural and (v is None or verb in v) and (n is None or n == ns)
+                       for p, v, n in self._forbidden)
+
+    def handle(self, method: str, path: str, query: dict[str, str], ctype: str,
+               body: Any, auth: str) -> tuple[int, Any]:
+        if self.token is not None and auth != f"Bearer {self.token}":
+            return 401, status_body(401, "Unauthorized", "Unauthorized")
+        if path in ("/version", "/version/"):
+            return 200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0-fake",
+                         "platform": "linux/amd64"}
+        if path == "/api":
+            return 200, {"kind": "APIVersions", "versions": ["v1"],
+                         "serverAddressByClientCIDRs": []}
+        if path == "/apis":
+            return 200, self._discovery()
+        route = self._route(path)
+        if route is None:
+            return 404, status_body(404, "NotFound",
+                                    "the server could not find the requested resource")
+        res, ns, name, sub = route
+        verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update",
+                "PATCH": "patch", "DELETE": "delete"}.get(method, "")
+        if not verb or (verb == "create" and name) or (verb != "create" and verb != "list"
+                                                        and not name):
+            return 405, status_body(405, "MethodNotAllowed", f"{method} not allowed on {path}")
+        if self._is_forbidden(res, verb, ns):
+            return 403, status_body(403, "Forbidden", (
+                f'{res.qualified} "{name}" is forbidden: User "system:serviceaccount:'
+                f'controlloop:controlloop" cannot {verb} resource "{res.plural}" in API group '
+                f'"{res.group}" in the namespace "{ns}"'),
+                {"name": name, "group": res.group, "kind": res.plural})
+        try:
+            return self._execute(res, verb, ns, name, sub, query, ctype, body)
+        except StoreError as err:
+            return err.code, status_body(err.code, err.reason, err.message,
+                                         {"name": name, "group": res.group, "kind": res.plural})
+        except (SelectorError, PatchError) as err:
+            code = 422 if isinstance(err, PatchError) else 400
+            return code, status_body(code, _REASONS[code], str(err))
+
+    def _route(self, path: str) -> tuple[Resource, str, str, str] | None:
+        parts = [p for p in path.split("/") if p]
+        if parts[:2] == ["api", "v1"]:
+            group, version, rest = "", "v1", parts[2:]
+        elif len(parts) >= 3 and parts[0] == "apis":
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            return None
+        if group == "keda.sh" and not self.keda_installed:
+            return None
+        ns = ""
+        if len(rest) >= 3 and rest[0] == "namespaces":
+            ns, rest = rest[1], rest[2:]
+        if not rest or len(rest) > 3:
+            return None
+        res = next((r for r in RESOURCES if (r.group, r.version, r.plural)
+                    == (group, version, rest[0])), None)
+        if res is None or (ns and not res.namespaced):
+            return None
+        name = rest[1] if len(rest) > 1 else ""
+        sub = rest[2] if len(rest) > 2 else ""
+        if sub and (sub != "status" or not res.status_subresource):
+            return None
+        if name and res.namespaced and not ns:
+            return None
+        return res, ns, name, sub
+
+    def _discovery(self) -> Obj:
+        groups: dict[str, list[str]] = {}
+        for r in RESOURCES:
+            if r.group and (r.group != "keda.sh" or self.keda_installed):
+                groups.setdefault(r.group, [])
+                if r.version not in groups[r.group]:
+                    groups[r.group].append(r.version)
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+            {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
+             "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]}}
+            for g, vs in groups.items()]}
+
+    def _execute(self, res: Resource, verb: str, ns: str, name: str, sub: str,
+                 query: dict[str, str], ctype: str, body: Any) -> tuple[int, Any]:
+        store = self.store
+        if verb == "list":
+            labels = parse_label_selector(query.get("labelSelector"))
+            fields = parse_field_selector(query.get("fieldSelector"))
+            items = [{k: v for k, v in o.items() if k not in ("kind", "apiVersion")}
+                     for o in store.list(res, ns or None)
+                     if match_labels(labels, o["metadata"].get("labels"))
+                     and match_fields(fields, o)]
+            return 200, {"kind": f"{res.kind}List", "apiVersion": res.api_version,
+                         "metadata": {"resourceVersion": str(store.revision)}, "items": items}
+        if verb == "get":
+            return 200, store.get(res, ns, name)
+        if verb == "delete":
+            obj = store.delete(res, ns, name)
+            return 200, status_body(200, "", "", {
+                "name": name, "group": res.group, "kind": res.plural,
+                "uid": obj["metadata"].get("uid")})
+        if not isinstance(body, dict) and not (verb == "patch" and isinstance(body, list)):
+            raise StoreError(400, "BadRequest", "request body must be a JSON object")
+        if verb == "create":
+            return 201, store.create(res, ns, body)
+        if verb == "update":
+            rv = (body.get("metadata") or {}).get("resourceVersion")
+            return 200, store.update(res, ns, name, body, subresource=sub, check_rv=rv)
+        patcher = PATCHERS.get(ctype.split(";")[0].strip())
+        if patcher is None or (patcher is strategic_merge and res.group == "keda.sh"):
+            # Custom resources have no strategic-merge schema, like the real server.
+            raise StoreError(415, "UnsupportedMediaType",
+                             f"the body of the request was in an unknown format: {ctype}")
+        with store.lock:  # read-modify-write must not race other writers
+            cur = store.get(res, ns, name)
+            new = patcher(cur, body)
+            if not isinstance(new, dict):
+                raise PatchError("patch result is not an object")
+            # A resourceVersion that the patch set (or kept) must match the stored one.
+            rv = (new.get("metadata") or {}).get("resourceVersion")
+            return 200, store.update(res, ns, name, new, subresource=sub, check_rv=rv)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    fake: FakeKubeServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that time out or drop the connection are expected here
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _dispatch(self) -> None:
+        fake = self.server.fake
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        ctype = self.headers.get("Content-Type", "")
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        fault = fake._record(Request(self.command, url.path, ctype, body, query))
+        if fault and fault.delay_s:
+            fake.stopping.wait(fault.delay_s)
+        if fault and fault.drop:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        if fault and fault.status:
+            code = fault.status
+            out: Any = fault.body if fault.body is not None else status_body(
+                code, _REASONS.get(code, "InternalError"), f"injected fault {code}")
+        elif isinstance(body, str):
+            code, out = 400, status_body(400, "BadRequest", "invalid JSON body")
+        else:
+            code, out = fake.handle(self.command, url.path, query, ctype, body,
+                                    self.headers.get("Authorization", ""))
+        self._send(code, out)
+
+    def _send(self, code: int, out: Any) -> None:
+        data = out if isinstance(out, bytes) else json.dumps(out).encode()
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            self.close_connection = True  # the client gave up (timeout fault)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
