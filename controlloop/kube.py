@@ -118,10 +118,6 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _micro_now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class KubeClient:
     """Typed facade over the official client; returns plain dicts.
 
@@ -309,7 +305,8 @@ class KubeClient:
             "reportingInstance": os.environ.get("HOSTNAME", component),
             "firstTimestamp": now,
             "lastTimestamp": now,
-            "eventTime": _micro_now(),
+            # No eventTime: with it set, the API validates the event as new-style
+            # (series, reportingController rules); client-go's legacy recorder omits it too.
             "count": 1,
         }
         return self._call(f"events {ns}/{ref['name']}", self._core.create_namespaced_event,

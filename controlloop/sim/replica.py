@@ -19,7 +19,8 @@ Semantics, exactly as specified, with the readings this module commits to:
 - An idle replica starts an iteration at the next arrival; an arrival during
   an iteration waits for it to end. An arrival exactly at an iteration
   boundary is counted against the population of the ending iteration and
-  joins at that boundary.
+  joins at that boundary; arrivals at the same instant as the one that wakes
+  an idle replica join its first iteration.
 
 Speed: between events the batch is constant and no one joins, so the engine
 plans a *run* of identical iterations up to the next completion and cuts it
@@ -93,7 +94,11 @@ class ReplicaSimulator(EngineBase):
             else:
                 if a > until_ms:
                     break
+                # Idle: the first iteration starts at this arrival and, like any
+                # boundary, takes everyone arriving at that same instant.
                 self._arrive(pend.popleft())
+                while pend and pend[0][0] == a:
+                    self._arrive(pend.popleft())
                 self._start_iteration(a)
         self._credit(self._iterations_by(until_ms))
         self._integrate(until_ms)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -84,8 +85,9 @@ class SimCase:
     service: Service = "token"
 
 
-def poisson_arrivals(rng: np.random.Generator, *, rate_per_ms: float, start_ms: float,
-                     end_ms: float) -> np.ndarray:
+def poisson_arrivals(
+    rng: np.random.Generator, *, rate_per_ms: float, start_ms: float, end_ms: float
+) -> np.ndarray:
     """Sorted Poisson arrival times on ``[start_ms, end_ms)``.
 
     Drawn as a Poisson count of uniform points (one vectorised call, no loop).
@@ -118,16 +120,18 @@ def simulate(
     warm = 0.1 * duration_ms if warmup_ms is None else warmup_ms
     if warm < 0:
         raise ValueError(f"warmup_ms: must be >= 0, got {warm}")
+    if service not in ("token", "exponential"):
+        raise ValueError(f"service: must be 'token' or 'exponential', got {service!r}")
     rng = np.random.default_rng(seed)
     end = warm + duration_ms
+    # Arrivals first, so both services see the same stream for a seed.
+    arrivals = poisson_arrivals(rng, rate_per_ms=rate_per_ms, start_ms=0.0, end_ms=end)
     engine: EngineBase
     if service == "token":
         engine = ReplicaSimulator(params)
-    elif service == "exponential":
-        engine = ExponentialReplicaSimulator(params, seed=int(rng.integers(2**63)))
     else:
-        raise ValueError(f"service: must be 'token' or 'exponential', got {service!r}")
-    engine.offer(poisson_arrivals(rng, rate_per_ms=rate_per_ms, start_ms=0.0, end_ms=end))
+        engine = ExponentialReplicaSimulator(params, seed=int(rng.integers(2**63)))
+    engine.offer(arrivals)
     engine.advance(warm)
     engine.drain_stats()
     engine.advance(end)
@@ -151,27 +155,56 @@ def simulate_replica(
     service: Service = "token",
 ) -> SimResult:
     """Keyword form of :func:`simulate` (see :class:`ReplicaParams` for units)."""
-    params = ReplicaParams(alpha=alpha, beta=beta, gamma=gamma, delta=delta, batch=batch,
-                           in_tokens=in_tokens, out_tokens=out_tokens, queue=queue)
-    return simulate(params, rate_per_ms=rate_per_ms, duration_ms=duration_ms,
-                    warmup_ms=warmup_ms, seed=seed, service=service)
+    params = ReplicaParams(
+        alpha=alpha,
+        beta=beta,
+        gamma=gamma,
+        delta=delta,
+        batch=batch,
+        in_tokens=in_tokens,
+        out_tokens=out_tokens,
+        queue=queue,
+    )
+    return simulate(
+        params,
+        rate_per_ms=rate_per_ms,
+        duration_ms=duration_ms,
+        warmup_ms=warmup_ms,
+        seed=seed,
+        service=service,
+    )
 
 
 def _run_case(case: SimCase) -> SimResult:
-    return simulate(case.params, rate_per_ms=case.rate_per_ms, duration_ms=case.duration_ms,
-                    warmup_ms=case.warmup_ms, seed=case.seed, service=case.service)
+    return simulate(
+        case.params,
+        rate_per_ms=case.rate_per_ms,
+        duration_ms=case.duration_ms,
+        warmup_ms=case.warmup_ms,
+        seed=case.seed,
+        service=case.service,
+    )
+
+
+POOL_THRESHOLD = 64
+"""Cases from which ``simulate_many(workers=None)`` uses a process pool."""
 
 
 def simulate_many(cases: Sequence[SimCase], *, workers: int | None = None) -> list[SimResult]:
     """Simulate each case; results in input order, identical for any ``workers``.
 
-    ``workers=None`` uses a process pool (one per CPU) for 8 or more cases and
-    a plain loop otherwise; ``workers=1`` always loops.
+    ``workers=None`` loops below ``POOL_THRESHOLD`` cases (a replica-hour takes
+    milliseconds, less than starting a worker) and otherwise uses one process
+    per CPU; ``workers=1`` always loops. Workers are spawned, not forked, so
+    this is safe from a threaded daemon.
     """
-    n_workers = workers if workers is not None else (os.cpu_count() or 1)
-    if n_workers < 1:
+    if workers is not None and workers < 1:
         raise ValueError(f"workers: must be >= 1, got {workers}")
-    if n_workers == 1 or len(cases) < (2 if workers is not None else 8):
+    if workers is None:
+        workers = (os.cpu_count() or 1) if len(cases) >= POOL_THRESHOLD else 1
+    if workers == 1 or len(cases) < 2:
         return [_run_case(c) for c in cases]
-    with ProcessPoolExecutor(max_workers=min(n_workers, len(cases))) as pool:
-        return list(pool.map(_run_case, cases, chunksize=max(1, len(cases) // (4 * n_workers))))
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(cases)), mp_context=ctx) as pool:
+        chunk = max(1, len(cases) // (4 * workers))
+        return list(pool.map(_run_case, cases, chunksize=chunk))

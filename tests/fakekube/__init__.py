@@ -2,7 +2,7 @@
 
 from .kubeconfig import write_kubeconfig
 from .selectors import SelectorError, parse_label_selector
-from .server import Fault, FakeKubeServer, Request
+from .server import FakeKubeServer, Fault, Request
 
 __all__ = [
     "FakeKubeServer",

@@ -185,7 +185,7 @@ class FakeKubeServer:
         res = find_resource(kind)
         return self.store.get(res, ns or "" if res.namespaced else "", name)
 
-    def list(self, kind: str, ns: str | None = None) -> list[Obj]:
+    def list_objects(self, kind: str, ns: str | None = None) -> list[Obj]:
         return self.store.list(find_resource(kind), ns)
 
     def set_status(self, kind: str, ns: str | None, name: str, status: Obj) -> Obj:
@@ -264,11 +264,13 @@ class FakeKubeServer:
             return 401, status_body(401, "Unauthorized", "Unauthorized")
         if path in ("/version", "/version/"):
             return 200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0-fake",
-                         "platform": "linux/amd64"}
-        if path == "/api":
+                         "gitCommit": "0" * 40, "gitTreeState": "clean",
+                         "buildDate": "2024-04-17T00:00:00Z", "goVersion": "go1.22.2",
+                         "compiler": "gc", "platform": "linux/amd64"}
+        if path in ("/api", "/api/"):
             return 200, {"kind": "APIVersions", "versions": ["v1"],
                          "serverAddressByClientCIDRs": []}
-        if path == "/apis":
+        if path in ("/apis", "/apis/"):
             return 200, self._discovery()
         route = self._route(path)
         if route is None:
@@ -353,13 +355,20 @@ class FakeKubeServer:
             return 200, status_body(200, "", "", {
                 "name": name, "group": res.group, "kind": res.plural,
                 "uid": obj["metadata"].get("uid")})
-        if not isinstance(body, dict) and not (verb == "patch" and isinstance(body, list)):
+        if verb == "patch":
+            return 200, self._patch(res, ns, name, sub, ctype, body)
+        if not isinstance(body, dict):
             raise StoreError(400, "BadRequest", "request body must be a JSON object")
         if verb == "create":
             return 201, store.create(res, ns, body)
-        if verb == "update":
-            rv = (body.get("metadata") or {}).get("resourceVersion")
-            return 200, store.update(res, ns, name, body, subresource=sub, check_rv=rv)
+        rv = (body.get("metadata") or {}).get("resourceVersion")  # verb == "update"
+        return 200, store.update(res, ns, name, body, subresource=sub, check_rv=rv)
+
+    def _patch(self, res: Resource, ns: str, name: str, sub: str, ctype: str,
+               body: Any) -> Obj:
+        store = self.store
+        if not isinstance(body, dict | list):
+            raise StoreError(400, "BadRequest", "a patch must be a JSON object or list")
         patcher = PATCHERS.get(ctype.split(";")[0].strip())
         if patcher is None or (patcher is strategic_merge and res.group == "keda.sh"):
             # Custom resources have no strategic-merge schema, like the real server.
@@ -372,7 +381,7 @@ class FakeKubeServer:
                 raise PatchError("patch result is not an object")
             # A resourceVersion that the patch set (or kept) must match the stored one.
             rv = (new.get("metadata") or {}).get("resourceVersion")
-            return 200, store.update(res, ns, name, new, subresource=sub, check_rv=rv)
+            return store.update(res, ns, name, new, subresource=sub, check_rv=rv)
 
 
 class _HTTPServer(ThreadingHTTPServer):

@@ -170,8 +170,8 @@ class Store:
 
             generation = int(old_meta.get("generation", 1))
             meta["generation"] = generation + 1 if body(obj) != body(old) else generation
-            if obj == {**old, "metadata": {**meta, "resourceVersion": old_meta[
-                    "resourceVersion"]}}:
+            meta["resourceVersion"] = old_meta["resourceVersion"]
+            if obj == old:
                 return copy.deepcopy(old)  # a no-op write does not bump resourceVersion
             meta["resourceVersion"] = self._next_rv()
             self.objects[key] = obj

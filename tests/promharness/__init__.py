@@ -1,0 +1,25 @@
+"""Real Prometheus + fake vLLM exporter for integration tests (see ``harness``)."""
+
+from .harness import (
+    PodLoad,
+    PrometheusProcess,
+    PromStack,
+    VllmExporter,
+    expected_load,
+    free_port,
+    prometheus_binary,
+    start_stack,
+    wait_until,
+)
+
+__all__ = [
+    "PodLoad",
+    "PromStack",
+    "PrometheusProcess",
+    "VllmExporter",
+    "expected_load",
+    "free_port",
+    "prometheus_binary",
+    "start_stack",
+    "wait_until",
+]

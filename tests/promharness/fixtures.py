@@ -1,0 +1,94 @@
+"""Pytest fixtures for the Prometheus harness.
+
+Import them from ``tests/conftest.py``::
+
+    from tests.promharness.fixtures import prom_stack_factory, prometheus_bin, vllm_prom  # noqa: F401
+
+or list the module in ``pytest_plugins`` there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import pytest
+
+from .harness import PodLoad, PromStack, prometheus_binary, start_stack
+
+# The Deployment under test: two pods with different load, names that need
+# regex escaping ("."), and neighbours that a sloppy pod regex would match.
+DEPLOYMENT_A = (
+    PodLoad(
+        "vllm-a-1",
+        rps=2.0,
+        in_tokens=400,
+        out_tokens=100,
+        ttft_s=0.05,
+        itl_s=0.02,
+        running=3,
+        waiting=1,
+    ),
+    PodLoad(
+        "vllm-a.2",
+        rps=3.0,
+        in_tokens=800,
+        out_tokens=200,
+        ttft_s=0.10,
+        itl_s=0.03,
+        running=5,
+        waiting=0,
+    ),
+)
+NEIGHBOURS = (
+    PodLoad("vllm-a-10", rps=7.0, out_tokens=20),  # prefix of vllm-a-1: needs anchoring
+    PodLoad("vllm-ax2", rps=11.0, out_tokens=20),  # matches vllm-a.2 if "." is unescaped
+    PodLoad("vllm-a-1", namespace="other", rps=13.0, out_tokens=20),  # same name, other ns
+)
+WINDOW = "10s"  # short rate window keeps the suite fast; scrape interval is 1 s
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    """Path of the Prometheus binary; skips when it is not installed."""
+    path = prometheus_binary()
+    if path is None:
+        pytest.skip(
+            "prometheus binary not found ($PROMETHEUS_BIN or /usr/bin/prometheus); "
+            "install it with `apt-get install prometheus`"
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def vllm_prom(prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromStack]:
+    """Shared stack serving DEPLOYMENT_A + NEIGHBOURS, with the WINDOW already filled."""
+    stack = start_stack(
+        DEPLOYMENT_A + NEIGHBOURS,
+        binary=prometheus_bin,
+        workdir=tmp_path_factory.mktemp("prom"),
+        fill_window_s=12,
+    )
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def prom_stack_factory(
+    prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., PromStack]]:
+    """Start private stacks (tests may stop them); all are stopped at teardown."""
+    stacks: list[PromStack] = []
+
+    def make(pods: Sequence[PodLoad] = DEPLOYMENT_A, *, fill_window_s: float = 0) -> PromStack:
+        stack = start_stack(
+            pods,
+            binary=prometheus_bin,
+            workdir=tmp_path_factory.mktemp("prom"),
+            fill_window_s=fill_window_s,
+        )
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()
