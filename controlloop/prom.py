@@ -63,6 +63,11 @@ class QueryTemplates:
     state completions equal arrivals. Under overload arrivals exceed completions;
     the ``waiting`` gauge shows that backlog.
 
+    Names assume the exporter keeps ``:``. prometheus_client's OpenMetrics
+    output escapes it to ``_`` unless the scraper negotiates UTF-8 names (a
+    Prometheus 2.x scrape does not), giving ``vllm_request_success_total``;
+    override the templates in that case.
+
     ``freshness`` is special: it returns one series per pod whose value is the
     timestamp of that pod's newest sample; it drives the staleness check.
     """
@@ -277,7 +282,9 @@ def _check_api_response(r: requests.Response, *args: Any, **kwargs: Any) -> None
         raise _QueryFailed("malformed prometheus response: no data.result list")
 
 
-def _build_client(settings: PrometheusSettings, session: requests.Session | None) -> Any:
+def _build_client(
+    settings: PrometheusSettings, session: requests.Session | None
+) -> PrometheusConnect:
     s = session or requests.Session()
     s.verify = False if settings.insecure else (settings.ca_file or True)
     s.hooks["response"].append(_check_api_response)
@@ -341,6 +348,8 @@ class PrometheusLoadSource:
         self.settings = settings
         self._clock = clock
         self._client = _build_client(settings, session)
+        if settings.insecure:
+            log.warning("prometheus TLS certificate verification is disabled (insecure)")
 
     def close(self) -> None:
         self._client.close()

@@ -194,6 +194,9 @@ class ServerSpec(Spec):
     max_batch_size: NonNegInt = Field(0, alias="maxBatchSize")
     current_alloc: AllocationSpec = Field(AllocationSpec(), alias="currentAlloc")
     desired_alloc: AllocationSpec | None = Field(None, alias="desiredAlloc")
+    # Ours: restrict the accelerators this server may be placed on (None = any).
+    # The controller uses it to keep servers off accelerators it cannot place on.
+    allowed_accelerators: list[str] | None = Field(None, alias="allowedAccelerators")
 
     @property
     def load(self) -> LoadSpec:

@@ -73,11 +73,12 @@ def batch_size(max_batch: ArrayLike, at_tokens: ArrayLike, out_tokens: ArrayLike
 class _ArrayFields:
     """Coerce, broadcast and validate the array fields of a frozen dataclass."""
 
+    batch: IntArray
     _int_fields: tuple[str, ...] = ("batch",)
     _positive: tuple[str, ...] = ()
 
     def _normalise(self) -> None:
-        names = [f.name for f in fields(self)]  # type: ignore[arg-type]
+        names = self._names()
         values = np.broadcast_arrays(*(np.asarray(getattr(self, k)) for k in names))
         for name, value in zip(names, values, strict=True):
             dtype = np.int64 if name in self._int_fields else np.float64
@@ -91,15 +92,17 @@ class _ArrayFields:
 
     @property
     def size(self) -> int:
-        return int(getattr(self, "batch").shape[0])
+        return int(self.batch.shape[0])
+
+    def _names(self) -> list[str]:
+        return [f.name for f in fields(self)]  # type: ignore[arg-type]
 
     def take(self, index: NDArray[np.intp] | IntArray) -> Self:
-        cls = type(self)
-        return cls(**{f.name: getattr(self, f.name)[index] for f in fields(self)})  # type: ignore[arg-type]
+        return type(self)(**{k: getattr(self, k)[index] for k in self._names()})
 
     def key_columns(self) -> FloatArray:
         """All inputs as float64 columns ``(P, F)``: the sizing cache key."""
-        return np.column_stack([getattr(self, f.name) for f in fields(self)]).astype(np.float64)  # type: ignore[arg-type]
+        return np.column_stack([getattr(self, k) for k in self._names()]).astype(np.float64)
 
 
 @dataclass(frozen=True)

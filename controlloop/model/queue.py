@@ -79,6 +79,12 @@ class ChainParams:
     def size(self) -> int:
         return int(self.a.shape[0])
 
+    @property
+    def room(self) -> IntArray:
+        """``Q`` per pair (``queue`` after defaulting)."""
+        assert self.queue is not None  # set by __post_init__
+        return self.queue
+
     def service_rate(self, n: ArrayLike) -> FloatArray:
         """``mu(n) = n / (a + b*n)`` for ``n`` clamped to ``[1, N]`` (req/ms)."""
         n = np.clip(np.asarray(n, np.float64), 1, self.batch)
@@ -211,7 +217,7 @@ class ChainLayout:
             np.cumsum(steps, axis=1, out=logc[:, 1:])
             logc[np.arange(width)[None, :] > n_sorted[start:stop, None]] = -np.inf
             blocks.append(logc)
-        return cls._assemble(order, a, b, n_sorted, params.queue[order], edges, blocks)
+        return cls._assemble(order, a, b, n_sorted, params.room[order], edges, blocks)
 
     @classmethod
     def _assemble(
@@ -220,7 +226,7 @@ class ChainLayout:
     ) -> ChainLayout:
         c_flat = np.concatenate([blk.ravel() for blk in blocks]) if blocks else np.zeros(0)
         widths = np.repeat([blk.shape[1] for blk in blocks], np.diff(edges)).astype(np.int64)
-        offset = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+        offset = np.cumsum(widths) - widths
         buckets, base = [], 0
         for start, stop, blk in zip(edges[:-1], edges[1:], blocks, strict=True):
             view = c_flat[base:base + blk.size].reshape(blk.shape)  # share, don't copy
@@ -256,7 +262,7 @@ class ChainLayout:
         log_last = log_u_n + self.q * x  # state N+Q
         # j*log(lam) + c(j) is concave in j (its steps log(lam*(a/j + b)) fall), so
         # its maximum is where lam*(a/j + b) crosses 1: no per-state max is needed.
-        with np.errstate(divide="ignore", over="ignore"):
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             peak = np.floor(np.clip(self.a * lam / (1 - self.b * lam), 0, self.n))
         peak = np.where(self.b * lam >= 1, self.n, peak)
         log_peak = peak * loglam + self.c_flat[self.offset + peak.astype(np.int64)]

@@ -110,7 +110,8 @@ def size(
         for t in (ttft_target, itl_target, tps_target)
     ])
     kind = float(zlib.crc32(type(perf).__name__.encode()))  # models share column counts
-    keys = np.column_stack([perf.key_columns(), targets, np.full(shape, rtol), np.full(shape, kind)])
+    keys = np.column_stack(
+        [perf.key_columns(), targets, np.full(shape, rtol), np.full(shape, kind)])
     hashes = _row_hash(keys)
     uniq, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
     # A 64-bit hash collision is astronomically unlikely; if it happens, size all rows.
@@ -203,7 +204,8 @@ class _Search:
         lam_star = np.where(tps, np.minimum(lam_star, TPS_FACTOR * self.lam_max), lam_star)
         lam_star = np.where(status == OK, lam_star, 0.0)
         final = self._metrics(self.full_layout, self.perf, np.maximum(lam_star, self.lam_min))
-        columns = [lam_star, self.lam_min, self.lam_max, status, ttft_floor, itl_floor]
+        columns: list[FloatArray] = [lam_star, self.lam_min, self.lam_max,
+                                     status.astype(np.float64), ttft_floor, itl_floor]
         columns += [getattr(final, k) for k in _METRIC_NAMES]
         table = np.empty((p, _RESULT_COLUMNS))
         table[self.order] = np.column_stack(columns)
@@ -211,21 +213,25 @@ class _Search:
 
     def _root(self, layout: ChainLayout, perf: PerfModel, idx: IntArray,
               g_lo: FloatArray, g_hi: FloatArray) -> FloatArray:
-        """Safeguarded Anderson-Björck on ``h(v) = log(1 + g)``, ``v = -log(1 - lam/mu(N))``.
+        """Safeguarded secant (Dekker) on ``h(v) = log(1 + g)``, ``v = -log(1 - lam/mu(N))``.
 
         Queueing delay grows like ``1/(mu(N) - lam)``, i.e. like ``exp(v)``, so
-        ``h`` is close to piecewise linear in ``v`` and the secant steps bite.
-        A step that did not halve the bracket within two iterations is followed
-        by a bisection, so the worst case is about twice bisection's.
+        ``h`` is close to piecewise linear in ``v`` and secant steps through the
+        last two iterates converge superlinearly.  The bracket ``[lo, hi]``
+        (``h(lo) <= 0 < h(hi)``) is kept and guards the steps (see :func:`_step`);
+        a step shorter than the tolerance is stretched to it, so the bracket closes.
         """
         mu_n = self.lam_max[idx] / LAM_MAX_FACTOR
         lo = -np.log1p(-self.lam_min[idx] / mu_n)
         hi = -np.log1p(-self.lam_max[idx] / mu_n)
         h_lo, h_hi = _shape(g_lo), _shape(g_hi)
-        side = np.zeros(idx.size, np.int8)  # endpoint replaced last: -1 lo, +1 hi
-        width1 = width2 = hi - lo  # bracket width one and two steps ago
+        # last two iterates (x1 the latest): start from the end nearer the root
+        near_hi = np.abs(h_hi) < np.abs(h_lo)
+        x1, h1 = np.where(near_hi, hi, lo), np.where(near_hi, h_hi, h_lo)
+        x0, h0 = np.where(near_hi, lo, hi), np.where(near_hi, h_lo, h_hi)
+        step1 = step2 = np.full(idx.size, np.inf)  # lengths of the last two steps
         result = np.empty(idx.size)
-        pos = np.arange(idx.size)  # rows of `result` still searched
+        pos: IntArray = np.arange(idx.size, dtype=np.int64)  # rows of `result` still searched
         for _ in range(_MAX_ITERATIONS):
             # |d lam / lam| = dv * (1 - x)/x with x = lam/mu(N) = 1 - exp(-v)
             tol = self.rtol * np.expm1(lo)
@@ -237,48 +243,44 @@ class _Search:
                     break
                 if keep.mean() < _COMPACT_BELOW:
                     layout, perf = layout.select(keep), perf.take(np.flatnonzero(keep))
-                    lo, hi, h_lo, h_hi, side, idx, pos, width1, width2, mu_n, tol = (
+                    lo, hi, h_lo, h_hi, x0, h0, x1, h1, step1, step2, mu_n, tol = (
                         v[keep] for v in
-                        (lo, hi, h_lo, h_hi, side, idx, pos, width1, width2, mu_n, tol))
+                        (lo, hi, h_lo, h_hi, x0, h0, x1, h1, step1, step2, mu_n, tol))
+                    idx, pos = idx[keep], pos[keep]
                 else:  # converged rows ride along until the next compaction
                     hi = np.where(done, lo, hi)
-            v = _secant(lo, hi, h_lo, h_hi, tol)
-            v = np.where(hi - lo > 0.5 * width2, 0.5 * (lo + hi), v)
-            width2, width1 = width1, hi - lo
+            v = _step(lo, hi, x0, h0, x1, h1, tol, longest=0.5 * step2)
+            step2, step1 = step1, np.abs(v - x1)
             h = _shape(self._excess(self._metrics(layout, perf, -mu_n * np.expm1(-v)), idx))
             left = h <= 0
-            # Anderson-Björck: when the same end moves twice, damp the other end's h.
-            same = np.where(left, side == -1, side == 1)
-            h_prev = np.where(left, h_lo, h_hi)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                damp = 1 - h / h_prev
-            damp = np.where(same & (damp > 0) & np.isfinite(damp), damp, np.where(same, 0.5, 1.0))
-            h_hi = np.where(left, h_hi * damp, h)
-            h_lo = np.where(left, h, h_lo * damp)
-            lo = np.where(left, v, lo)
-            hi = np.where(left, np.where(h == 0, v, hi), v)
-            side = np.where(left, -1, 1).astype(np.int8)
+            lo, h_lo = np.where(left, v, lo), np.where(left, h, h_lo)
+            hi, h_hi = np.where(left, np.where(h == 0, v, hi), v), np.where(left, h_hi, h)
+            x0, h0, x1, h1 = x1, h1, v, h
         else:
             result[pos] = -mu_n * np.expm1(-lo)
         return result
 
 
-SHAPE = "log"
-def _shape(g):
-    if SHAPE == "log":
-        return np.log1p(g)
-    if SHAPE == "inv":
-        return 1 - 1 / (1 + g)
-    return g
+def _shape(g: FloatArray) -> FloatArray:
+    return np.asarray(np.log1p(g), np.float64)
 
 
-def _secant(lo: FloatArray, hi: FloatArray, g_lo: FloatArray, g_hi: FloatArray,
-            tol: FloatArray) -> FloatArray:
-    """Regula falsi point, kept ``tol/2`` inside the bracket (bisection if degenerate)."""
+def _step(lo: FloatArray, hi: FloatArray, x0: FloatArray, h0: FloatArray, x1: FloatArray,
+          h1: FloatArray, tol: FloatArray, *, longest: FloatArray) -> FloatArray:
+    """Next iterate: secant through the last two, else bisection; at least ``tol/2`` long.
+
+    As in Brent's method, a secant step longer than half the step before last
+    (not converging fast enough) or leaving the bracket is replaced by bisection.
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
-        u = lo - g_lo * (hi - lo) / (g_hi - g_lo)
-    u = np.where(np.isfinite(u), u, 0.5 * (lo + hi))
-    return np.asarray(np.clip(u, lo + 0.5 * tol, np.maximum(hi - 0.5 * tol, lo + 0.5 * tol)))
+        v = x1 - h1 * (x1 - x0) / (h1 - h0)
+    mid = 0.5 * (lo + hi)
+    bad = ~np.isfinite(v) | (v <= lo) | (v >= hi) | (np.abs(v - x1) > longest)
+    v = np.where(bad, mid, v)
+    # a step shorter than tol/2 from the latest iterate is stretched towards the root
+    short = np.abs(v - x1) < 0.5 * tol
+    v = np.where(short, x1 + np.where(h1 > 0, -0.5, 0.5) * tol, v)
+    return np.asarray(np.clip(v, lo, hi), np.float64)
 
 
 _HASH_MULT = np.uint64(0x9E3779B97F4A7C15)
@@ -307,11 +309,11 @@ class SizingCache:
     max_entries: int = 500_000
     hits: int = 0
     misses: int = 0
-    _hashes: NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
-    _keys: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
-    _values: FloatArray = field(default_factory=lambda: np.zeros((0, _RESULT_COLUMNS)))
-    _age: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
-    _clock: int = 0
+    _hashes: NDArray[np.uint64] = field(repr=False, default_factory=lambda: np.zeros(0, np.uint64))
+    _keys: FloatArray = field(repr=False, default_factory=lambda: np.zeros((0, 0)))
+    _values: FloatArray = field(repr=False, default_factory=lambda: np.zeros((0, _RESULT_COLUMNS)))
+    _age: IntArray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
+    _clock: int = field(default=0, repr=False)
 
     def __len__(self) -> int:
         return int(self._hashes.size)

@@ -72,9 +72,14 @@ def solve_milp(
     start = time.perf_counter()
     cands: list[Candidate] = []
     owner: list[int] = []
-    active = [s for s in servers if candidates.get(s.name)]
+    # Fix (optimizer engineer): drop candidates that cannot fit the capacity of their type
+    # and bound x_c by what fits. Otherwise needs like 190,000 L4 replicas enter as big-M
+    # bounds and 1e-6 weights, and HiGHS crawls (10-20 s on large-capacity-div4).
+    fits = {c.server: [c for c in cs if _max_replicas(c, capacity, allow_partial) > 0]
+            for c_list in [candidates] for cs in c_list.values() if cs for c in cs[:1]}
+    active = [s for s in servers if fits.get(s.name)]
     for i, server in enumerate(active):
-        for cand in candidates[server.name]:
+        for cand in fits[server.name]:
             cands.append(cand)
             owner.append(i)
     n_c, n_s = len(cands), len(active)
@@ -82,6 +87,7 @@ def solve_milp(
         return MilpResult({}, True, 0.0, "no candidates")
     owner_arr = np.asarray(owner)
     need = np.array([c.replicas for c in cands], np.float64)
+    upper = np.array([_max_replicas(c, capacity, allow_partial) for c in cands], np.float64)
     units = np.array([c.units_per_replica for c in cands], np.float64)
     per_replica = np.array([c.cost_per_replica for c in cands], np.float64)
     penalty = np.array([move_penalty(c, active[o]) for c, o in zip(cands, owner, strict=True)])
@@ -110,7 +116,7 @@ def solve_milp(
     add(
         np.concatenate([ix, ix]),
         np.concatenate([ix, iy]),
-        np.concatenate([np.ones(n_c), -need]),
+        np.concatenate([np.ones(n_c), -upper]),
         n_c,
         link_lb,
         np.zeros(n_c),
@@ -134,7 +140,7 @@ def solve_milp(
     )
     integrality = np.concatenate([np.ones(2 * n_c), np.zeros(n_s)])
     bounds = Bounds(
-        np.zeros(n_var), np.concatenate([need, np.ones(n_c), np.ones(n_s)])
+        np.zeros(n_var), np.concatenate([upper, np.ones(n_c), np.ones(n_s)])
     )
     cost_obj = np.concatenate([per_replica, penalty, np.zeros(n_s)])
 
@@ -187,6 +193,16 @@ def solve_milp(
     out = _result(res, cands, active, owner, stages, start)
     out.optimal &= optimal
     return out
+
+
+def _max_replicas(cand: Candidate, capacity: Mapping[str, int] | None, partial: bool) -> int:
+    """Most replicas of ``cand`` the capacity of its type allows (0: drop the candidate)."""
+    if capacity is None:
+        return cand.replicas
+    fit = capacity.get(cand.acc_type, 0) // max(cand.units_per_replica, 1)
+    if fit >= cand.replicas:
+        return cand.replicas
+    return fit if partial else 0  # without best effort a candidate is all or nothing
 
 
 def _status_word(res: object) -> str:

@@ -17,12 +17,14 @@ from .harness import PodLoad, PromStack, prometheus_binary, start_stack
 
 # The Deployment under test: two pods with different load, names that need
 # regex escaping ("."), and neighbours that a sloppy pod regex would match.
+# Rates are high enough that histograms (observed per whole request) get >= 100
+# requests per pod in the 10 s window: +-1 request moves TTFT/ITL means ~1 %.
 DEPLOYMENT_A = (
     PodLoad(
         "vllm-a-1",
-        rps=2.0,
+        rps=10.0,
         in_tokens=400,
-        out_tokens=100,
+        out_tokens=50,
         ttft_s=0.05,
         itl_s=0.02,
         running=3,
@@ -30,9 +32,9 @@ DEPLOYMENT_A = (
     ),
     PodLoad(
         "vllm-a.2",
-        rps=3.0,
+        rps=15.0,
         in_tokens=800,
-        out_tokens=200,
+        out_tokens=100,
         ttft_s=0.10,
         itl_s=0.03,
         running=5,
@@ -44,6 +46,7 @@ NEIGHBOURS = (
     PodLoad("vllm-ax2", rps=11.0, out_tokens=20),  # matches vllm-a.2 if "." is unescaped
     PodLoad("vllm-a-1", namespace="other", rps=13.0, out_tokens=20),  # same name, other ns
 )
+IDLE = PodLoad("vllm-idle-1", rps=0.0, running=0, waiting=0)  # counters exist, stay at 0
 WINDOW = "10s"  # short rate window keeps the suite fast; scrape interval is 1 s
 
 
@@ -61,9 +64,9 @@ def prometheus_bin() -> str:
 
 @pytest.fixture(scope="module")
 def vllm_prom(prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromStack]:
-    """Shared stack serving DEPLOYMENT_A + NEIGHBOURS, with the WINDOW already filled."""
+    """Shared stack serving (*DEPLOYMENT_A, *NEIGHBOURS, IDLE), with the WINDOW already filled."""
     stack = start_stack(
-        DEPLOYMENT_A + NEIGHBOURS,
+        (*DEPLOYMENT_A, *NEIGHBOURS, IDLE),
         binary=prometheus_bin,
         workdir=tmp_path_factory.mktemp("prom"),
         fill_window_s=12,

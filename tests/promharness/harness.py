@@ -8,6 +8,7 @@ request rate and token mix per pod; ``PrometheusProcess`` runs the real
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -15,15 +16,14 @@ import socket
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -34,6 +34,7 @@ from prometheus_client import (
 T = TypeVar("T")
 
 LABELS = ("namespace", "pod", "model_name")
+TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"  # what Prometheus 2.x knows
 STOP_SHARE = 0.8  # share of requests finished with reason "stop"; the rest "length"
 
 
@@ -118,7 +119,7 @@ def _text_handler(registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             body = generate_latest(registry)
             self.send_response(200)
-            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Type", TEXT_FORMAT)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -180,21 +181,21 @@ class VllmExporter:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        owed = {p.pod: 0.0 for p in self.pods}  # requests not yet put into histograms
+        owed = [0.0] * len(self.pods)  # requests not yet put into the histograms
         last = time.monotonic()
         while not self._stop.wait(self.tick_s):
             now = time.monotonic()
             dt, last = now - last, now
-            for p in self.pods:
+            for i, p in enumerate(self.pods):
                 labels = (p.namespace, p.pod, p.model)
                 n = p.rps * dt
                 self.success.labels(*labels, "stop").inc(n * STOP_SHARE)
                 self.success.labels(*labels, "length").inc(n * (1 - STOP_SHARE))
                 self.prompt.labels(*labels).inc(n * p.in_tokens)
                 self.generation.labels(*labels).inc(n * p.out_tokens)
-                owed[p.pod] += n
-                while owed[p.pod] >= 1:
-                    owed[p.pod] -= 1
+                owed[i] += n
+                while owed[i] >= 1:
+                    owed[i] -= 1
                     self.ttft.labels(*labels).observe(p.ttft_s)
                     itl = self.itl.labels(*labels)
                     for _ in range(int(p.out_tokens) - 1):
@@ -235,6 +236,7 @@ class PrometheusProcess:
 
     def start(self, *, timeout_s: float = 30.0, attempts: int = 3) -> PrometheusProcess:
         config = self._write_config()
+        atexit.register(self.stop)  # no orphan Prometheus if the test run dies early
         for attempt in range(attempts):  # a free port can be taken before we bind it
             self.port = free_port()
             data = self.workdir / f"data-{attempt}"
@@ -314,7 +316,7 @@ def start_stack(
     binary: str,
     workdir: Path,
     fill_window_s: float = 0.0,
-    timeout_s: float = 60.0,
+    timeout_s: float = 30.0,
 ) -> PromStack:
     """Start exporter and Prometheus; return once every pod has samples spanning
     ``fill_window_s`` seconds (so ``rate()`` over that window is not truncated)."""

@@ -1,0 +1,247 @@
+"""Actuators: decisions -> Deployment patches (real), or logged patches (dry-run).
+
+One strategic-merge patch per Deployment per cycle, only when something
+changes. Strategic merge keeps sidecars and other fields: the serving
+container is matched by name and only its GPU resources change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from controlloop.settings import LABEL_ACCELERATOR, LABEL_MAX_BATCH, ActuationConfig
+from controlloop.state import Action, ActionResult, Placement
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+class DeploymentWriter(Protocol):
+    def get_deployment(self, ns: str, name: str) -> Obj: ...
+
+    def patch_deployment(self, ns: str, name: str, patch: Obj, *, strategic: bool = True) -> Obj: ...
+
+    def create_event(
+        self,
+        ns: str,
+        involved_object: Obj,
+        *,
+        reason: str,
+        message: str,
+        type: str = "Normal",
+        action: str = "Scale",
+        component: str = "controlloop",
+    ) -> Obj: ...
+
+
+def serving_container(deployment: Obj, configured: str | None, resources: set[str]) -> str:
+    """The container that gets the GPUs: configured, else the one requesting one, else the first."""
+    containers = (((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+        "containers"
+    ) or []
+    names = [str(c.get("name", "")) for c in containers]
+    if configured and configured in names:
+        return configured
+    for c in containers:
+        res = c.get("resources") or {}
+        asked = set((res.get("limits") or {}).keys()) | set((res.get("requests") or {}).keys())
+        if asked & resources:
+            return str(c.get("name", ""))
+    return names[0] if names else ""
+
+
+def build_patch(action: Action, deployment: Obj | None, config: ActuationConfig) -> Obj:
+    """The strategic-merge patch for ``action`` (``deployment`` is needed for moves only)."""
+    patch: Obj = {"spec": {"replicas": action.replicas}}
+    labels: dict[str, str | None] = {}
+    if action.placement is not None:
+        new = action.placement
+        old_selector: dict[str, str] = {}
+        old_resources: set[str] = set()
+        container = ""
+        if deployment is not None:
+            pod_spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+            old_selector = dict(pod_spec.get("nodeSelector") or {})
+            container = serving_container(
+                deployment, config.serving_container, {new.resource} | _gpu_resources(action)
+            )
+            for c in pod_spec.get("containers") or []:
+                if c.get("name") == container:
+                    res = c.get("resources") or {}
+                    old_resources = set((res.get("limits") or {}).keys()) | set(
+                        (res.get("requests") or {}).keys()
+                    )
+        selector: dict[str, str | None] = {k: None for k in old_selector if k not in new.node_selector}
+        selector.update(new.node_selector)
+        gpu: dict[str, str | None] = {
+            r: None for r in old_resources & _gpu_resources(action) if r != new.resource
+        }
+        gpu[new.resource] = str(new.count)
+        template_spec: Obj = {"nodeSelector": selector}
+        if container:
+            template_spec["containers"] = [
+                {"name": container, "resources": {"limits": dict(gpu), "requests": dict(gpu)}}
+            ]
+        patch["spec"]["template"] = {
+            "metadata": {"labels": {LABEL_ACCELERATOR: new.accelerator}},
+            "spec": template_spec,
+        }
+        labels[LABEL_ACCELERATOR] = new.accelerator
+        labels[LABEL_MAX_BATCH] = str(new.max_batch)
+    elif action.max_batch:
+        labels[LABEL_MAX_BATCH] = str(action.max_batch)
+    if labels:
+        patch["metadata"] = {"labels": labels}
+    return patch
+
+
+def _gpu_resources(action: Action) -> set[str]:
+    found = {"nvidia.com/gpu", "amd.com/gpu", "habana.ai/gaudi", "ibm.com/aiu"}
+    if action.placement is not None:
+        found.add(action.placement.resource)
+    if action.from_placement is not None:
+        found.add(action.from_placement.resource)
+    return found
+
+
+def describe(action: Action) -> str:
+    moved = (
+        f", accelerator {action.from_placement.accelerator if action.from_placement else '?'}"
+        f"→{action.placement.accelerator}"
+        if action.placement is not None
+        else ""
+    )
+    return f"{action.namespace}/{action.deployment} replicas {action.from_replicas}→{action.replicas}{moved}"
+
+
+class DryRunActuator:
+    """Logs the exact patch it would send, per Deployment, and sends nothing."""
+
+    def __init__(self, reader: Callable[[str, str], Obj] | None, config: ActuationConfig) -> None:
+        self.reader = reader  # read-only get_deployment, to name the serving container
+        self.config = config
+
+    def apply(self, actions: list[Action]) -> list[ActionResult]:
+        results = []
+        for action in actions:
+            deployment = None
+            if action.placement is not None and self.reader is not None:
+                try:
+                    deployment = self.reader(action.namespace, action.deployment)
+                except Exception as exc:  # noqa: BLE001 - dry-run never fails a cycle
+                    log.warning("DRY-RUN: cannot read %s/%s: %s", action.namespace, action.deployment, exc)
+            patch = build_patch(action, deployment, self.config)
+            log.info(
+                "DRY-RUN: would patch %s (%s): %s",
+                describe(action),
+                action.reason,
+                json.dumps(patch, sort_keys=True),
+                extra={"server": action.server, "dry_run": True},
+            )
+            results.append(ActionResult(action, ok=True, sent=False, patch=patch))
+        return results
+
+
+class KubeActuator:
+    """Patches Deployments; per-Deployment errors never fail the cycle.
+
+    404 → skipped (gone); 409 → re-read, and retry unless someone else changed
+    the replicas meanwhile (then we leave it: ownership); 5xx/timeouts →
+    bounded retries with exponential backoff.
+    """
+
+    def __init__(
+        self,
+        kube: DeploymentWriter,
+        config: ActuationConfig,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.kube = kube
+        self.config = config
+        self.sleep = sleep
+
+    def apply(self, actions: list[Action]) -> list[ActionResult]:
+        return [self._apply_one(action) for action in actions]
+
+    def _apply_one(self, action: Action) -> ActionResult:
+        from controlloop.kube import Conflict, KubeError, KubeTimeout, NotFound, ServerError
+
+        attempts = 0
+        conflicts = 0
+        patch: Obj | None = None
+        while True:
+            attempts += 1
+            try:
+                deployment = None
+                if action.placement is not None or conflicts:
+                    deployment = self.kube.get_deployment(action.namespace, action.deployment)
+                    if conflicts and _replicas(deployment) != action.from_replicas:
+                        return ActionResult(
+                            action, ok=False, sent=False, patch=patch, attempts=attempts,
+                            error=f"replicas changed by someone else to {_replicas(deployment)}; left alone",
+                            error_kind="changed-externally",
+                        )
+                patch = build_patch(action, deployment, self.config)
+                if action.resource_version and not conflicts:
+                    patch.setdefault("metadata", {})["resourceVersion"] = action.resource_version
+                self.kube.patch_deployment(action.namespace, action.deployment, patch)
+                log.info("patched %s: %s", describe(action), action.reason, extra={"server": action.server})
+                self._event(action)
+                return ActionResult(action, ok=True, sent=True, patch=patch, attempts=attempts)
+            except NotFound as exc:
+                return ActionResult(action, ok=False, sent=False, patch=patch, error=str(exc),
+                                    error_kind="not-found", attempts=attempts)
+            except Conflict as exc:
+                conflicts += 1
+                if conflicts > self.config.conflict_retries:
+                    return ActionResult(action, ok=False, sent=False, patch=patch, error=str(exc),
+                                        error_kind="conflict", attempts=attempts)
+            except (ServerError, KubeTimeout) as exc:
+                if attempts > self.config.retries:
+                    kind = "timeout" if isinstance(exc, KubeTimeout) else "server-error"
+                    return ActionResult(action, ok=False, sent=False, patch=patch, error=str(exc),
+                                        error_kind=kind, attempts=attempts)
+                self.sleep(self.config.backoff_seconds * 2 ** (attempts - 1))
+            except KubeError as exc:
+                kind = type(exc).__name__.lower()
+                return ActionResult(action, ok=False, sent=False, patch=patch, error=str(exc),
+                                    error_kind=kind, attempts=attempts)
+
+    def _event(self, action: Action) -> None:
+        if not self.config.emit_events:
+            return
+        from controlloop.kube import KubeError
+
+        reason = {"move": "AcceleratorChanged", "scale-up": "ScaledUp", "scale-down": "ScaledDown"}.get(
+            action.kind, "Updated"
+        )
+        try:
+            self.kube.create_event(
+                action.namespace,
+                {"kind": "Deployment", "apiVersion": "apps/v1", "name": action.deployment,
+                 "namespace": action.namespace},
+                reason=reason,
+                message=f"{describe(action)}: {action.reason}"[:1000],
+                action=action.kind,
+            )
+        except KubeError as exc:
+            log.warning("could not record event for %s/%s: %s", action.namespace, action.deployment, exc)
+
+
+def _replicas(deployment: Obj) -> int:
+    return int((deployment.get("spec") or {}).get("replicas") or 0)
+
+
+def placement_for(
+    accelerator: str, *, node_selector: dict[str, str] | None, resource: str, count: int, max_batch: int
+) -> Placement | None:
+    """A Placement, or None when the accelerator has no nodeSelector (cannot be moved to)."""
+    if not node_selector:
+        return None
+    return Placement(accelerator, dict(node_selector), resource, count, max_batch)

@@ -1,0 +1,286 @@
+"""Collector: managed Deployments (Kubernetes) + their load (Prometheus) -> ClusterState.
+
+Missing data is not zero load: a server whose metrics are absent, NaN, stale
+or unreachable gets an ``unknown`` load (or the fallback labels' load), and
+the controller leaves it as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from controlloop.prom import LoadReading, LoadSource
+from controlloop.settings import (
+    LABEL_ACCELERATOR,
+    LABEL_CLASS,
+    LABEL_LOAD_IN,
+    LABEL_LOAD_OUT,
+    LABEL_LOAD_RPM,
+    LABEL_MAX_BATCH,
+    LABEL_MODEL,
+    LABEL_NAME,
+    ControllerSettings,
+)
+from controlloop.state import ClusterState, ManagedServer, ObservedLoad, SkippedDeployment
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+class ClusterReader(Protocol):
+    """The read side of :class:`controlloop.kube.KubeClient` the collector uses."""
+
+    def list_deployments(self, namespaces: Sequence[str] | None, label_selector: str = "") -> list[Obj]: ...
+
+    def list_pods(self, ns: str | None, label_selector: str = "", field_selector: str = "") -> list[Obj]: ...
+
+    def list_hpas(self, ns: str | None = None) -> list[Obj]: ...
+
+    def list_scaled_objects(self, ns: str | None = None) -> list[Obj]: ...
+
+    def list_nodes(self, label_selector: str | None = None) -> list[Obj]: ...
+
+
+def selector_string(match_labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(match_labels.items()))
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) and x >= 0 else None
+
+
+def fallback_load(labels: dict[str, str], why_unknown: str) -> ObservedLoad | None:
+    """The load labels of a Deployment, when Prometheus could not tell us."""
+    rpm = _number(labels.get(LABEL_LOAD_RPM))
+    if rpm is None:
+        return None
+    in_tok = _number(labels.get(LABEL_LOAD_IN))
+    out_tok = _number(labels.get(LABEL_LOAD_OUT))
+    if rpm > 0 and (in_tok is None or out_tok is None or out_tok <= 0):
+        return None
+    return ObservedLoad(
+        status="fallback",
+        reason=f"{why_unknown}; using load labels",
+        arrival_rate_rpm=rpm,
+        avg_in_tokens=in_tok or 0.0,
+        avg_out_tokens=out_tok or 0.0,
+        source="labels",
+    )
+
+
+def observed_from_reading(reading: LoadReading) -> ObservedLoad:
+    return ObservedLoad(
+        status=reading.status,
+        reason=reading.reason,
+        arrival_rate_rpm=reading.arrival_rate_rpm,
+        avg_in_tokens=reading.avg_in_tokens,
+        avg_out_tokens=reading.avg_out_tokens,
+        itl_ms=reading.itl_ms,
+        ttft_ms=reading.ttft_ms,
+        running=reading.running,
+        waiting=reading.waiting,
+        source="prometheus",
+    )
+
+
+def _pod_counts(pods: list[Obj]) -> tuple[tuple[str, ...], int, int]:
+    running: list[str] = []
+    pending = unschedulable = 0
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        status = pod.get("status") or {}
+        phase = status.get("phase")
+        if phase == "Running":
+            running.append(str(meta.get("name", "")))
+        elif phase == "Pending":
+            pending += 1
+            for cond in status.get("conditions") or []:
+                if (
+                    cond.get("type") == "PodScheduled"
+                    and cond.get("status") == "False"
+                    and cond.get("reason") == "Unschedulable"
+                ):
+                    unschedulable += 1
+                    break
+    return tuple(sorted(running)), pending, unschedulable
+
+
+class KubeCollector:
+    """The real Collector: Deployments and pods from the API, load from Prometheus."""
+
+    def __init__(
+        self, kube: ClusterReader, load_source: LoadSource, settings: ControllerSettings
+    ) -> None:
+        self.kube = kube
+        self.load_source = load_source
+        self.settings = settings
+
+    def collect(self) -> ClusterState:
+        from controlloop.kube import KubeError
+
+        namespaces = self.settings.namespaces or None
+        try:
+            deployments = self.kube.list_deployments(namespaces, self.settings.label_selector)
+        except KubeError as exc:
+            return ClusterState(servers=(), errors=(f"listing Deployments: {exc}",), complete=False)
+        errors: list[str] = []
+        autoscaled = self._autoscaler_targets(namespaces, errors)
+        servers: list[ManagedServer] = []
+        skipped: list[SkippedDeployment] = []
+        for dep in sorted(deployments, key=lambda d: (d["metadata"]["namespace"], d["metadata"]["name"])):
+            result = self._server(dep, autoscaled)
+            if isinstance(result, SkippedDeployment):
+                skipped.append(result)
+                log.warning("skipping %s/%s: %s", result.namespace, result.deployment, result.reason)
+            else:
+                servers.append(result)
+        node_capacity = None
+        if self.settings.capacity.source == "nodes":
+            node_capacity = self._node_capacity(errors)
+        return ClusterState(
+            servers=tuple(servers),
+            skipped=tuple(skipped),
+            node_capacity=node_capacity,
+            errors=tuple(errors),
+        )
+
+    def _autoscaler_targets(self, namespaces: list[str] | None, errors: list[str]) -> dict[str, str]:
+        """Deployment key -> the HPA / ScaledObject that scales it."""
+        from controlloop.kube import KubeError
+
+        if not self.settings.ownership.respect_autoscalers:
+            return {}
+        targets: dict[str, str] = {}
+        scopes: list[str | None] = list(namespaces) if namespaces else [None]
+        for ns in scopes:
+            try:
+                for hpa in self.kube.list_hpas(ns):
+                    ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+                    if ref.get("kind") == "Deployment":
+                        meta = hpa["metadata"]
+                        targets[f"{meta['namespace']}/{ref.get('name')}"] = (
+                            f"HorizontalPodAutoscaler {meta['namespace']}/{meta['name']}"
+                        )
+                for so in self.kube.list_scaled_objects(ns):
+                    ref = (so.get("spec") or {}).get("scaleTargetRef") or {}
+                    if ref.get("kind", "Deployment") == "Deployment":
+                        meta = so["metadata"]
+                        targets[f"{meta['namespace']}/{ref.get('name')}"] = (
+                            f"KEDA ScaledObject {meta['namespace']}/{meta['name']}"
+                        )
+            except KubeError as exc:
+                # Unknown ownership is treated as "owned" by the controller (safe side).
+                errors.append(f"listing autoscalers: {exc}")
+                targets["*"] = f"autoscalers unknown ({exc.reason or exc})"
+        return targets
+
+    def _server(self, dep: Obj, autoscaled: dict[str, str]) -> ManagedServer | SkippedDeployment:
+        from controlloop.kube import KubeError
+
+        meta = dep.get("metadata") or {}
+        ns, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        labels: dict[str, str] = dict(meta.get("labels") or {})
+        annotations: dict[str, str] = dict(meta.get("annotations") or {})
+        model = labels.get(LABEL_MODEL, "").strip()
+        if not model:
+            return SkippedDeployment(ns, name, f"managed but has no '{LABEL_MODEL}' label")
+        spec = dep.get("spec") or {}
+        status = dep.get("status") or {}
+        replicas = spec.get("replicas", 1)
+        if not isinstance(replicas, int) or replicas < 0:
+            return SkippedDeployment(ns, name, f"spec.replicas is not a count: {replicas!r}")
+        max_batch_label = labels.get(LABEL_MAX_BATCH, "")
+        max_batch = int(max_batch_label) if max_batch_label.isdigit() else 0
+        match = ((spec.get("selector") or {}).get("matchLabels")) or {}
+        key = f"{ns}/{name}"
+        autoscaler = autoscaled.get(key) or autoscaled.get("*", "")
+        node_selector = dict(((spec.get("template") or {}).get("spec") or {}).get("nodeSelector") or {})
+        base: dict[str, Any] = dict(
+            namespace=ns,
+            deployment=name,
+            name=labels.get(LABEL_NAME, "").strip() or name,
+            model=model,
+            service_class=labels.get(LABEL_CLASS, "").strip() or self.settings.default_class,
+            accelerator=labels.get(LABEL_ACCELERATOR, "").strip(),
+            max_batch=max_batch,
+            replicas=replicas,
+            ready_replicas=int(status.get("readyReplicas") or 0),
+            labels=labels,
+            annotations=annotations,
+            resource_version=str(meta.get("resourceVersion", "")),
+            generation=int(meta.get("generation") or 0),
+            autoscaler=autoscaler,
+            node_selector=node_selector,
+        )
+        if not match:
+            load = ObservedLoad("unknown", "Deployment has no spec.selector.matchLabels", source="none")
+            return ManagedServer(**base, load=fallback_load(labels, load.reason) or load)
+        try:
+            pods = self.kube.list_pods(ns, selector_string(match))
+        except KubeError as exc:
+            load = ObservedLoad("unknown", f"listing pods: {exc}", source="none")
+            return ManagedServer(**base, load=fallback_load(labels, load.reason) or load)
+        running, pending, unschedulable = _pod_counts(pods)
+        base.update(running_pods=running, pending_pods=pending, unschedulable_pods=unschedulable)
+        if not running:
+            if replicas == 0:
+                load = ObservedLoad("unknown", "scaled to zero: no pods to read load from", source="none")
+            else:
+                load = ObservedLoad("unknown", "no running pods to read load from", source="none")
+        else:
+            reading = self.load_source.read_load(namespace=ns, pods=running, model=model)
+            load = observed_from_reading(reading)
+        if not load.known:
+            load = fallback_load(labels, load.reason) or load
+        return ManagedServer(**base, load=load)
+
+    def _node_capacity(self, errors: list[str]) -> dict[str, int] | None:
+        from controlloop.kube import KubeError
+
+        cfg = self.settings.capacity
+        try:
+            nodes = self.kube.list_nodes(None)
+        except KubeError as exc:
+            errors.append(f"listing nodes: {exc}")
+            return None
+        return count_node_capacity(nodes, node_label=cfg.node_label, type_by_label=cfg.type_by_label, resources=cfg.resources)
+
+
+def count_node_capacity(
+    nodes: list[Obj], *, node_label: str, type_by_label: dict[str, str], resources: Sequence[str]
+) -> dict[str, int]:
+    """Allocatable accelerator cards per type, from schedulable Nodes."""
+    capacity: dict[str, int] = {}
+    for node in nodes:
+        if (node.get("spec") or {}).get("unschedulable"):
+            continue
+        labels = (node.get("metadata") or {}).get("labels") or {}
+        value = labels.get(node_label)
+        if not value:
+            continue
+        acc_type = type_by_label.get(value, value)
+        allocatable = (node.get("status") or {}).get("allocatable") or {}
+        cards = 0
+        for res in resources:
+            raw = allocatable.get(res)
+            if raw is None:
+                continue
+            try:
+                cards += int(str(raw))
+            except ValueError:
+                continue
+        if cards:
+            capacity[acc_type] = capacity.get(acc_type, 0) + cards
+    return capacity

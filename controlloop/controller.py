@@ -1,0 +1,544 @@
+"""Controller.run_cycle(): collect -> optimize -> decide -> actuate -> record.
+
+The scheduler, ``run --once``, the demo and the tests all call ``run_cycle``.
+Safety rules applied here (each shows up as a "held" reason in the report):
+
+* unknown load (metrics absent, NaN, stale, Prometheus down) → leave as is;
+* a Deployment an HPA/KEDA ScaledObject targets → leave it alone;
+* replicas changed by someone else since our last decision → hold for a while;
+* unallocated by the optimizer → keep current (scale to zero only if allowed);
+* accelerator without a nodeSelector → never moved to; moves rate-limited;
+* held servers keep their cards: they count against capacity.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from controlloop.actuator import describe, placement_for
+from controlloop.behavior import Stabilizer
+from controlloop.optimizer import DecisionStatus, Solution, optimize
+from controlloop.optimizer.solution import ServerDecision
+from controlloop.settings import ControllerSettings, effective_behavior
+from controlloop.specs import (
+    AllocationSpec,
+    LoadSpec,
+    ServerSpec,
+    SystemSpec,
+)
+from controlloop.state import (
+    Action,
+    ActionResult,
+    Actuator,
+    ClusterState,
+    Collector,
+    ManagedServer,
+    Placement,
+)
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["ok", "partial", "failed"]
+
+
+@dataclass
+class ServerReport:
+    """One server in one cycle: inputs, decision and why, what was sent."""
+
+    server: str
+    namespace: str
+    deployment: str
+    model: str
+    service_class: str
+    current_accelerator: str
+    current_replicas: int
+    ready_replicas: int
+    pending_pods: int
+    load: dict[str, Any]
+    verdict: str = "unchanged"  # scaled | moved | unchanged | held | skipped | error
+    held_reason: str = ""  # short code for metrics when held
+    reason: str = ""
+    recommended_accelerator: str = ""
+    recommended_replicas: int | None = None
+    desired_accelerator: str = ""
+    desired_replicas: int | None = None
+    batch: int | None = None
+    predicted_itl_ms: float | None = None
+    predicted_ttft_ms: float | None = None
+    slo_itl_ms: float | None = None
+    slo_ttft_ms: float | None = None
+    cost: float | None = None
+    decision_status: str = ""
+    patch: dict[str, Any] | None = None
+    sent: bool = False
+    error: str = ""
+    error_kind: str = ""
+
+
+@dataclass
+class CycleReport:
+    cycle_id: str
+    started_at: float
+    duration_s: float = 0.0
+    outcome: Outcome = "ok"
+    servers: list[ServerReport] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    solver: str = ""
+    solver_status: str = ""
+    solver_message: str = ""
+    total_cost: float = 0.0
+    durations: dict[str, float] = field(default_factory=dict)
+    dry_run: bool = False
+
+    def count(self, verdict: str) -> int:
+        return sum(1 for s in self.servers if s.verdict == verdict)
+
+    def summary(self) -> str:
+        return (
+            f"cycle {self.cycle_id} {self.outcome}: {len(self.servers)} servers, "
+            f"{self.count('scaled')} scaled, {self.count('moved')} moved, "
+            f"{self.count('held')} held, {self.count('unchanged')} unchanged, "
+            f"{len(self.skipped)} skipped, {sum(self.error_kinds.values())} errors; "
+            f"cost {self.total_cost:.2f}¢/h; {self.duration_s * 1000:.0f} ms"
+            + (" (dry-run)" if self.dry_run else "")
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+class SpecSource:
+    """The current static specs; the daemon's implementation re-reads changed files."""
+
+    def current(self) -> tuple[SystemSpec, ControllerSettings]:
+        raise NotImplementedError
+
+
+class StaticSpecs(SpecSource):
+    def __init__(self, system: SystemSpec, settings: ControllerSettings) -> None:
+        self.system = system
+        self.settings = settings
+
+    def current(self) -> tuple[SystemSpec, ControllerSettings]:
+        return self.system, self.settings
+
+
+@dataclass
+class _Memory:
+    """What we asked for last time, to notice when someone else changes a Deployment."""
+
+    expected_replicas: int
+    at: float
+
+
+class Controller:
+    def __init__(
+        self,
+        *,
+        specs: SpecSource,
+        collector: Collector,
+        actuator: Actuator,
+        clock: Callable[[], float] = time.time,
+        dry_run: bool = False,
+        on_report: list[Callable[[CycleReport], None]] | None = None,
+        optimize_fn: Callable[..., Solution] = optimize,
+    ) -> None:
+        self.specs = specs
+        self.collector = collector
+        self.actuator = actuator
+        self.clock = clock
+        self.dry_run = dry_run
+        self.on_report = on_report or []
+        self.optimize_fn = optimize_fn
+        self.stabilizer = Stabilizer()
+        self._memory: dict[str, _Memory] = {}
+        self._hold_until: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+        self._counter = itertools.count(1)
+        self.last_report: CycleReport | None = None
+        self.is_leader: Callable[[], bool] = lambda: True
+
+    # --- the cycle -----------------------------------------------------------------------
+
+    def run_cycle(self) -> CycleReport:
+        """One control cycle; never raises. Concurrent calls wait for the running one."""
+        with self._lock:
+            report = self._run_cycle_locked()
+        self.last_report = report
+        for hook in self.on_report:
+            try:
+                hook(report)
+            except Exception:  # noqa: BLE001 - a failing recorder must not kill the loop
+                log.exception("cycle report hook failed")
+        return report
+
+    def _run_cycle_locked(self) -> CycleReport:
+        now = self.clock()
+        report = CycleReport(
+            cycle_id=f"{next(self._counter)}-{uuid.uuid4().hex[:6]}", started_at=now,
+            dry_run=self.dry_run,
+        )
+        wall0 = time.perf_counter()
+        try:
+            self._cycle(report, now)
+        except Exception as exc:  # noqa: BLE001 - one failed cycle never kills the daemon
+            log.exception("cycle %s failed", report.cycle_id)
+            report.outcome = "failed"
+            report.errors.append(f"internal error: {type(exc).__name__}: {exc}")
+            report.error_kinds["internal"] = report.error_kinds.get("internal", 0) + 1
+        report.duration_s = time.perf_counter() - wall0
+        log.info(report.summary(), extra={"cycle": report.cycle_id})
+        return report
+
+    def _cycle(self, report: CycleReport, now: float) -> None:
+        t = time.perf_counter()
+        try:
+            system, settings = self.specs.current()
+        except Exception as exc:  # noqa: BLE001
+            report.outcome = "failed"
+            report.errors.append(f"specs: {exc}")
+            report.error_kinds["specs"] = 1
+            return
+        if not self.is_leader():
+            report.outcome = "ok"
+            report.errors.append("not the leader: observing only")
+            return
+        state = self.collector.collect()
+        report.durations["collect"] = time.perf_counter() - t
+        report.skipped = [
+            {"namespace": s.namespace, "deployment": s.deployment, "reason": s.reason}
+            for s in state.skipped
+        ]
+        for err in state.errors:
+            report.errors.append(err)
+            report.error_kinds["collect"] = report.error_kinds.get("collect", 0) + 1
+        if not state.complete:
+            report.outcome = "failed"
+            log.error("collection failed, no action this cycle: %s", "; ".join(state.errors))
+            return
+
+        rows = [self._observe(ms, now, settings) for ms in state.servers]
+        report.servers = [row for row, _ in rows]
+        self._check_specs(system, rows)
+
+        active = [(row, ms) for row, ms in rows if row.verdict != "held" and row.verdict != "skipped"]
+        capacity, capacity_note = self._capacity(system, settings, state, rows)
+        if capacity is None:
+            for row, _ in active:
+                row.verdict, row.held_reason = "held", "capacity-unknown"
+                row.reason = capacity_note
+            active = []
+        t = time.perf_counter()
+        solution = None
+        if active:
+            opt_system = self._system_for(system, settings, active, capacity or {})
+            solution = self.optimize_fn(opt_system)
+            report.solver = solution.solver
+            report.solver_status = solution.status.value
+            report.solver_message = solution.message
+        report.durations["optimize"] = time.perf_counter() - t
+
+        actions: list[tuple[ServerReport, ManagedServer, Action]] = []
+        for row, ms in active:
+            assert solution is not None
+            decision = solution.decisions.get(row.server)
+            if decision is None:
+                row.verdict, row.held_reason, row.reason = "held", "not-optimized", "no decision"
+                continue
+            action = self._decide(row, ms, decision, solution, system, settings, now)
+            if action is not None:
+                actions.append((row, ms, action))
+
+        t = time.perf_counter()
+        results = self.actuator.apply([a for _, _, a in actions]) if actions else []
+        report.durations["actuate"] = time.perf_counter() - t
+        for (row, ms, action), result in zip(actions, results, strict=True):
+            self._record(row, ms, action, result, now, report)
+        for row, ms in rows:
+            if row.verdict in ("held", "unchanged", "skipped"):
+                self._memory[ms.key] = _Memory(ms.replicas, now)
+        report.total_cost = sum(r.cost or 0.0 for r in report.servers)
+        if report.error_kinds and report.outcome == "ok":
+            report.outcome = "partial"
+
+    # --- per server -------------------------------------------------------------------------
+
+    def _observe(
+        self, ms: ManagedServer, now: float, settings: ControllerSettings
+    ) -> tuple[ServerReport, ManagedServer]:
+        load = ms.load
+        row = ServerReport(
+            server=ms.name, namespace=ms.namespace, deployment=ms.deployment, model=ms.model,
+            service_class=ms.service_class, current_accelerator=ms.accelerator,
+            current_replicas=ms.replicas, ready_replicas=ms.ready_replicas,
+            pending_pods=ms.pending_pods,
+            load={
+                "status": load.status, "reason": load.reason, "source": load.source,
+                "arrivalRate": load.arrival_rate_rpm, "avgInTokens": load.avg_in_tokens,
+                "avgOutTokens": load.avg_out_tokens, "itlMs": load.itl_ms, "ttftMs": load.ttft_ms,
+                "running": load.running, "waiting": load.waiting,
+            },
+        )
+        memory = self._memory.get(ms.key)
+        if memory is not None and ms.replicas != memory.expected_replicas:
+            hold = settings.ownership.hold_seconds
+            why = (
+                f"replicas changed by someone else ({memory.expected_replicas}→{ms.replicas}); "
+                f"respecting it for {hold:.0f}s"
+            )
+            self._hold_until[ms.key] = (now + hold, why)
+            self.stabilizer.reset(ms.key)
+            log.warning("%s: %s", ms.key, why, extra={"server": ms.name})
+        if ms.autoscaler:
+            row.verdict, row.held_reason = "held", "autoscaler"
+            row.reason = f"targeted by {ms.autoscaler}: not ours to scale"
+        elif ms.key in self._hold_until and now < self._hold_until[ms.key][0]:
+            row.verdict, row.held_reason = "held", "external-change"
+            row.reason = self._hold_until[ms.key][1]
+        elif not load.known:
+            row.verdict, row.held_reason = "held", "unknown-load"
+            row.reason = f"load unknown ({load.reason}): leaving as is"
+        return row, ms
+
+    def _check_specs(self, system: SystemSpec, rows: list[tuple[ServerReport, ManagedServer]]) -> None:
+        models = set(system.model_names())
+        for row, ms in rows:
+            if row.verdict in ("held", "skipped"):
+                continue
+            cls = system.service_class(ms.service_class)
+            if ms.model not in models:
+                row.verdict, row.held_reason = "held", "unknown-model"
+                row.reason = f"model '{ms.model}' has no perf data in the specs"
+            elif cls is None:
+                row.verdict, row.held_reason = "held", "unknown-class"
+                row.reason = f"service class '{ms.service_class}' is not defined"
+            elif ms.accelerator and system.accelerator(ms.accelerator) is None:
+                row.verdict, row.held_reason = "held", "unknown-accelerator"
+                row.reason = f"current accelerator '{ms.accelerator}' is not in the specs"
+
+    def _capacity(
+        self,
+        system: SystemSpec,
+        settings: ControllerSettings,
+        state: ClusterState,
+        rows: list[tuple[ServerReport, ManagedServer]],
+    ) -> tuple[dict[str, int] | None, str]:
+        if settings.capacity.source == "nodes":
+            if state.node_capacity is None:
+                return None, "capacity from nodes unknown this cycle: holding all"
+            capacity = dict(state.node_capacity)
+        else:
+            capacity = system.capacity_by_type()
+        # Held servers keep what they have: their cards are not available to others.
+        for row, ms in rows:
+            if row.verdict not in ("held", "skipped"):
+                continue
+            acc = system.accelerator(ms.accelerator or infer_accelerator(system, ms) or "")
+            perf = system.perf(ms.model, acc.name) if acc else None
+            if acc is not None and perf is not None:
+                cards = ms.replicas * perf.acc_count * acc.multiplicity
+                capacity[acc.type] = max(0, capacity.get(acc.type, 0) - cards)
+        return capacity, ""
+
+    def _system_for(
+        self,
+        system: SystemSpec,
+        settings: ControllerSettings,
+        active: list[tuple[ServerReport, ManagedServer]],
+        capacity: dict[str, int],
+    ) -> SystemSpec:
+        movable = [a.name for a in system.accelerators if a.node_selector]
+        servers = []
+        for _, ms in active:
+            behavior = effective_behavior(settings, settings.servers.get(ms.name))
+            load = ms.load
+            current = ms.accelerator or infer_accelerator(system, ms) or ""
+            min_replicas = behavior.min_replicas if behavior.scale_to_zero else max(1, behavior.min_replicas)
+            servers.append(
+                ServerSpec(
+                    name=ms.name,
+                    model=ms.model,
+                    keep_accelerator=False,
+                    min_num_replicas=min_replicas,
+                    allowed_accelerators=sorted(set(movable) | ({current} if current else set())),
+                    current_alloc=AllocationSpec(
+                        accelerator=current,
+                        num_replicas=ms.replicas,
+                        max_batch=ms.max_batch,
+                        load=LoadSpec(
+                            arrival_rate=load.arrival_rate_rpm or 0.0,
+                            avg_in_tokens=load.avg_in_tokens or 0.0,
+                            avg_out_tokens=load.avg_out_tokens or 0.0,
+                        ),
+                    ),
+                    service_class=ms.service_class,
+                )
+            )
+        from controlloop.specs import CapacityEntry, CapacitySpec
+
+        return system.model_copy(
+            update={
+                "servers": servers,
+                "capacity": CapacitySpec(
+                    count=[CapacityEntry(type=t, count=c) for t, c in sorted(capacity.items())]
+                ),
+            }
+        )
+
+    def _decide(
+        self,
+        row: ServerReport,
+        ms: ManagedServer,
+        decision: ServerDecision,
+        solution: Solution,
+        system: SystemSpec,
+        settings: ControllerSettings,
+        now: float,
+    ) -> Action | None:
+        behavior = effective_behavior(settings, settings.servers.get(ms.name))
+        current_acc = ms.accelerator or infer_accelerator(system, ms) or ""
+        row.decision_status = decision.status.value
+        row.recommended_accelerator = decision.accelerator
+        row.recommended_replicas = decision.replicas
+        row.slo_itl_ms, row.slo_ttft_ms = decision.slo_itl_ms, decision.slo_ttft_ms
+        if decision.status is DecisionStatus.UNALLOCATED or not decision.accelerator:
+            if behavior.scale_to_zero and decision.replicas == 0 and ms.replicas > 0:
+                target_acc, target_n, batch = current_acc, 0, ms.max_batch
+                why = f"scale to zero allowed: {decision.reason}"
+            else:
+                row.verdict, row.held_reason = "held", "unallocated"
+                row.reason = f"optimizer left it unallocated ({decision.reason}); keeping current"
+                self._fill_current(row, ms, solution, current_acc)
+                return None
+        else:
+            target_acc, target_n, batch = decision.accelerator, decision.replicas, decision.batch
+            why = decision.reason
+            row.predicted_itl_ms, row.predicted_ttft_ms = decision.itl_ms, decision.ttft_ms
+            row.cost = decision.cost
+
+        placement: Placement | None = None
+        from_placement = self._placement(system, ms, current_acc, ms.max_batch) if current_acc else None
+        if target_acc != current_acc:
+            allowed, why_not = self.stabilizer.move_allowed(ms.key, now, behavior)
+            if current_acc and not allowed:
+                stay = _candidate(solution, ms.name, current_acc)
+                if stay is None:
+                    row.verdict, row.held_reason = "held", "move-rate-limited"
+                    row.reason = f"wants {target_acc} but {why_not}; current accelerator infeasible"
+                    return None
+                target_acc, target_n, batch = current_acc, stay.replicas, stay.batch
+                why = f"would move to {decision.accelerator} but {why_not}; staying on {current_acc}"
+                row.predicted_itl_ms, row.predicted_ttft_ms = stay.itl_ms, stay.ttft_ms
+                row.cost = stay.cost_per_replica * stay.replicas
+            else:
+                placement = self._placement(system, ms, target_acc, batch)
+                if placement is None:
+                    row.verdict, row.held_reason = "held", "no-node-selector"
+                    row.reason = f"{target_acc} has no nodeSelector: cannot place replicas there"
+                    return None
+
+        if placement is None:
+            stable = self.stabilizer.stabilize(
+                ms.key, now=now, current=ms.replicas, recommended=target_n, behavior=behavior
+            )
+            if stable.reason:
+                why = f"{why}; {stable.reason}"
+            target_n = stable.replicas
+        row.desired_accelerator, row.desired_replicas, row.batch = target_acc, target_n, batch
+        row.reason = why
+        relabel = batch != ms.max_batch and batch > 0
+        if placement is None and target_n == ms.replicas and not relabel:
+            row.verdict = "unchanged"
+            return None
+        return Action(
+            namespace=ms.namespace,
+            deployment=ms.deployment,
+            server=ms.name,
+            replicas=target_n,
+            from_replicas=ms.replicas,
+            placement=placement,
+            from_placement=from_placement,
+            max_batch=batch if relabel else None,
+            reason=why,
+            resource_version=ms.resource_version,
+        )
+
+    def _fill_current(self, row: ServerReport, ms: ManagedServer, solution: Solution, acc: str) -> None:
+        cand = _candidate(solution, ms.name, acc)
+        row.desired_accelerator, row.desired_replicas = acc, ms.replicas
+        if cand is not None:
+            row.cost = cand.cost_per_replica * ms.replicas
+
+    def _placement(self, system: SystemSpec, ms: ManagedServer, acc_name: str, batch: int) -> Placement | None:
+        acc = system.accelerator(acc_name)
+        perf = system.perf(ms.model, acc_name)
+        if acc is None or perf is None:
+            return None
+        return placement_for(
+            acc.name, node_selector=acc.node_selector, resource=acc.resource,
+            count=perf.acc_count * acc.multiplicity, max_batch=batch,
+        )
+
+    def _record(
+        self,
+        row: ServerReport,
+        ms: ManagedServer,
+        action: Action,
+        result: ActionResult,
+        now: float,
+        report: CycleReport,
+    ) -> None:
+        row.patch = result.patch
+        row.sent = result.sent
+        if result.ok:
+            row.verdict = "moved" if action.placement is not None else (
+                "scaled" if action.replicas != action.from_replicas else "unchanged"
+            )
+            expected = action.replicas if result.sent else ms.replicas
+            self._memory[ms.key] = _Memory(expected, now)
+            if result.sent or self.dry_run:
+                if action.placement is not None:
+                    self.stabilizer.record_move(ms.key, now)
+                    self.stabilizer.reset(ms.key)
+                else:
+                    self.stabilizer.record_scale(ms.key, now, action.replicas - action.from_replicas)
+            return
+        row.verdict = "error" if result.error_kind != "changed-externally" else "held"
+        row.error, row.error_kind = result.error, result.error_kind
+        report.errors.append(f"{describe(action)}: {result.error}")
+        report.error_kinds[result.error_kind or "actuate"] = (
+            report.error_kinds.get(result.error_kind or "actuate", 0) + 1
+        )
+        self._memory[ms.key] = _Memory(ms.replicas, now)
+
+
+def _candidate(solution: Solution, server: str, accelerator: str) -> Any:
+    for cand in solution.candidates.get(server, []):
+        if cand.accelerator == accelerator:
+            return cand
+    return None
+
+
+def infer_accelerator(system: SystemSpec, ms: ManagedServer) -> str | None:
+    """The accelerator whose nodeSelector the Deployment's pod template carries (unique match)."""
+    if not ms.node_selector:
+        return None
+    matches = [
+        acc.name
+        for acc in system.accelerators
+        if acc.node_selector
+        and all(ms.node_selector.get(k) == v for k, v in acc.node_selector.items())
+        and system.perf(ms.model, acc.name) is not None
+    ]
+    return matches[0] if len(matches) == 1 else None

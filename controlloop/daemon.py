@@ -1,0 +1,292 @@
+"""``controlloop run``: wiring of specs, cluster edges, controller, HTTP and scheduler.
+
+The scheduler holds no logic: APScheduler calls ``Controller.run_cycle`` every
+interval, never two at once (max_instances=1), a late cycle coalesced; SIGTERM
+and SIGINT let the running cycle finish, then exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from controlloop.config import ConfigError, load_config
+from controlloop.controller import Controller, CycleReport, SpecSource
+from controlloop.metrics import ControllerMetrics
+from controlloop.settings import ControllerSettings, controller_file, load_controller_settings
+from controlloop.specs import SystemSpec
+
+log = logging.getLogger("controlloop.daemon")
+
+
+class FileSpecSource(SpecSource):
+    """Specs from a config directory, re-read when a file changes.
+
+    An invalid edit keeps the last good specs and logs the error with its
+    location; ``valid`` and ``last_error`` tell /readyz and /metrics.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        overrides: dict[str, Any] | None = None,
+        metrics: ControllerMetrics | None = None,
+    ) -> None:
+        self.path = path
+        self.overrides = overrides or {}
+        self.metrics = metrics
+        self._stamp: tuple[tuple[str, float, int], ...] = ()
+        self._good: tuple[SystemSpec, ControllerSettings] | None = None
+        self.last_error = ""
+        self._load(initial=True)
+
+    def _files(self) -> list[Path]:
+        if self.path.is_dir():
+            return sorted(p for p in self.path.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+        return [self.path]
+
+    def _signature(self) -> tuple[tuple[str, float, int], ...]:
+        sig = []
+        for p in self._files():
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            sig.append((str(p), st.st_mtime, st.st_size))
+        return tuple(sig)
+
+    def _load(self, *, initial: bool = False) -> None:
+        stamp = self._signature()
+        try:
+            system = load_config(self.path).system
+            settings = load_controller_settings(self.path)
+            settings = apply_overrides(settings, self.overrides)
+        except ConfigError as exc:
+            self._stamp = stamp
+            self.last_error = "; ".join(exc.problems)
+            if initial:
+                raise
+            log.error("invalid spec edit, keeping the last good specs: %s", self.last_error)
+            if self.metrics:
+                self.metrics.spec_reload_errors.inc()
+                self.metrics.specs_valid.set(0)
+            return
+        self._stamp = stamp
+        self._good = (system, settings)
+        self.last_error = ""
+        if self.metrics:
+            self.metrics.specs_valid.set(1)
+        if not initial:
+            log.info("specs reloaded from %s", self.path)
+
+    def current(self) -> tuple[SystemSpec, ControllerSettings]:
+        if self._signature() != self._stamp:
+            self._load()
+        assert self._good is not None
+        return self._good
+
+
+def apply_overrides(settings: ControllerSettings, overrides: dict[str, Any]) -> ControllerSettings:
+    update: dict[str, Any] = {}
+    if overrides.get("namespaces"):
+        update["namespaces"] = list(overrides["namespaces"])
+    if overrides.get("interval") is not None:
+        update["interval_seconds"] = overrides["interval"]
+    if overrides.get("prometheus_url"):
+        update["prometheus"] = settings.prometheus.model_copy(update={"url": overrides["prometheus_url"]})
+    if overrides.get("leader_elect"):
+        update["leader_election"] = settings.leader_election.model_copy(update={"enabled": True})
+    return settings.model_copy(update=update) if update else settings
+
+
+class CycleLog:
+    """Appends one JSON line per cycle."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def __call__(self, report: CycleReport) -> None:
+        line = json.dumps(report.to_json(), default=str, sort_keys=True)
+        with self._lock, self.path.open("a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+
+# --- HTTP: /healthz /readyz /metrics POST /invoke ------------------------------------------------
+
+
+@dataclass
+class HttpState:
+    controller: Controller
+    metrics: ControllerMetrics
+    specs: FileSpecSource | None = None
+
+
+def make_http_server(host: str, port: int, state: HttpState) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, fmt: str, *args: Any) -> None:  # quiet access log
+            log.debug("http: " + fmt, *args)
+
+        def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            if self.path == "/healthz":
+                self._send(200, b"ok\n")
+            elif self.path == "/readyz":
+                ok = state.specs is None or state.specs._good is not None
+                self._send(200 if ok else 503, b"ready\n" if ok else b"specs not loaded\n")
+            elif self.path == "/metrics":
+                from prometheus_client import CONTENT_TYPE_LATEST
+
+                self._send(200, state.metrics.exposition(), CONTENT_TYPE_LATEST)
+            else:
+                self._send(404, b"not found\n")
+
+        def do_POST(self) -> None:  # noqa: N802
+            if self.path != "/invoke":
+                self._send(404, b"not found\n")
+                return
+            report = state.controller.run_cycle()
+            body = json.dumps(
+                {"cycle": report.cycle_id, "outcome": report.outcome, "summary": report.summary()}
+            ).encode()
+            self._send(200 if report.outcome != "failed" else 500, body, "application/json")
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def parse_listen(value: str | None, *, in_cluster: bool) -> tuple[str, int] | None:
+    if value is None:
+        value = "0.0.0.0:8080" if in_cluster else "127.0.0.1:8080"
+    if value.lower() in ("off", "none", ""):
+        return None
+    host, _, port = value.rpartition(":")
+    if not port.isdigit():
+        raise ConfigError([f"--listen: expected HOST:PORT, got {value!r}"])
+    return host or "0.0.0.0", int(port)
+
+
+# --- the command -----------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from controlloop.actuator import DryRunActuator, KubeActuator
+    from controlloop.collector import KubeCollector
+    from controlloop.kube import KubeClient, KubeError
+    from controlloop.prom import PrometheusLoadSource, PrometheusSettings, QueryTemplates
+
+    metrics = ControllerMetrics()
+    overrides = {
+        "namespaces": args.namespace,
+        "interval": args.interval,
+        "prometheus_url": args.prometheus_url,
+        "leader_elect": args.leader_elect,
+    }
+    if not Path(args.config).exists():
+        raise ConfigError([f"{args.config}: no such config directory (--config)"])
+    specs = FileSpecSource(Path(args.config), overrides=overrides, metrics=metrics)
+    system, settings = specs.current()
+    try:
+        kube = (
+            KubeClient.in_cluster()
+            if args.in_cluster
+            else KubeClient.from_kubeconfig(args.kubeconfig, args.context)
+        )
+    except KubeError as exc:
+        raise ConfigError([f"kubernetes: {exc}"]) from None
+    p = settings.prometheus
+    try:
+        prom_settings = PrometheusSettings(
+            url=p.url, bearer_token_file=p.bearer_token_file, ca_file=p.ca_file,
+            insecure=p.insecure, timeout_s=p.timeout_seconds, retries=p.retries, window=p.window,
+            staleness_s=p.staleness_seconds, queries=QueryTemplates(**p.queries),
+        )
+    except (ValueError, TypeError) as exc:
+        where = controller_file(Path(args.config)) or args.config
+        raise ConfigError([f"{where}: controller.{exc}"]) from None
+    load_source = PrometheusLoadSource(prom_settings)
+    collector = KubeCollector(kube, load_source, settings)
+    actuator: Any = (
+        DryRunActuator(kube.get_deployment, settings.actuation)
+        if args.dry_run
+        else KubeActuator(kube, settings.actuation)
+    )
+    controller = Controller(specs=specs, collector=collector, actuator=actuator, dry_run=args.dry_run)
+    controller.on_report.append(metrics.observe)
+    if args.cycle_log:
+        controller.on_report.append(CycleLog(Path(args.cycle_log)))
+    log.info(
+        "controlloop starting: config=%s mode=%s cluster=%s namespaces=%s interval=%.0fs %s "
+        "solver=%s capacity=%s",
+        args.config, "dry-run" if args.dry_run else "actuating",
+        "in-cluster" if args.in_cluster else (args.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"),
+        ",".join(settings.namespaces) or "all", settings.interval_seconds, prom_settings.describe(),
+        system.optimizer.solver, settings.capacity.source,
+    )
+    if args.once:
+        report = controller.run_cycle()
+        return 0 if report.outcome != "failed" else 1
+
+    listen = parse_listen(args.listen, in_cluster=args.in_cluster)
+    http = None
+    if listen:
+        http = make_http_server(listen[0], listen[1], HttpState(controller, metrics, specs))
+        threading.Thread(target=http.serve_forever, name="http", daemon=True).start()
+        log.info("serving /healthz /readyz /metrics POST /invoke on %s:%d", *listen)
+    elector = None
+    if settings.leader_election.enabled:
+        from controlloop.leader import LeaderElector
+
+        elector = LeaderElector(kube, settings.leader_election, on_change=metrics.is_leader.set)
+        controller.is_leader = elector.is_leader
+        elector.start()
+    try:
+        run_scheduler(controller, settings.interval_seconds)
+    finally:
+        if elector is not None:
+            elector.stop()
+        if http is not None:
+            http.shutdown()
+    return 0
+
+
+def run_scheduler(controller: Controller, interval: float) -> None:
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    scheduler = BlockingScheduler()
+    scheduler.add_job(
+        controller.run_cycle,
+        "interval",
+        seconds=interval,
+        id="cycle",
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=max(1, int(interval)),
+        next_run_time=__import__("datetime").datetime.now(),
+    )
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("received %s: finishing the running cycle, then exiting", signal.Signals(signum).name)
+        # shutdown(wait=True) from a signal handler would block the thread that runs it
+        threading.Thread(target=scheduler.shutdown, kwargs={"wait": True}, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    scheduler.start()

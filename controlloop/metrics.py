@@ -1,0 +1,126 @@
+"""Our own /metrics (prometheus-client, a private registry). See docs/metrics.md."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from controlloop.controller import CycleReport
+
+SERVER_LABELS = ("server", "namespace", "deployment")
+
+
+class ControllerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.cycle_duration = Histogram(
+            "controlloop_cycle_duration_seconds", "Duration of a control cycle",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=r,
+        )
+        self.cycles = Counter(
+            "controlloop_cycles_total", "Control cycles by outcome (ok, partial, failed)",
+            ["outcome"], registry=r,
+        )
+        self.last_cycle = Gauge(
+            "controlloop_last_cycle_timestamp_seconds", "Start time of the last cycle", registry=r
+        )
+        self.errors = Counter(
+            "controlloop_errors_total",
+            "Errors by kind (collect, specs, not-found, conflict, server-error, timeout, …)",
+            ["kind"], registry=r,
+        )
+        self.decisions = Counter(
+            "controlloop_decisions_total",
+            "Per-server decisions by verdict (scaled, moved, unchanged, held, error) and reason",
+            ["server", "verdict", "reason"], registry=r,
+        )
+        self.desired = Gauge(
+            "controlloop_server_desired_replicas", "Replicas the controller wants", SERVER_LABELS,
+            registry=r,
+        )
+        self.current = Gauge(
+            "controlloop_server_current_replicas", "Replicas observed (spec.replicas)",
+            SERVER_LABELS, registry=r,
+        )
+        self.accelerator = Gauge(
+            "controlloop_server_accelerator_info", "1 for the accelerator a server is on",
+            (*SERVER_LABELS, "accelerator"), registry=r,
+        )
+        self.predicted_itl = Gauge(
+            "controlloop_server_predicted_itl_ms", "Predicted average ITL, ms", SERVER_LABELS,
+            registry=r,
+        )
+        self.predicted_ttft = Gauge(
+            "controlloop_server_predicted_ttft_ms", "Predicted average TTFT, ms", SERVER_LABELS,
+            registry=r,
+        )
+        self.observed_itl = Gauge(
+            "controlloop_server_observed_itl_ms", "Observed average ITL, ms", SERVER_LABELS,
+            registry=r,
+        )
+        self.observed_ttft = Gauge(
+            "controlloop_server_observed_ttft_ms", "Observed average TTFT, ms", SERVER_LABELS,
+            registry=r,
+        )
+        self.load_known = Gauge(
+            "controlloop_server_load_known", "1 when the server's load was read this cycle",
+            SERVER_LABELS, registry=r,
+        )
+        self.cost = Gauge(
+            "controlloop_server_cost_cents_per_hour", "Cost of the desired allocation",
+            SERVER_LABELS, registry=r,
+        )
+        self.total_cost = Gauge(
+            "controlloop_total_cost_cents_per_hour", "Total cost of the desired allocations",
+            registry=r,
+        )
+        self.specs_valid = Gauge(
+            "controlloop_specs_valid", "1 when the last (re)load of the specs succeeded", registry=r
+        )
+        self.spec_reload_errors = Counter(
+            "controlloop_spec_reload_errors_total", "Invalid spec edits (last good kept)", registry=r
+        )
+        self.is_leader = Gauge(
+            "controlloop_is_leader", "1 when this replica holds the leader lease", registry=r
+        )
+        self.specs_valid.set(1)
+        self.is_leader.set(1)
+
+    def observe(self, report: CycleReport) -> None:
+        self.cycle_duration.observe(report.duration_s)
+        self.cycles.labels(report.outcome).inc()
+        self.last_cycle.set(report.started_at)
+        for kind, n in report.error_kinds.items():
+            self.errors.labels(kind).inc(n)
+        if not report.servers:
+            return
+        # Per-server series are replaced each cycle so servers that went away disappear.
+        for gauge in (
+            self.desired, self.current, self.accelerator, self.predicted_itl,
+            self.predicted_ttft, self.observed_itl, self.observed_ttft, self.load_known, self.cost,
+        ):
+            gauge.clear()
+        for s in report.servers:
+            labels = (s.server, s.namespace, s.deployment)
+            reason = s.held_reason or s.error_kind or s.verdict
+            self.decisions.labels(s.server, s.verdict, reason).inc()
+            self.current.labels(*labels).set(s.current_replicas)
+            if s.desired_replicas is not None:
+                self.desired.labels(*labels).set(s.desired_replicas)
+            acc = s.desired_accelerator or s.current_accelerator
+            if acc:
+                self.accelerator.labels(*labels, acc).set(1)
+            for gauge, value in (
+                (self.predicted_itl, s.predicted_itl_ms),
+                (self.predicted_ttft, s.predicted_ttft_ms),
+                (self.observed_itl, s.load.get("itlMs")),
+                (self.observed_ttft, s.load.get("ttftMs")),
+                (self.cost, s.cost),
+            ):
+                if value is not None:
+                    gauge.labels(*labels).set(value)
+            self.load_known.labels(*labels).set(0 if s.load.get("status") == "unknown" else 1)
+        self.total_cost.set(report.total_cost)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

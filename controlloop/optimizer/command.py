@@ -1,0 +1,78 @@
+"""``controlloop optimize PATH``: load a config, optimize, print or write the plan."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from controlloop.config import load_config
+from controlloop.optimizer.api import optimize
+from controlloop.optimizer.report import (
+    UnknownServer,
+    explain_json,
+    format_explain,
+    format_solution,
+)
+from controlloop.optimizer.solution import Solution
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+def run_optimize(args: argparse.Namespace) -> Solution:
+    """The CLI overrides map one to one onto ``optimize``'s keyword arguments."""
+    loaded = load_config(args.path)
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return optimize(
+        loaded.system,
+        solver=getattr(args, "solver", None),
+        unlimited=getattr(args, "unlimited", None),
+        saturation_policy=getattr(args, "saturation_policy", None),
+        service_model=getattr(args, "service_model", None),
+        verify=getattr(args, "verify", None),
+        time_limit=getattr(args, "time_limit", None),
+    )
+
+
+def render(solution: Solution, fmt: str, explain: str | None = None) -> str:
+    """Text in ``fmt`` (table, json, yaml); raises :class:`UnknownServer` for ``explain``."""
+    data: dict[str, Any] | None = None
+    if explain is not None:
+        if fmt == "table":
+            return format_explain(solution, explain)
+        data = explain_json(solution, explain)
+    elif fmt == "table":
+        return format_solution(solution)
+    else:
+        data = solution.to_json()
+    if fmt == "yaml":
+        return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
+    return json.dumps(data, indent=2) + "\n"
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    solution = run_optimize(args)
+    try:
+        text = render(solution, args.format, getattr(args, "explain", None))
+    except UnknownServer as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    output: Path | None = getattr(args, "output", None)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        log.info(
+            "wrote %s plan to %s: total cost %.2f cents/h, status %s",
+            args.format, output, solution.total_cost, solution.status.value,
+        )
+    return EXIT_OK

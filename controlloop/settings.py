@@ -1,0 +1,203 @@
+"""Daemon settings: ``controller.yaml`` in the config directory (all optional).
+
+Units are in the field names (``…Seconds``) or docstrings. Command-line flags
+and ``CONTROLLOOP_*`` variables override the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from controlloop.config import ConfigError, Section, read_document, validate_section
+from controlloop.specs import NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Spec
+
+CONTROLLER_FILES = ("controller.yaml", "controller.yml")
+
+MANAGED_LABEL = "inferno.server.managed"
+LABEL_NAME = "inferno.server.name"
+LABEL_MODEL = "inferno.server.model"
+LABEL_CLASS = "inferno.server.class"
+LABEL_ACCELERATOR = "inferno.server.allocation.accelerator"
+LABEL_MAX_BATCH = "inferno.server.allocation.maxbatchsize"
+LABEL_LOAD_RPM = "inferno.server.load.rpm"
+LABEL_LOAD_IN = "inferno.server.load.intokens"
+LABEL_LOAD_OUT = "inferno.server.load.outtokens"
+ANNOTATION_PREFIX = "controlloop.io/"
+
+
+class PrometheusConfig(Spec):
+    """Where the load comes from. Query templates override the vLLM defaults by name
+    (arrival_rpm, avg_in_tokens, avg_out_tokens, ttft_ms, itl_ms, running, waiting,
+    freshness); placeholders ``$namespace``, ``$pods``, ``$window``, ``$model``."""
+
+    url: str = "http://localhost:9090"
+    bearer_token_file: str | None = Field(None, alias="bearerTokenFile")
+    ca_file: str | None = Field(None, alias="caFile")
+    insecure: bool = False
+    timeout_seconds: PositiveFloat = Field(5.0, alias="timeoutSeconds")
+    retries: NonNegInt = 1
+    window: str = "1m"
+    staleness_seconds: PositiveFloat = Field(60.0, alias="stalenessSeconds")
+    queries: dict[str, str] = {}
+
+
+class ScalingPolicy(Spec):
+    """At most ``value`` pods (type Pods) or percent of current (type Percent) per period."""
+
+    type: Literal["Pods", "Percent"]
+    value: PositiveInt
+    period_seconds: PositiveInt = Field(alias="periodSeconds")
+
+
+class ScalingRules(Spec):
+    """HPA vocabulary: act on the most conservative recommendation in the window."""
+
+    stabilization_window_seconds: NonNegInt | None = Field(
+        None, alias="stabilizationWindowSeconds"
+    )
+    select_policy: Literal["Max", "Min", "Disabled"] = Field("Max", alias="selectPolicy")
+    policies: list[ScalingPolicy] = []
+
+
+class BehaviorSpec(Spec):
+    """Scaling behaviour; every field may be overridden per server (config or annotation)."""
+
+    scale_up: ScalingRules = Field(
+        ScalingRules(
+            stabilization_window_seconds=0,
+            policies=[
+                ScalingPolicy(type="Percent", value=100, period_seconds=15),
+                ScalingPolicy(type="Pods", value=4, period_seconds=15),
+            ],
+        ),
+        alias="scaleUp",
+    )
+    scale_down: ScalingRules = Field(
+        ScalingRules(
+            stabilization_window_seconds=300,
+            policies=[ScalingPolicy(type="Percent", value=100, period_seconds=15)],
+        ),
+        alias="scaleDown",
+    )
+    # Relative dead-band: |desired - current| / current <= tolerance keeps current.
+    tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    min_replicas: NonNegInt = Field(1, alias="minReplicas")
+    max_replicas: PositiveInt | None = Field(None, alias="maxReplicas")
+    # Without it, a server is never scaled to 0 (even when unallocated or idle).
+    scale_to_zero: bool = Field(False, alias="scaleToZero")
+    # Minimum time between two accelerator changes of one server.
+    accelerator_change_min_interval_seconds: NonNegFloat = Field(
+        600, alias="acceleratorChangeMinIntervalSeconds"
+    )
+
+
+class BehaviorOverride(Spec):
+    """Per-server overrides: only the fields given replace the global ones."""
+
+    scale_up: ScalingRules | None = Field(None, alias="scaleUp")
+    scale_down: ScalingRules | None = Field(None, alias="scaleDown")
+    tolerance: Annotated[float, Field(ge=0, lt=1)] | None = None
+    min_replicas: NonNegInt | None = Field(None, alias="minReplicas")
+    max_replicas: PositiveInt | None = Field(None, alias="maxReplicas")
+    scale_to_zero: bool | None = Field(None, alias="scaleToZero")
+    accelerator_change_min_interval_seconds: NonNegFloat | None = Field(
+        None, alias="acceleratorChangeMinIntervalSeconds"
+    )
+
+
+class CapacityConfig(Spec):
+    """``static``: capacity.yaml. ``nodes``: allocatable GPUs on Nodes, counted per
+    accelerator type by the value of ``nodeLabel`` (mapped through ``typeByLabel``
+    when the label values are not our type names)."""
+
+    source: Literal["static", "nodes"] = "static"
+    node_label: str = Field("nvidia.com/gpu.product", alias="nodeLabel")
+    type_by_label: dict[str, str] = Field({}, alias="typeByLabel")
+    resources: list[str] = ["nvidia.com/gpu", "amd.com/gpu", "habana.ai/gaudi", "ibm.com/aiu"]
+
+
+class ActuationConfig(Spec):
+    retries: NonNegInt = 3  # on 5xx and timeouts, with exponential backoff
+    backoff_seconds: NonNegFloat = Field(0.5, alias="backoffSeconds")
+    conflict_retries: NonNegInt = Field(3, alias="conflictRetries")
+    # Container that serves the model (gets the GPU resources); default: the one
+    # already requesting a GPU resource, else the first.
+    serving_container: str | None = Field(None, alias="servingContainer")
+    emit_events: bool = Field(True, alias="emitEvents")
+    # Move accelerators make-before-break (a second Deployment) or in place.
+    move_strategy: Literal["make-before-break", "in-place"] = Field(
+        "make-before-break", alias="moveStrategy"
+    )
+
+
+class OwnershipConfig(Spec):
+    # After someone else changed replicas, leave the server alone this long.
+    hold_seconds: NonNegFloat = Field(600, alias="holdSeconds")
+    respect_autoscalers: bool = Field(True, alias="respectAutoscalers")
+
+
+class LeaderElectionConfig(Spec):
+    enabled: bool = False
+    lease_name: str = Field("controlloop-leader", alias="leaseName")
+    namespace: str = "controlloop-system"
+    lease_duration_seconds: PositiveFloat = Field(15, alias="leaseDurationSeconds")
+    renew_deadline_seconds: PositiveFloat = Field(10, alias="renewDeadlineSeconds")
+    retry_period_seconds: PositiveFloat = Field(2, alias="retryPeriodSeconds")
+
+
+class PendingConfig(Spec):
+    # A placement whose pods stay unschedulable this long is backed off.
+    unschedulable_after_seconds: NonNegFloat = Field(120, alias="unschedulableAfterSeconds")
+    backoff_seconds: NonNegFloat = Field(900, alias="backoffSeconds")
+
+
+class ControllerSettings(Spec):
+    interval_seconds: PositiveFloat = Field(60, alias="intervalSeconds")
+    namespaces: list[str] = []  # empty: all namespaces
+    label_selector: str = Field(f"{MANAGED_LABEL}=true", alias="labelSelector")
+    default_class: str = Field("Free", alias="defaultClass")
+    prometheus: PrometheusConfig = PrometheusConfig()
+    behavior: BehaviorSpec = BehaviorSpec()
+    servers: dict[str, BehaviorOverride] = {}  # per server name
+    capacity: CapacityConfig = CapacityConfig()
+    actuation: ActuationConfig = ActuationConfig()
+    ownership: OwnershipConfig = OwnershipConfig()
+    pending: PendingConfig = PendingConfig()
+    leader_election: LeaderElectionConfig = Field(LeaderElectionConfig(), alias="leaderElection")
+
+
+class ControllerFile(Spec):
+    controller: ControllerSettings = ControllerSettings()
+
+
+CONTROLLER_SECTION = Section("controller", ControllerFile, CONTROLLER_FILES, False)
+
+
+def controller_file(directory: Path) -> Path | None:
+    for name in CONTROLLER_FILES:
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def load_controller_settings(directory: Path) -> ControllerSettings:
+    """``controller.yaml`` of a config directory; defaults when absent."""
+    path = controller_file(directory) if directory.is_dir() else None
+    if path is None:
+        return ControllerSettings()
+    raw: Any = read_document(path)
+    spec, problems = validate_section(CONTROLLER_SECTION, raw, where=str(path))
+    if problems or spec is None:
+        raise ConfigError(problems)
+    assert isinstance(spec, ControllerFile)
+    return spec.controller
+
+
+def effective_behavior(settings: ControllerSettings, override: BehaviorOverride | None) -> BehaviorSpec:
+    if override is None:
+        return settings.behavior
+    update = {k: v for k, v in override.model_dump().items() if v is not None}
+    return settings.behavior.model_copy(update=update)
