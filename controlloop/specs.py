@@ -235,6 +235,11 @@ class OptimizerSpec(Spec):
     )
     # Post-solve check of each chosen allocation: "none" or "simulate" (token-level).
     verify: Literal["none", "simulate"] = "none"
+    # [fidelity] Cap each candidate's lam* at the largest per-replica rate meeting the
+    # targets in token-level simulation ("calibrated"); learned rates are cached in
+    # memory and, if set, in the JSON file calibrationCache.
+    margin: Literal["none", "calibrated"] = "none"
+    calibration_cache: str | None = Field(None, alias="calibrationCache")
 
     @field_validator("saturation_policy", mode="before")
     @classmethod

@@ -39,6 +39,7 @@ def optimize(
     verify: str | None = None,
     time_limit: float | None = None,
     cache: SizingCache | None = None,
+    margin: str | None = None,  # [fidelity] "none" | "calibrated"
 ) -> Solution:
     """Decide accelerator, replicas and batch size for every server of ``system``.
 
@@ -53,10 +54,15 @@ def optimize(
         service_model=service_model,
         verify=verify,
         time_limit=time_limit,
+        margin=margin,
     )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     cset = build_candidates(system, service_model=options.service_model, cache=cache)
+    if options.margin == "calibrated":  # [fidelity] cap lam* at simulated safe rates
+        from controlloop.optimizer.calibrate import calibrate_candidates, calibrator_for
+
+        cset = calibrate_candidates(system, cset, calibrator_for(options.calibration_cache))
     timings["sizing"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -77,7 +83,7 @@ def effective_options(base: OptimizerSpec, **overrides: Any) -> OptimizerSpec:
     update: dict[str, Any] = {}
     if overrides.get("solver") is not None:
         update["milp_solver"] = overrides["solver"] == "milp"
-    for key in ("unlimited", "service_model", "verify", "time_limit"):
+    for key in ("unlimited", "service_model", "verify", "time_limit", "margin"):
         if overrides.get(key) is not None:
             update[key] = overrides[key]
     if overrides.get("saturation_policy") is not None:

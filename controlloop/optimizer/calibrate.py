@@ -30,7 +30,7 @@ import numpy as np
 from controlloop.model.perf import DecodePrefillPerf
 from controlloop.model.sizing import analyze
 from controlloop.optimizer.candidates import MS_PER_S, CandidateSet, transition_value
-from controlloop.optimizer.solution import Candidate
+from controlloop.optimizer.solution import Candidate, Rejected
 from controlloop.sim import ReplicaParams, ReplicaSimulator, poisson_arrivals
 from controlloop.specs import ModelPerfSpec, ServerSpec, SystemSpec
 
@@ -53,7 +53,7 @@ class SimSettings:
     repeatable, so a plan verified once verifies again.
     """
 
-    requests: int = 3000
+    requests: int = 2000
     min_s: float = 900.0
     max_s: float = 72 * 3600.0
     warmup: float = 0.1
@@ -212,16 +212,14 @@ CalKey = tuple[float, float, float, float, int, int, int, float, float]
 class Calibrator:
     """Largest per-replica rate (req/s) meeting the targets in simulation, per pair.
 
-    Search: the simulated latencies grow with the rate, so the chain's ``lam*``
-    (or ``lam_max``) is first checked; if it passes that is the answer (the cap
-    never raises ``lam*``), else the rate is bisected on a log scale in
-    ``[lam*/64, lam*]`` down to ``rtol``. Results are kept in memory and, with
+    The simulated latencies grow with the rate, so a monotone search applies
+    (see :class:`_Bisect`); the cap never raises ``lam*``. Results are kept in memory and, with
     ``path``, in a JSON file read on construction and written by :meth:`save`.
     """
 
     oracle: SimOracle = field(default_factory=SimOracle)
     path: Path | None = None
-    rtol: float = 0.03
+    rtol: float = 0.05
     hits: int = 0
     misses: int = 0
     _rates: dict[CalKey, float] = field(default_factory=dict)
@@ -300,66 +298,88 @@ def _settings_doc(s: SimSettings, rtol: float) -> dict[str, float]:
     return {**asdict(s), "rtol": rtol}
 
 
-_MIN_FRACTION = 1 / 64  # below lam*/64 a pair is treated as infeasible in simulation
+_MIN_FRACTION = 1 / 16  # failing at lam*/16 a pair is treated as infeasible in simulation
 
 
 @dataclass
 class _Bisect:
-    """Monotone search for the largest passing rate; ``lo`` passes (0: none found)."""
+    """Monotone search for the largest passing rate; ``lo`` passes (0: none found).
+
+    The chain's ``lam*`` is probed first; when it fails the rate steps down by
+    10 %, 20 %, 40 % ... of ``lam*`` until a probe passes, then the bracket is
+    bisected (geometrically) to ``rtol``. Misses are usually within a few tens
+    of percent of ``lam*``, so this takes about five probes.
+    """
 
     params: ReplicaParams
-    hi: float  # lowest rate known (or assumed) to fail, until the first probe passes
+    hi: float  # lowest rate known (or assumed) to fail
     ttft: float
     itl: float
     rtol: float
     lo: float = 0.0
     probe: float = 0.0
     done: bool = False
-    _first: bool = True
+    _lam: float = 0.0
+    _step: float = 0.1
 
     def __post_init__(self) -> None:
-        self.probe = self.hi
+        self.probe = self._lam = self.hi
 
     def update(self, ok: bool) -> None:
-        if self._first:
-            self._first = False
-            if ok:  # the chain's rate already holds: never raise it
-                self.lo, self.done = self.hi, True
-                return
-            self.lo = 0.0
-        elif ok:
+        if ok and self.probe == self._lam:  # the chain's rate holds: never raise it
+            self.lo, self.done = self.probe, True
+            return
+        if ok:
             self.lo = self.probe
         else:
             self.hi = self.probe
-        floor = self.hi * _MIN_FRACTION
-        if self.lo == 0.0 and self.probe <= floor:
-            self.done = True  # fails even at lam*/64: infeasible
-            return
-        lo = max(self.lo, floor)
-        if self.hi - lo <= self.rtol * self.hi and self.lo > 0:
+        if self.lo == 0.0:
+            floor = self._lam * _MIN_FRACTION
+            if self.probe <= floor:
+                self.done = True  # fails even at lam*/16: no safe rate
+                return
+            self.probe = max(floor, self._lam * (1 - self._step))
+            self._step = min(2 * self._step, 1.0)
+        elif self.hi - self.lo <= self.rtol * self.hi:
             self.done = True
-            return
-        self.probe = math.sqrt(lo * self.hi) if self.lo > 0 else max(floor, self.probe / 2)
+        else:
+            self.probe = math.sqrt(self.lo * self.hi)
 
 
 # --- capping the candidates -----------------------------------------------------------------
 
 
+_CALIBRATORS: dict[str | None, Calibrator] = {}
+
+
+def calibrator_for(path: str | Path | None) -> Calibrator:
+    """The process-wide calibrator of a cache file (None: in memory only)."""
+    key = None if path is None else str(path)
+    if key not in _CALIBRATORS:
+        _CALIBRATORS[key] = Calibrator(path=None if key is None else Path(key))
+    return _CALIBRATORS[key]
+
+
 def calibrate_candidates(
-    system: SystemSpec, cset: CandidateSet, calibrator: Calibrator
+    system: SystemSpec, cset: CandidateSet, calibrator: Calibrator | None = None, *,
+    top: int = 4,
 ) -> CandidateSet:
-    """``cset`` with each loaded candidate's ``lam*`` capped at its simulated safe rate.
+    """``cset`` with the ``lam*`` of each server's ``top`` best candidates capped at
+    their simulated safe rates (the rest are left as sized: the solver reaches
+    them only when capacity is short, and calibrating every pair of a large
+    system takes a minute on a cold cache).
 
     Replicas become ``max(minNumReplicas, ceil(demand / cap))``; cost, value and
     the chain's predictions follow. A candidate with no safe rate is dropped
     (rejected with that reason). Candidates without decode/prefill data are kept.
     """
+    calibrator = calibrator_for(None) if calibrator is None else calibrator
     rows: list[tuple[str, int, Candidate, ReplicaParams]] = []
     for name, cands in cset.candidates.items():
         ctx = cset.servers[name]
         if ctx.zero_load or ctx.target is None:
             continue
-        for j, cand in enumerate(cands):
+        for j, cand in enumerate(cands[:top]):
             perf = system.perf(ctx.spec.model, cand.accelerator)
             params = replica_params(perf, ctx.spec, cand.batch) if perf else None
             if params is not None and cand.rate_per_replica > 0:
@@ -392,10 +412,11 @@ def resize_candidate(
         replicas = max(ctx.spec.min_num_replicas, 1, math.ceil(ctx.demand / rate_per_s - 1e-9))
     cost = cand.cost_per_replica * replicas
     # the chain's figures at the new per-replica load, for the report
+    f = np.array
     chain = DecodePrefillPerf(
-        alpha=params.alpha, beta=params.beta, gamma=params.gamma, delta=params.delta,
-        in_tokens=float(ctx.spec.load.avg_in_tokens), out_tokens=float(params.out_tokens),
-        batch=params.batch,
+        alpha=f([params.alpha]), beta=f([params.beta]), gamma=f([params.gamma]),
+        delta=f([params.delta]), in_tokens=f([float(ctx.spec.load.avg_in_tokens)]),
+        out_tokens=f([float(params.out_tokens)]), batch=f([params.batch], np.int64),
     )
     m = analyze(chain, np.array([ctx.demand / replicas / MS_PER_S]))
     return replace(
@@ -413,20 +434,21 @@ def replace_candidates(
     cset: CandidateSet, updates: dict[tuple[str, int], Candidate | None], *, reason: str
 ) -> CandidateSet:
     """A copy of ``cset`` with candidate ``j`` of server ``name`` replaced (None: dropped)."""
-    from controlloop.optimizer.solution import Rejected
-
     if not updates:
         return cset
     candidates = {name: list(cands) for name, cands in cset.candidates.items()}
     rejected = {name: list(r) for name, r in cset.rejected.items()}
+    dropped: set[tuple[str, int]] = set()
     for (name, j), new in updates.items():
-        old = cset.candidates[name][j]
         if new is None:
+            old = cset.candidates[name][j]
             rejected.setdefault(name, []).append(Rejected(name, old.accelerator, reason))
-        candidates[name][j] = new  # type: ignore[call-overload]
+            dropped.add((name, j))
+        else:
+            candidates[name][j] = new
     no_reason = dict(cset.no_candidate_reason)
     for name in {n for n, _ in updates}:
-        kept = [c for c in candidates[name] if c is not None]
+        kept = [c for j, c in enumerate(candidates[name]) if (name, j) not in dropped]
         kept.sort(key=lambda c: (c.value, c.accelerator))
         candidates[name] = kept
         if not kept:

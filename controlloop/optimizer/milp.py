@@ -75,8 +75,10 @@ def solve_milp(
     # Fix (optimizer engineer): drop candidates that cannot fit the capacity of their type
     # and bound x_c by what fits. Otherwise needs like 190,000 L4 replicas enter as big-M
     # bounds and 1e-6 weights, and HiGHS crawls (10-20 s on large-capacity-div4).
-    fits = {c.server: [c for c in cs if _max_replicas(c, capacity, allow_partial) > 0]
-            for c_list in [candidates] for cs in c_list.values() if cs for c in cs[:1]}
+    fits = {
+        name: [c for c in cs if _max_replicas(c, capacity, allow_partial) > 0]
+        for name, cs in candidates.items()
+    }
     active = [s for s in servers if fits.get(s.name)]
     for i, server in enumerate(active):
         for cand in fits[server.name]:

@@ -109,13 +109,53 @@ def verify_by_simulation(
         dropped += sum(1 for c in updates.values() if c is None)
         cset = replace_candidates(cset, updates, reason="misses a target in simulation "
                                   f"with up to {MAX_GROWTH}x the replicas")
-        solution = _solve(system, cset, options)
+        solution = _better(_in_place(system, cset, options, solution), _solve(system, cset, options))
     note = (f"verified in simulation: {len(checked)} allocations checked, {repaired} given "
             f"more replicas, {dropped} dropped, {rounds} rounds, {oracle.misses - sims0} "
             f"simulations ({oracle.hits - hits0} cached)")
     solution.message = f"{solution.message}; {note}" if solution.message else note
     solution.timings["verify_sim"] = time.perf_counter() - t0
     return solution
+
+
+def _in_place(
+    system: SystemSpec, cset: CandidateSet, options: OptimizerSpec, solution: Solution
+) -> Solution | None:
+    """The same choices with the repaired candidates, if the extra replicas fit.
+
+    A greedy re-solve with costlier candidates can reorder the servers and
+    serve fewer of them although the repaired plan fits; this keeps that plan
+    as an option. None for mixed placements or when it does not fit.
+    """
+    from controlloop.optimizer.api import build_solution
+    from controlloop.optimizer.greedy import Assignment
+
+    assigned: dict[str, object] = {}
+    cards: dict[str, int] = {}
+    for name, d in solution.decisions.items():
+        if d.replicas <= 0:
+            continue
+        cand = next((c for c in cset.candidates.get(name, []) if c.accelerator == d.accelerator),
+                    None)
+        if cand is None or d.needed_replicas != d.replicas and d.status.value == "meets-slo":
+            return None  # dropped candidate, or a mixed (heterogeneous) placement
+        full = d.status.value in ("meets-slo", "zero-load")
+        n = cand.replicas if full else min(d.replicas, cand.replicas)
+        assigned[name] = Assignment(cand, n, "full" if n >= cand.replicas else "best-effort")
+        cards[cand.acc_type] = cards.get(cand.acc_type, 0) + n * cand.units_per_replica
+    if not options.unlimited:
+        capacity = system.capacity_by_type()
+        if any(used > capacity.get(t, 0) for t, used in cards.items()):
+            return None
+    return build_solution(system, cset, assigned, {}, solution.solver, options,
+                          message=solution.message, gap=solution.gap)
+
+
+def _better(a: Solution | None, b: Solution) -> Solution:
+    """More demand served (priority by priority), then cheaper; ``b`` on a tie."""
+    from controlloop.optimizer.api import compare_plans
+
+    return a if a is not None and compare_plans(a, b) < 0 else b
 
 
 def _unchecked(

@@ -7,6 +7,7 @@ the gin server used all three.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
@@ -231,7 +232,9 @@ def _class_routes(router: APIRouter, ctx: ApiContext) -> None:
                 doc = {}
             doc = {**doc, "name": name}
             if priority is not None:
-                doc["priority"] = priority
+                # A path segment is text; a number is a number, anything else fails validation.
+                whole = re.fullmatch(r"\s*[+-]?[0-9]+\s*", priority)
+                doc["priority"] = int(priority) if whole else priority
         warnings: list[str] = []
         spec = parse(ServiceClassSpec, doc, warnings=warnings)
         old = ctx.store.snapshot.system.service_class(spec.name)

@@ -9,6 +9,7 @@ or list the module in ``pytest_plugins`` there.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
@@ -52,9 +53,12 @@ WINDOW = "10s"  # short rate window keeps the suite fast; scrape interval is 1 s
 
 @pytest.fixture(scope="session")
 def prometheus_bin() -> str:
-    """Path of the Prometheus binary; skips when it is not installed."""
+    """Path of the Prometheus binary. Missing: a failure under CI (which installs it via
+    `make test`), a skip elsewhere."""
     path = prometheus_binary()
     if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("prometheus binary not found under CI: `make test` should install it")
         pytest.skip(
             "prometheus binary not found ($PROMETHEUS_BIN or /usr/bin/prometheus); "
             "install it with `apt-get install prometheus`"
