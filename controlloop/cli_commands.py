@@ -189,6 +189,7 @@ def _fidelity(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
     p.add_argument("--unlimited", action="store_true", default=None)
     p.add_argument("--service-model", choices=["decode-prefill", "iteration"])
     p.add_argument("--verify", choices=["none", "simulate"])
+    p.add_argument("--margin", choices=["none", "calibrated"])  # [fidelity]
     p.add_argument("--duration", type=float, default=3600.0, help="simulated seconds per replica")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--format", choices=["table", "json"], default="table")

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from controlloop.actuator import describe, placement_for
+from controlloop.annotations import BehaviorResolver  # per-Deployment overrides
 from controlloop.behavior import Stabilizer
 from controlloop.optimizer import DecisionStatus, Solution, optimize
 from controlloop.optimizer.solution import ServerDecision
-from controlloop.settings import ControllerSettings, effective_behavior
+from controlloop.settings import ControllerSettings
 from controlloop.specs import (
     AllocationSpec,
     LoadSpec,
@@ -140,6 +141,8 @@ class _Memory:
 
     expected_replicas: int
     at: float
+    # [reliability] a patch that timed out may still have landed: that count is ours too.
+    also: int | None = None
 
 
 class Controller:
@@ -162,6 +165,7 @@ class Controller:
         self.on_report = on_report or []
         self.optimize_fn = optimize_fn
         self.stabilizer = Stabilizer()
+        self.behavior_for = BehaviorResolver()  # controlloop.io/* annotations
         self._memory: dict[str, _Memory] = {}
         self._hold_until: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
@@ -291,7 +295,7 @@ class Controller:
             },
         )
         memory = self._memory.get(ms.key)
-        if memory is not None and ms.replicas != memory.expected_replicas:
+        if memory is not None and ms.replicas not in (memory.expected_replicas, memory.also):
             hold = settings.ownership.hold_seconds
             why = (
                 f"replicas changed by someone else ({memory.expected_replicas}→{ms.replicas}); "
@@ -361,7 +365,7 @@ class Controller:
         movable = [a.name for a in system.accelerators if a.node_selector]
         servers = []
         for _, ms in active:
-            behavior = effective_behavior(settings, settings.servers.get(ms.name))
+            behavior = self.behavior_for(settings, ms)  # annotations > servers: > globals
             load = ms.load
             current = ms.accelerator or infer_accelerator(system, ms) or ""
             min_replicas = behavior.min_replicas if behavior.scale_to_zero else max(1, behavior.min_replicas)
@@ -406,7 +410,7 @@ class Controller:
         settings: ControllerSettings,
         now: float,
     ) -> Action | None:
-        behavior = effective_behavior(settings, settings.servers.get(ms.name))
+        behavior = self.behavior_for(settings, ms)  # annotations > servers: > globals
         current_acc = ms.accelerator or infer_accelerator(system, ms) or ""
         row.decision_status = decision.status.value
         row.recommended_accelerator = decision.accelerator
@@ -520,7 +524,8 @@ class Controller:
         report.error_kinds[result.error_kind or "actuate"] = (
             report.error_kinds.get(result.error_kind or "actuate", 0) + 1
         )
-        self._memory[ms.key] = _Memory(ms.replicas, now)
+        landed = action.replicas if result.error_kind == "timeout" else None  # [reliability]
+        self._memory[ms.key] = _Memory(ms.replicas, now, also=landed)
 
 
 def _candidate(solution: Solution, server: str, accelerator: str) -> Any:

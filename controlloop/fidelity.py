@@ -201,6 +201,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     solution = optimize(
         system, solver=args.solver, unlimited=args.unlimited,
         service_model=args.service_model, verify=args.verify,
+        margin=getattr(args, "margin", None),
     )
     report = fidelity_report(system, solution, duration_s=args.duration, seed=args.seed)
     if args.format == "json":

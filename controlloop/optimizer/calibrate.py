@@ -249,7 +249,9 @@ class Calibrator:
             if key in self._rates:
                 self.hits += 1
                 out[key] = self._rates[key]
-            elif key not in todo:
+            elif key in todo:
+                self.hits += 1  # the same pair twice in one call is searched once
+            else:
                 self.misses += 1
                 todo[key] = _Bisect(params, lam, ttft, itl, self.rtol)
         while todo:

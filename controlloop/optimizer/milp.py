@@ -70,13 +70,17 @@ def solve_milp(
     mip_gap: float,
 ) -> MilpResult:
     start = time.perf_counter()
+    # Fix (optimizer engineer): a heterogeneous server needs part of a candidate's replicas
+    # per accelerator; forcing x_c = need_c * y_c made mixing impossible under policy None.
+    # There "all or nothing" is kept by a binary served fraction f_s instead.
+    split = allow_partial or heterogeneous
     cands: list[Candidate] = []
     owner: list[int] = []
     # Fix (optimizer engineer): drop candidates that cannot fit the capacity of their type
     # and bound x_c by what fits. Otherwise needs like 190,000 L4 replicas enter as big-M
     # bounds and 1e-6 weights, and HiGHS crawls (10-20 s on large-capacity-div4).
     fits = {
-        name: [c for c in cs if _max_replicas(c, capacity, allow_partial) > 0]
+        name: [c for c in cs if _max_replicas(c, capacity, split) > 0]
         for name, cs in candidates.items()
     }
     active = [s for s in servers if fits.get(s.name)]
@@ -89,7 +93,7 @@ def solve_milp(
         return MilpResult({}, True, 0.0, "no candidates")
     owner_arr = np.asarray(owner)
     need = np.array([c.replicas for c in cands], np.float64)
-    upper = np.array([_max_replicas(c, capacity, allow_partial) for c in cands], np.float64)
+    upper = np.array([_max_replicas(c, capacity, split) for c in cands], np.float64)
     units = np.array([c.units_per_replica for c in cands], np.float64)
     per_replica = np.array([c.cost_per_replica for c in cands], np.float64)
     penalty = np.array([move_penalty(c, active[o]) for c, o in zip(cands, owner, strict=True)])
@@ -114,7 +118,7 @@ def solve_milp(
         hi.append(ub)
 
     # link x and y
-    link_lb = np.zeros(n_c) if not allow_partial else np.full(n_c, -np.inf)
+    link_lb = np.zeros(n_c) if not split else np.full(n_c, -np.inf)
     add(
         np.concatenate([ix, ix]),
         np.concatenate([ix, iy]),
@@ -140,7 +144,8 @@ def solve_milp(
         np.full(n_s, -np.inf),
         np.zeros(n_s),
     )
-    integrality = np.concatenate([np.ones(2 * n_c), np.zeros(n_s)])
+    f_integral = np.zeros(n_s) if allow_partial else np.ones(n_s)
+    integrality = np.concatenate([np.ones(2 * n_c), f_integral])
     bounds = Bounds(
         np.zeros(n_var), np.concatenate([upper, np.ones(n_c), np.ones(n_s)])
     )

@@ -223,7 +223,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_config=None,
-        log_level=getattr(args, "log_level", "info"),
+        # uvicorn's own start-up chatter only at debug: our line above says it all.
+        log_level="debug" if getattr(args, "log_level", "info") == "debug" else "warning",
         access_log=False,
     )
     uvicorn.Server(config).run()

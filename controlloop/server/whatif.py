@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import Field, model_validator
@@ -11,7 +10,15 @@ from pydantic import Field, model_validator
 from controlloop.optimizer.solution import ServerDecision, Solution
 from controlloop.server.errors import invalid
 from controlloop.server.payloads import merge_options
-from controlloop.specs import NonNegFloat, OptimizerSpec, Spec, SystemSpec
+from controlloop.specs import (
+    CapacityEntry,
+    CapacitySpec,
+    ModelTarget,
+    NonNegFloat,
+    OptimizerSpec,
+    Spec,
+    SystemSpec,
+)
 
 
 class ServerOverride(Spec):
@@ -88,8 +95,6 @@ def apply_overrides(system: SystemSpec, ov: WhatIfOverrides) -> SystemSpec:
             if getattr(slo, f) is not None
         }
         if old is None:
-            from controlloop.specs import ModelTarget
-
             target = ModelTarget.model_validate({"model": slo.model, **given})
             targets = [*cls.model_targets, target]
         else:
@@ -108,8 +113,6 @@ def apply_overrides(system: SystemSpec, ov: WhatIfOverrides) -> SystemSpec:
         capacity[acc_type] = max(0, capacity.get(acc_type, 0) + delta)
     if problems:
         raise invalid(problems, "invalid what-if overrides")
-
-    from controlloop.specs import CapacityEntry, CapacitySpec
 
     update: dict[str, Any] = {
         "servers": servers,
@@ -151,10 +154,3 @@ def diff(baseline: Solution, whatif: Solution) -> dict[str, Any]:
         )
         out[name] = entry
     return out
-
-
-def split_request(raw: Mapping[str, Any]) -> WhatIfRequest:
-    """Top-level keys matched case-insensitively; the parts are validated by the caller."""
-    from controlloop.server.payloads import parse
-
-    return parse(WhatIfRequest, raw)

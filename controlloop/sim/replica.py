@@ -69,7 +69,8 @@ class ReplicaSimulator(EngineBase):
         return self._iter
 
     def advance(self, until_ms: float) -> None:
-        """Process every event at or before ``until_ms``."""
+        """Process every event before ``until_ms`` (boundary events at exactly ``until_ms``
+        wait for the next call, so arrivals offered at that instant are seen first)."""
         if until_ms < self._now:
             raise ValueError(f"until_ms: must be >= now_ms={self._now}, got {until_ms}")
         pend = self._pending
@@ -87,12 +88,15 @@ class ReplicaSimulator(EngineBase):
                     if len(batch) < room:
                         self._cut_run(a)
                     continue
-                if end > until_ms:
+                # An iteration ending exactly at ``until_ms`` ends in the next call,
+                # after arrivals at that instant are offered: piecewise runs then
+                # match one long run (arrivals at a boundary count against it).
+                if end >= until_ms:
                     break
                 self._end_run(end)
                 self._start_iteration(end)
             else:
-                if a > until_ms:
+                if a >= until_ms:  # same instant may get more arrivals next call
                     break
                 # Idle: the first iteration starts at this arrival and, like any
                 # boundary, takes everyone arriving at that same instant.

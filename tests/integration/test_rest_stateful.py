@@ -29,9 +29,10 @@ def empty() -> Iterator[httpx.Client]:
 
 @pytest.fixture()
 def small() -> Iterator[httpx.Client]:
-    with serve(load_system(EXAMPLES / "small")) as srv, httpx.Client(
-        base_url=srv.url, timeout=30
-    ) as c:
+    with (
+        serve(load_system(EXAMPLES / "small")) as srv,
+        httpx.Client(base_url=srv.url, timeout=30) as c,
+    ):
         yield c
 
 
@@ -65,7 +66,9 @@ def test_set_order_matters_and_errors_name_fields(empty: httpx.Client) -> None:
     r = empty.post("/setAccelerators", json={"accelerators": [{"name": "A", "type": "A"}]})
     assert r.status_code == 400
     assert r.json()["problems"] == ["body: accelerators[0].cost: required field is missing"]
-    r = empty.post("/setAccelerators", json={"Accelerators": [{"NAME": "A", "TYPE": "A", "cost": 1}]})
+    r = empty.post(
+        "/setAccelerators", json={"Accelerators": [{"NAME": "A", "TYPE": "A", "cost": 1}]}
+    )
     assert ok(r)["accelerators"][0]["name"] == "A"  # keys case-insensitive
 
 
@@ -102,8 +105,12 @@ def test_model_and_perf_verbs(small: httpx.Client) -> None:
     assert small.post("/addModel").status_code == 400
     assert ok(small.get("/getModel/phi3")) == {"name": "phi3", "models": []}
     perf = {
-        "name": "phi3", "acc": "L4", "maxBatchSize": 16, "atTokens": 512,
-        "decodeParms": {"alpha": 10, "beta": 0.1}, "prefillParms": {"gamma": 5, "delta": 0.01},
+        "name": "phi3",
+        "acc": "L4",
+        "maxBatchSize": 16,
+        "atTokens": 512,
+        "decodeParms": {"alpha": 10, "beta": 0.1},
+        "prefillParms": {"gamma": 5, "delta": 0.01},
     }
     assert ok(small.post("/addModelAcceleratorPerf", json=perf))["acc"] == "L4"
     assert ok(small.get("/getModelAcceleratorPerf/phi3/L4"))["maxBatchSize"] == 16
@@ -127,9 +134,13 @@ def test_model_and_perf_verbs(small: httpx.Client) -> None:
 
 def test_service_class_verbs(small: httpx.Client) -> None:
     assert ok(small.post("/addServiceClass/Gold/3")) == {
-        "name": "Gold", "priority": 3, "modelTargets": []
+        "name": "Gold",
+        "priority": 3,
+        "modelTargets": [],
     }
-    assert ok(small.post("/addServiceClass", json={"name": "Silver", "priority": 7}))["priority"] == 7
+    assert (
+        ok(small.post("/addServiceClass", json={"name": "Silver", "priority": 7}))["priority"] == 7
+    )
     # out-of-range priority: accepted as 100 with a warning (as in config files)
     body = ok(small.post("/addServiceClass/Bronze/0"))
     assert body["priority"] == 100 and "1..100" in body["warnings"][0]
@@ -146,7 +157,11 @@ def test_service_class_verbs(small: httpx.Client) -> None:
     assert ok(small.get("/getServiceClassModelTarget/Gold/llama_13b"))["slo-ttft"] == 900
     assert ok(small.get("/getServiceClass/Gold"))["priority"] == 3
     assert ok(small.post("/addServiceClass/Gold/2"))["modelTargets"], "targets are kept"
-    ok(small.delete("/removeServiceClassModelTarget", params={"name": "Gold", "model": "llama_13b"}))
+    ok(
+        small.delete(
+            "/removeServiceClassModelTarget", params={"name": "Gold", "model": "llama_13b"}
+        )
+    )
     assert small.get("/getServiceClassModelTarget/Gold/llama_13b").status_code == 404
     assert ok(small.get("/removeServiceClass/Gold"))["name"] == "Gold"
     r = small.post("/removeServiceClass/Premium")  # servers use it
@@ -174,11 +189,16 @@ def test_optimize_one_leaves_state_alone(small: httpx.Client) -> None:
     large = ok(small.post("/optimizeOne", json=sample_doc("large")))
     assert large["totalCost"] == pytest.approx(EXPECTED_COST["large"], abs=0.5)
     assert ok(small.get("/getServers")) == before
-    assert ok(small.post("/optimize"))["totalCost"] == pytest.approx(EXPECTED_COST["small"], abs=0.5)
+    assert ok(small.post("/optimize"))["totalCost"] == pytest.approx(
+        EXPECTED_COST["small"], abs=0.5
+    )
 
 
 def test_optimize_options(small: httpx.Client) -> None:
-    assert ok(small.post("/optimize", json={"optimizer": {"unlimited": True}}))["solver"] == "unlimited"
+    assert (
+        ok(small.post("/optimize", json={"optimizer": {"unlimited": True}}))["solver"]
+        == "unlimited"
+    )
     r = small.post("/optimize", json={"optimizer": {"saturationPolicy": "Sometimes"}})
     assert r.status_code == 400
     assert r.json()["problems"][0].startswith("body: optimizer.saturationPolicy: must be one of")
@@ -190,28 +210,49 @@ def test_optimize_options(small: httpx.Client) -> None:
 
 def test_whatif_overrides(small: httpx.Client) -> None:
     server = "Premium-llama_13b"
-    body = ok(small.post("/whatif", json={"overrides": {
-        "servers": {server: {"arrivalRate": 0}},
-        "slo": [{"class": "Premium", "model": "llama_70b", "slo-itl": 200}],
-        "capacity": {"A100": -10000},
-        "optimizer": {"saturationPolicy": "None"},
-    }}))
+    body = ok(
+        small.post(
+            "/whatif",
+            json={
+                "overrides": {
+                    "servers": {server: {"arrivalRate": 0}},
+                    "slo": [{"class": "Premium", "model": "llama_70b", "slo-itl": 200}],
+                    "capacity": {"A100": -10000},
+                    "optimizer": {"saturationPolicy": "None"},
+                }
+            },
+        )
+    )
     assert body["baseline"]["totalCost"] == pytest.approx(EXPECTED_COST["small"], abs=0.5)
     assert body["whatif"]["usageByType"]["A100"]["capacity"] == 0  # clamped at 0
     assert body["diff"][server]["replicas"]["after"] == 0
     assert body["totalCostDelta"] < 0
-    r = small.post("/whatif", json={"overrides": {
-        "servers": {"ghost": {"loadFactor": 2}, server: {"loadFactor": 2, "arrivalRate": 3}},
-        "capacity": {"TPU": 4},
-        "slo": [{"class": "Gold", "model": "x"}],
-    }})
+    r = small.post(
+        "/whatif",
+        json={
+            "overrides": {
+                "servers": {
+                    "ghost": {"loadFactor": 2},
+                    server: {"loadFactor": 2, "arrivalRate": 3},
+                },
+                "capacity": {"TPU": 4},
+                "slo": [{"class": "Gold", "model": "x"}],
+            }
+        },
+    )
     assert r.status_code == 400
     problems = r.json()["problems"]
     assert any("overrides.servers.Premium-llama_13b" in p and "not both" in p for p in problems)
-    r = small.post("/whatif", json={"overrides": {
-        "servers": {"ghost": {"loadFactor": 2}}, "capacity": {"TPU": 4},
-        "slo": [{"class": "Gold", "model": "x"}],
-    }})
+    r = small.post(
+        "/whatif",
+        json={
+            "overrides": {
+                "servers": {"ghost": {"loadFactor": 2}},
+                "capacity": {"TPU": 4},
+                "slo": [{"class": "Gold", "model": "x"}],
+            }
+        },
+    )
     assert sorted(r.json()["problems"]) == [
         'body: overrides.capacity.TPU: unknown accelerator type "TPU"',
         'body: overrides.servers.ghost: unknown server "ghost"',
@@ -254,3 +295,17 @@ def test_concurrent_mixed_requests(small: httpx.Client) -> None:
     assert extra == sorted(f"t{n}-{i}" for n in range(8) for i in range(0, 20, 4))
     assert len(names) == len(set(names))
     assert ok(small.get("/healthz"))["version"] == 1 + 8 * 15
+
+
+def test_server_may_name_a_model_added_by_name(small: httpx.Client) -> None:
+    ok(small.post("/addModel/phi3"))
+    ok(small.post("/addServiceClassModelTargets", json={
+        "name": "Premium", "modelTargets": [{"model": "phi3", "slo-itl": 50}],
+    }))
+    server = {"name": "phi", "class": "Premium", "model": "phi3"}
+    body = ok(small.post("/addServer", json=server))
+    assert any("no perf data yet for model 'phi3'" in w for w in body["warnings"])
+    solution = ok(small.post("/optimize"))
+    assert "phi" not in solution["allocations"]  # zero load and no perf data: nothing to give
+    r = small.post("/removeModel/phi3")
+    assert r.status_code == 409  # the server still runs it

@@ -115,9 +115,12 @@ def test_get_endpoints_show_last_system(fresh: httpx.Client) -> None:
     assert model["name"] == perf["name"] and model["models"]
     assert fresh.get("/getServiceClass/Premium").json()["priority"] == 1
     target = fresh.get("/getServiceClassModelTarget/Premium/llama_13b").json()
-    assert target == fresh.get(
-        "/getServiceClassModelTarget", params={"name": "Premium", "model": "llama_13b"}
-    ).json()
+    assert (
+        target
+        == fresh.get(
+            "/getServiceClassModelTarget", params={"name": "Premium", "model": "llama_13b"}
+        ).json()
+    )
     assert target["slo-itl"] == 80.0
     # /optimize re-runs the held system with other options
     r = fresh.post("/optimize", json={"unlimited": True})
@@ -240,7 +243,10 @@ def test_unknown_key_suggests_the_right_one(client: httpx.Client) -> None:
 def test_missing_query_parameter_and_wrong_method(client: httpx.Client) -> None:
     r = client.get("/getAccelerator")
     assert r.status_code == 400
-    assert r.json() == {"error": "invalid request parameters", "problems": ["query: name: Field required"]}
+    assert r.json() == {
+        "error": "invalid request parameters",
+        "problems": ["query: name: Field required"],
+    }
     r = client.get("/optimizeOne")
     assert r.status_code == 405 and "not allowed" in r.json()["error"]
     r = client.get("/nowhere")
@@ -255,7 +261,10 @@ def test_health_docs_openapi_metrics(fresh: httpx.Client) -> None:
     fresh.post("/optimizeOne", json=sample_doc("small"))
     fresh.get("/getServer/nope")
     text = fresh.get("/metrics").text
-    assert 'controlloop_api_requests_total{endpoint="/optimizeOne",method="POST",status="200"} 1.0' in text
+    assert (
+        'controlloop_api_requests_total{endpoint="/optimizeOne",method="POST",status="200"} 1.0'
+        in text
+    )
     assert 'endpoint="/getServer/{name}",method="GET",status="404"' in text
     assert 'controlloop_api_optimize_duration_seconds_count{endpoint="optimizeOne"} 1.0' in text
     assert "controlloop_api_last_total_cost 43819.0" in text

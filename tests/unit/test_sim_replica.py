@@ -51,11 +51,12 @@ def test_hand_traced_iterations() -> None:
 
 
 def test_completion_times_via_piecewise_probe() -> None:
-    """Completions of the trace above happen exactly at 62, 87, 124 and 135."""
+    """Completions of the trace above happen at 62, 87, 124 and 135 (an event exactly at
+    ``until_ms`` is processed by the next ``advance``, after arrivals at that instant)."""
     sim = ReplicaSimulator(TINY)
     sim.offer([0.0, 5.0, 40.0, 41.0])
     done = []
-    for t in (61.9, 62.0, 86.9, 87.0, 123.9, 124.0, 134.9, 135.0):
+    for t in (61.9, 62.1, 86.9, 87.1, 123.9, 124.1, 134.9, 135.1):
         sim.advance(t)
         done.append(sim.drain_stats().completed)
     assert done == [0, 1, 0, 1, 0, 1, 0, 1]

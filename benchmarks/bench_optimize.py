@@ -1,0 +1,105 @@
+"""Benchmark the whole ``optimize`` (sizing + solve) on the large sample and synthetic fleets.
+
+Run: ``.venv/bin/python benchmarks/bench_optimize.py [--sizes 1000 3000] [--repeat 3]``
+
+Fleet of N servers: server i has arrivalRate = 30 + (37*i mod 571) req/min,
+avgInTokens = 64 + (53*i mod 1985), avgOutTokens = 128 + (97*i mod 1921); its model
+and class cycle through the large sample's 9 models and the 3 classes its servers use
+(Premium, Bronze, Free). Capacity per type = the large sample's x ceil(N/27).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from pathlib import Path
+
+from controlloop.config import load_system
+from controlloop.optimizer import DecisionStatus, Solution, optimize
+from controlloop.specs import CapacityEntry, CapacitySpec, LoadSpec, ServerSpec, SystemSpec
+
+LARGE = Path(__file__).resolve().parents[1] / "config" / "examples" / "large"
+CLASSES = ("Premium", "Bronze", "Free")
+
+
+def fleet(base: SystemSpec, n: int) -> SystemSpec:
+    models = sorted({s.model for s in base.servers})
+    servers = []
+    for i in range(n):
+        load = LoadSpec(
+            arrivalRate=30 + (37 * i) % 571,
+            avgInTokens=64 + (53 * i) % 1985,
+            avgOutTokens=128 + (97 * i) % 1921,
+        )
+        cls, model = CLASSES[i % 3], models[i % len(models)]
+        servers.append(
+            ServerSpec.model_validate(
+                {"name": f"{cls}-{model}-{i:05d}", "class": cls, "model": model,
+                 "currentAlloc": {"load": load.model_dump(by_alias=True)}}
+            )
+        )
+    scale = math.ceil(n / 27)
+    capacity = CapacitySpec(
+        count=[CapacityEntry(type=e.type, count=e.count * scale) for e in base.capacity.count]
+    )
+    return base.model_copy(update={"servers": servers, "capacity": capacity})
+
+
+def counts(sol: Solution) -> tuple[int, int, int]:
+    full = sum(d.status in (DecisionStatus.MEETS_SLO, DecisionStatus.ZERO_LOAD)
+               for d in sol.decisions.values())
+    return full, len(sol.saturated), len(sol.unallocated)
+
+
+def served_demand(sol: Solution) -> float:
+    return sum(d.demand * d.served_fraction for d in sol.decisions.values())
+
+
+def run(system: SystemSpec, repeat: int, **kw: object) -> tuple[float, Solution]:
+    times, sol = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        sol = optimize(system, **kw)  # type: ignore[arg-type]
+        times.append(time.perf_counter() - t0)
+    assert sol is not None
+    return statistics.median(times), sol
+
+
+def report(label: str, mode: str, seconds: float, sol: Solution) -> None:
+    full, sat, una = counts(sol)
+    gap = "" if sol.gap is None else f" gap {sol.gap:.2%}"
+    print(f"{label:>12} {mode:<14} {seconds * 1000:9.1f} ms  cost {sol.total_cost:12.2f}  "
+          f"full/sat/unalloc {full}/{sat}/{una}  served {served_demand(sol):9.2f} req/s  "
+          f"{sol.status.value}{gap}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 3000])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--milp-time-limit", type=float, default=10.0)
+    parser.add_argument("--milp-max", type=int, default=1000, help="largest N for the MILP")
+    args = parser.parse_args()
+    base = load_system(LARGE)
+    cases = [("large (27)", base)] + [(f"fleet {n}", fleet(base, n)) for n in args.sizes]
+    for label, system in cases:
+        n = len(system.servers)
+        rep = args.repeat if n <= 1000 else max(1, args.repeat)
+        t, sol = run(system, rep, unlimited=True)
+        report(label, "unlimited", t, sol)
+        t, greedy = run(system, rep, unlimited=False, solver="greedy")
+        report(label, "greedy-limited", t, greedy)
+        if n > args.milp_max:
+            continue
+        t, milp = run(system, 1 if n > 100 else rep, unlimited=False, solver="milp",
+                      time_limit=args.milp_time_limit)
+        report(label, "milp-limited", t, milp)
+        print(f"{'':>12} milp vs greedy: cost {milp.total_cost - greedy.total_cost:+.2f} "
+              f"({milp.total_cost / max(greedy.total_cost, 1e-9) - 1:+.2%}), served demand "
+              f"{served_demand(milp) - served_demand(greedy):+.2f} req/s; {milp.message[:120]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""``controlloop demo``: the production Controller against the emulated cluster.
+
+Time is simulated: the Controller's clock is the cluster's, and between two
+cycles the cluster is advanced by the scenario's interval (no sleeping).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+
+from controlloop.config import ConfigError, load_system
+from controlloop.controller import Controller, CycleReport, StaticSpecs
+from controlloop.demo.cluster import EmulatedCluster
+from controlloop.demo.loadscript import Scenario, builtin_names, load_scenario
+from controlloop.optimizer import optimize
+from controlloop.settings import ControllerSettings
+from controlloop.specs import CapacityEntry, CapacitySpec, SaturationPolicy, SystemSpec
+
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"
+DEMO_SELECTOR_LABEL = "controlloop.io/demo-accelerator"
+
+
+@dataclass
+class CycleRecord:
+    """One cycle: the Controller's report and the cluster right after it acted."""
+
+    t_s: float
+    report: CycleReport
+    cluster: dict[str, dict[str, Any]]
+    used_cards: dict[str, int]
+
+
+@dataclass
+class DemoRun:
+    scenario: Scenario
+    system: SystemSpec
+    capacity: dict[str, int] | None
+    records: list[CycleRecord] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def resolve_system(ref: str, *, where: str) -> SystemSpec:
+    """``large`` (config/: the large sample with nodeSelectors), ``small`` or a path."""
+    pkg_data = Path(__file__).resolve().parents[1] / "data"
+    candidates = {
+        "large": [pkg_data / "large", REPO_CONFIG],
+        "small": [pkg_data / "small", REPO_CONFIG / "examples" / "small"],
+    }
+    if ref in candidates:
+        for path in candidates[ref]:
+            if path.exists():
+                return load_system(path)
+        raise ConfigError([f"{where}: system: built-in system '{ref}' not found in this install"])
+    path = Path(ref)
+    if not path.is_absolute() and not where.startswith("builtin:"):
+        path = Path(where).parent / path
+    if not path.exists():
+        raise ConfigError([f"{where}: system: no such config '{ref}' (use large, small or a path)"])
+    return load_system(path)
+
+
+def build_system(scenario: Scenario) -> tuple[SystemSpec, dict[str, int] | None]:
+    """The scenario's system (servers, optimizer overrides, capacity) and the cluster capacity."""
+    system = resolve_system(scenario.system, where=scenario.source)
+    names = [s.name for s in system.servers]
+    servers = system.servers
+    if scenario.servers is not None:
+        unknown = [n for n in scenario.servers if n not in names]
+        if unknown:
+            raise ConfigError([
+                f"{scenario.source}: servers: unknown server(s) {', '.join(unknown)} "
+                f"(the system has {', '.join(names)})"
+            ])
+        servers = [s for s in system.servers if s.name in scenario.servers]
+    opt: dict[str, Any] = {}
+    if scenario.unlimited is not None:
+        opt["unlimited"] = scenario.unlimited
+    if scenario.solver is not None:
+        opt["milp_solver"] = scenario.solver == "milp"
+    if scenario.saturation_policy is not None:
+        opt["saturation_policy"] = SaturationPolicy(scenario.saturation_policy)
+    update: dict[str, Any] = {
+        "servers": servers,
+        "optimizer": system.optimizer.model_copy(update=opt),
+        # The controller only moves servers to accelerators with a nodeSelector:
+        # give the emulated nodes one where the system has none (e.g. the JSON samples).
+        "accelerators": [
+            a if a.node_selector else a.model_copy(update={"node_selector": {DEMO_SELECTOR_LABEL: a.name}})
+            for a in system.accelerators
+        ],
+    }
+    if scenario.capacity is not None:
+        update["capacity"] = CapacitySpec(
+            count=[CapacityEntry(type=t, count=c) for t, c in sorted(scenario.capacity.items())]
+        )
+    system = system.model_copy(update=update)
+    capacity = None if system.optimizer.unlimited else system.capacity_by_type()
+    return system, capacity
+
+
+def controller_settings(scenario: Scenario) -> ControllerSettings:
+    try:
+        return ControllerSettings.model_validate(scenario.controller)
+    except ValidationError as exc:
+        raise ConfigError([
+            f"{scenario.source}: controller.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors()
+        ]) from exc
+
+
+def run_scenario(
+    scenario: Scenario,
+    *,
+    cycles: int | None = None,
+    seed: int = 1,
+    progress: Callable[[CycleRecord, int, int], None] | None = None,
+) -> DemoRun:
+    """Build the cluster, start it from the scenario's initial state and run the cycles."""
+    wall0 = time.perf_counter()
+    system, capacity = build_system(scenario)
+    settings = controller_settings(scenario)
+    profiles = {s.name: scenario.profile(s.name) for s in system.servers}
+    cluster = EmulatedCluster(
+        system, profiles, capacity=capacity, startup_s=scenario.startup_seconds, seed=seed
+    )
+    if scenario.initial == "plan":
+        # Start in the steady state the optimizer plans for the load at t=0.
+        at_start = [
+            s.model_copy(update={"current_alloc": s.current_alloc.model_copy(update={
+                "load": s.load.model_copy(update={
+                    "arrival_rate": cluster.scripted_rate(s.name, 0.0),
+                    "avg_in_tokens": float(cluster.servers[s.name].in_tokens),
+                    "avg_out_tokens": float(cluster.servers[s.name].out_tokens),
+                })
+            })})
+            for s in system.servers
+        ]
+        plan = optimize(system.model_copy(update={"servers": at_start}))
+        for name, d in sorted(plan.decisions.items()):
+            if d.accelerator and d.replicas > 0:
+                cluster.place(name, d.accelerator, d.replicas, d.batch)
+    controller = Controller(
+        specs=StaticSpecs(system, settings), collector=cluster, actuator=cluster,
+        clock=cluster.now_s,
+    )
+    run = DemoRun(scenario=scenario, system=system, capacity=capacity)
+    total = cycles or scenario.cycles
+    cluster.advance(scenario.interval)  # a first window of load before the first cycle
+    for i in range(total):
+        report = controller.run_cycle()
+        rec = CycleRecord(
+            t_s=cluster.now_s(), report=report, cluster=cluster.snapshot(),
+            used_cards=cluster.used_cards(),
+        )
+        run.records.append(rec)
+        if progress is not None:
+            progress(rec, i + 1, total)
+        if i + 1 < total:
+            cluster.advance(scenario.interval)
+    run.wall_s = time.perf_counter() - wall0
+    return run
+
+
+def slo_met(row: Any) -> bool | None:
+    """Emulated ITL and TTFT of the last window within the server's SLO (None: no data)."""
+    itl, ttft = row.load.get("itlMs"), row.load.get("ttftMs")
+    if itl is None and ttft is None:
+        return None
+    ok = True
+    if row.slo_itl_ms and itl is not None:
+        ok = ok and itl <= row.slo_itl_ms
+    if row.slo_ttft_ms and ttft is not None:
+        ok = ok and ttft <= row.slo_ttft_ms
+    return ok
+
+
+def progress_line(rec: CycleRecord, i: int, total: int) -> str:
+    rows = rec.report.servers
+    load = sum(r.load.get("arrivalRate") or 0.0 for r in rows)
+    replicas = sum(c["replicas"] for c in rec.cluster.values())
+    pending = sum(c["pending"] for c in rec.cluster.values())
+    starting = sum(c["starting"] for c in rec.cluster.values())
+    met = [slo_met(r) for r in rows]
+    known = [m for m in met if m is not None]
+    changed = rec.report.count("scaled") + rec.report.count("moved")
+    return (
+        f"[{i:3d}/{total}] t={rec.t_s:6.0f}s  load {load:7.0f} rpm  "
+        f"replicas {replicas:4d} ({starting} starting, {pending} pending)  "
+        f"cost {rec.report.total_cost:8.1f} ¢/h  SLO met {sum(known)}/{len(known)}  "
+        f"changes {changed}" + (f"  errors {len(rec.report.errors)}" if rec.report.errors else "")
+    )
+
+
+def write_cycle_log(run: DemoRun, path: Path) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for rec in run.records:
+            fh.write(json.dumps(rec.report.to_json(), default=str) + "\n")
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    stream = out or sys.stdout
+    if getattr(args, "list", False):
+        for name in builtin_names():
+            sc = load_scenario(name)
+            first = sc.description.splitlines()[0] if sc.description else ""
+            print(f"{name:24s} {sc.cycles:3d} cycles x {sc.interval:g}s  {first}", file=stream)
+        return 0
+    if args.cycles is not None and args.cycles < 1:
+        raise ConfigError([f"--cycles: must be >= 1, got {args.cycles}"])
+    scenario = load_scenario(args.scenario)
+    # The per-cycle summary below replaces the controller's own INFO line.
+    ctl_log = logging.getLogger("controlloop.controller")
+    if ctl_log.getEffectiveLevel() >= logging.INFO:
+        ctl_log.setLevel(logging.WARNING)
+    print(f"scenario {scenario.name} ({scenario.source}): {scenario.description.splitlines()[0]}"
+          if scenario.description else f"scenario {scenario.name}", file=stream)
+
+    def show(rec: CycleRecord, i: int, total: int) -> None:
+        print(progress_line(rec, i, total), file=stream, flush=True)
+
+    run = run_scenario(scenario, cycles=args.cycles, seed=args.seed, progress=show)
+    outdir: Path = args.out
+    outdir.mkdir(parents=True, exist_ok=True)
+    write_cycle_log(run, outdir / "cycles.jsonl")
+    from controlloop.demo.report import write_report
+
+    t = time.perf_counter()
+    files = write_report(run, outdir)
+    print(
+        f"simulated {run.records[-1].t_s:.0f}s in {run.wall_s:.1f}s; report in "
+        f"{time.perf_counter() - t:.1f}s: {outdir / 'report.md'} ({len(files)} plots), "
+        f"cycle log {outdir / 'cycles.jsonl'}",
+        file=stream,
+    )
+    return 0
