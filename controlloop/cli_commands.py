@@ -56,6 +56,11 @@ def _optimize(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
         choices=["none", "simulate"],
         help="check each chosen allocation in token-level simulation and repair misses",
     )
+    p.add_argument(
+        "--margin",
+        choices=["none", "calibrated"],
+        help="cap each pair's rate by a simulation-calibrated safe rate",
+    )
     p.add_argument("--time-limit", type=float, help="MILP time limit, seconds")
     p.add_argument("--format", choices=["table", "json", "yaml"], default="table")
     p.add_argument("--output", "-o", type=Path, help="write to FILE instead of stdout")

@@ -247,7 +247,7 @@ class Controller:
         solution = None
         if active:
             opt_system = self._system_for(system, settings, active, capacity or {})
-            solution = self.optimize_fn(opt_system)
+            solution = self.optimize_fn(opt_system, verify=settings.verify)
             report.solver = solution.solver
             report.solver_status = solution.status.value
             report.solver_message = solution.message
@@ -313,6 +313,7 @@ class Controller:
         elif not load.known:
             row.verdict, row.held_reason = "held", "unknown-load"
             row.reason = f"load unknown ({load.reason}): leaving as is"
+            log.warning("%s: %s", ms.key, row.reason, extra={"server": ms.name})  # [reliability]
         return row, ms
 
     def _check_specs(self, system: SystemSpec, rows: list[tuple[ServerReport, ManagedServer]]) -> None:

@@ -39,6 +39,7 @@ def run_optimize(args: argparse.Namespace) -> Solution:
         saturation_policy=getattr(args, "saturation_policy", None),
         service_model=getattr(args, "service_model", None),
         verify=getattr(args, "verify", None),
+        margin=getattr(args, "margin", None),
         time_limit=getattr(args, "time_limit", None),
     )
 

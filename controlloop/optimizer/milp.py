@@ -92,7 +92,6 @@ def solve_milp(
     if n_c == 0:
         return MilpResult({}, True, 0.0, "no candidates")
     owner_arr = np.asarray(owner)
-    need = np.array([c.replicas for c in cands], np.float64)
     upper = np.array([_max_replicas(c, capacity, split) for c in cands], np.float64)
     units = np.array([c.units_per_replica for c in cands], np.float64)
     per_replica = np.array([c.cost_per_replica for c in cands], np.float64)

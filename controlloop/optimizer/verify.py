@@ -28,7 +28,7 @@ from controlloop.optimizer.calibrate import (
     resize_candidate,
 )
 from controlloop.optimizer.candidates import CandidateSet
-from controlloop.optimizer.solution import Candidate, Solution
+from controlloop.optimizer.solution import Candidate, DecisionStatus, Solution
 from controlloop.sim import ReplicaParams
 from controlloop.specs import OptimizerSpec, SystemSpec
 
@@ -137,9 +137,9 @@ def _in_place(
             continue
         cand = next((c for c in cset.candidates.get(name, []) if c.accelerator == d.accelerator),
                     None)
-        if cand is None or d.needed_replicas != d.replicas and d.status.value == "meets-slo":
+        full = d.status in (DecisionStatus.MEETS_SLO, DecisionStatus.ZERO_LOAD)
+        if cand is None or (full and d.needed_replicas != d.replicas):
             return None  # dropped candidate, or a mixed (heterogeneous) placement
-        full = d.status.value in ("meets-slo", "zero-load")
         n = cand.replicas if full else min(d.replicas, cand.replicas)
         assigned[name] = Assignment(cand, n, "full" if n >= cand.replicas else "best-effort")
         cards[cand.acc_type] = cards.get(cand.acc_type, 0) + n * cand.units_per_replica
