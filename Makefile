@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 run: install
-	$(BIN)/controlloop validate config
+	$(BIN)/controlloop demo
 
 system-deps:
 	bash scripts/install-system-deps.sh

@@ -106,8 +106,9 @@ def _run(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
     p.add_argument(
         "--interval",
         type=float,
-        default=float(env_default("INTERVAL", "60")),
-        help="seconds between cycles (env CONTROLLOOP_INTERVAL; default 60)",
+        default=float(env_default("INTERVAL")) if env_default("INTERVAL") else None,
+        help="seconds between cycles (env CONTROLLOOP_INTERVAL; default: controller.yaml "
+        "intervalSeconds, 60)",
     )
     p.add_argument(
         "--once",

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from controlloop.actuator import describe, placement_for
@@ -27,7 +27,8 @@ from controlloop.annotations import BehaviorResolver  # per-Deployment overrides
 from controlloop.behavior import Stabilizer
 from controlloop.optimizer import DecisionStatus, Solution, optimize
 from controlloop.optimizer.solution import ServerDecision
-from controlloop.settings import ControllerSettings
+from controlloop.pending import PendingTracker  # [pending] stuck placements
+from controlloop.settings import BehaviorSpec, ControllerSettings
 from controlloop.specs import (
     AllocationSpec,
     LoadSpec,
@@ -41,6 +42,7 @@ from controlloop.state import (
     ClusterState,
     Collector,
     ManagedServer,
+    ObservedLoad,
     Placement,
 )
 
@@ -166,6 +168,7 @@ class Controller:
         self.optimize_fn = optimize_fn
         self.stabilizer = Stabilizer()
         self.behavior_for = BehaviorResolver()  # controlloop.io/* annotations
+        self.pending = PendingTracker()  # [pending] back-off of unschedulable placements
         self._memory: dict[str, _Memory] = {}
         self._hold_until: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
@@ -235,6 +238,11 @@ class Controller:
         rows = [self._observe(ms, now, settings) for ms in state.servers]
         report.servers = [row for row, _ in rows]
         self._check_specs(system, rows)
+        # [pending] time unschedulable pods per placement; back off the stuck ones.
+        for _, ms in rows:
+            acc_now = ms.accelerator or infer_accelerator(system, ms) or ""
+            self.pending.observe(ms, acc_now, now, settings.pending)
+        self.pending.forget({ms.key for _, ms in rows})
 
         active = [(row, ms) for row, ms in rows if row.verdict != "held" and row.verdict != "skipped"]
         capacity, capacity_note = self._capacity(system, settings, state, rows)
@@ -264,6 +272,8 @@ class Controller:
             if action is not None:
                 actions.append((row, ms, action))
 
+        if capacity is not None:
+            self._fit_capacity(actions, rows, system, settings, state)
         t = time.perf_counter()
         results = self.actuator.apply([a for _, _, a in actions]) if actions else []
         report.durations["actuate"] = time.perf_counter() - t
@@ -376,13 +386,13 @@ class Controller:
                     model=ms.model,
                     keep_accelerator=False,
                     min_num_replicas=min_replicas,
-                    allowed_accelerators=sorted(set(movable) | ({current} if current else set())),
+                    allowed_accelerators=self._allowed(ms, movable, current, behavior),
                     current_alloc=AllocationSpec(
                         accelerator=current,
                         num_replicas=ms.replicas,
                         max_batch=ms.max_batch,
                         load=LoadSpec(
-                            arrival_rate=load.arrival_rate_rpm or 0.0,
+                            arrival_rate=demand_rpm(load, settings.backlog_drain_seconds),
                             avg_in_tokens=load.avg_in_tokens or 0.0,
                             avg_out_tokens=load.avg_out_tokens or 0.0,
                         ),
@@ -400,6 +410,77 @@ class Controller:
                 ),
             }
         )
+
+    def _fit_capacity(
+        self,
+        actions: list[tuple[ServerReport, ManagedServer, Action]],
+        rows: list[tuple[ServerReport, ManagedServer]],
+        system: SystemSpec,
+        settings: ControllerSettings,
+        state: ClusterState,
+    ) -> None:
+        """Trim scale-ups that would exceed a type's capacity.
+
+        Stabilisation delays some scale-downs, so the plan the optimizer fitted to
+        capacity can over-commit once stabilised. Lowest priority gives way first;
+        nothing is trimmed below its current replicas.
+        """
+        if settings.capacity.source == "nodes" and state.node_capacity is not None:
+            total = dict(state.node_capacity)
+        else:
+            total = system.capacity_by_type()
+        planned = {id(ms): (a.placement.accelerator if a.placement else None, a.replicas)
+                   for _, ms, a in actions}
+        used: dict[str, int] = {}
+        units: dict[int, tuple[str, int]] = {}
+        for _, ms in rows:
+            acc_name, n = planned.get(id(ms), (None, ms.replicas))
+            acc = system.accelerator(acc_name or ms.accelerator or infer_accelerator(system, ms) or "")
+            perf = system.perf(ms.model, acc.name) if acc else None
+            if acc is None or perf is None:
+                continue
+            units[id(ms)] = (acc.type, perf.acc_count * acc.multiplicity)
+            used[acc.type] = used.get(acc.type, 0) + n * perf.acc_count * acc.multiplicity
+
+        def priority(ms: ManagedServer) -> int:
+            cls = system.service_class(ms.service_class)
+            return cls.priority if cls else 100
+
+        order = sorted(range(len(actions)), key=lambda i: (-priority(actions[i][1]), actions[i][1].name))
+        for i in order:
+            row, ms, action = actions[i]
+            if action.placement is not None or action.replicas <= action.from_replicas:
+                continue
+            acc_type, per = units.get(id(ms), ("", 0))
+            over = used.get(acc_type, 0) - total.get(acc_type, 0)
+            if not per or over <= 0:
+                continue
+            cut = min(action.replicas - action.from_replicas, -(-over // per))
+            used[acc_type] -= cut * per
+            trimmed = action.replicas - cut
+            note = f"capacity of {acc_type} allows {trimmed} now (stabilised scale-downs hold cards)"
+            row.desired_replicas, row.reason = trimmed, f"{row.reason}; {note}"
+            actions[i] = (row, ms, replace(action, replicas=trimmed, reason=f"{action.reason}; {note}"))
+        actions[:] = [
+            (row, ms, a) for row, ms, a in actions
+            if a.placement is not None or a.replicas != a.from_replicas or a.max_batch
+        ]
+        for row, ms in rows:
+            if row.verdict not in ("held", "skipped") and row.desired_replicas == ms.replicas and (
+                not any(m is ms for _, m, _ in actions)
+            ):
+                row.verdict = "unchanged"
+
+    def _allowed(
+        self, ms: ManagedServer, movable: list[str], current: str, behavior: BehaviorSpec
+    ) -> list[str]:
+        # A server moved recently stays put: the optimizer then sizes it on its current
+        # accelerator within capacity (not the controller after the fact).
+        if current and not self.stabilizer.move_allowed(ms.key, self.clock(), behavior)[0]:
+            return [current]
+        allowed = set(movable) | ({current} if current else set())
+        # [pending] leave out backed-off placements, unless nothing would be left.
+        return sorted(allowed - self.pending.excluded(ms.key)) or sorted(allowed)
 
     def _decide(
         self,
@@ -460,6 +541,10 @@ class Controller:
             if stable.reason:
                 why = f"{why}; {stable.reason}"
             target_n = stable.replicas
+            cap = self.pending.cap(ms, target_acc)  # [pending]
+            if cap is not None and target_n > cap:
+                why = f"{why}; {target_acc} backed off (pods unschedulable): capped at {cap}"
+                target_n = cap
         row.desired_accelerator, row.desired_replicas, row.batch = target_acc, target_n, batch
         row.reason = why
         relabel = batch != ms.max_batch and batch > 0
@@ -534,6 +619,14 @@ def _candidate(solution: Solution, server: str, accelerator: str) -> Any:
         if cand.accelerator == accelerator:
             return cand
     return None
+
+
+def demand_rpm(load: ObservedLoad, drain_seconds: float) -> float:
+    """Arrival rate plus the rate that drains the observed queue within ``drain_seconds``."""
+    rate = load.arrival_rate_rpm or 0.0
+    if drain_seconds > 0 and load.waiting and load.waiting > 0 and rate > 0:
+        rate += 60.0 * load.waiting / drain_seconds
+    return rate
 
 
 def infer_accelerator(system: SystemSpec, ms: ManagedServer) -> str | None:

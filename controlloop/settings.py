@@ -170,6 +170,10 @@ class ControllerSettings(Spec):
     # Check each chosen allocation in token-level simulation and add replicas where it
     # misses (docs/fidelity.md: 0 SLO misses at +0.1..1.2 % cost on the samples).
     verify: Literal["none", "simulate"] = "simulate"
+    # Queued requests (vllm:num_requests_waiting) are added to the demand as a rate that
+    # drains them within this many seconds, so a backlog built during a replica start-up
+    # is worked off instead of lingering at the new arrival rate. 0 disables.
+    backlog_drain_seconds: NonNegFloat = Field(300, alias="backlogDrainSeconds")
 
 
 class ControllerFile(Spec):

@@ -87,9 +87,7 @@ class FakeProm:
         ok = {"status": "success", "data": {"resultType": "vector", "result": []}}
         if self.mode == "empty":
             return 200, ok
-        for needle, value in self.VALUES:
-            if needle in query:
-                break
+        needle, value = next((n, v) for n, v in self.VALUES if n in query)
         if needle == "timestamp(":
             age = 900.0 if self.mode == "stale" else 2.0
             ok["data"]["result"] = [{"metric": {"pod": "p"}, "value": [now, str(now - age)]}]
@@ -496,7 +494,7 @@ def test_sigterm_mid_cycle_finishes_the_cycle_and_exits_0(
     try:
         deadline = time.monotonic() + 20
         while not fake_kube.requests_for("GET", "/deployments$"):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()  # type: ignore[union-attr]
+            assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         time.sleep(0.3)  # inside the slow list call
         proc.send_signal(signal.SIGTERM)
