@@ -220,8 +220,16 @@ def cmd_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
     scenario = load_scenario(args.scenario)
     # The per-cycle summary below replaces the controller's own INFO line.
     ctl_log = logging.getLogger("controlloop.controller")
+    previous_level = ctl_log.level
     if ctl_log.getEffectiveLevel() >= logging.INFO:
         ctl_log.setLevel(logging.WARNING)
+    try:
+        return _run_and_report(args, scenario, stream)
+    finally:
+        ctl_log.setLevel(previous_level)  # a library caller's logging is left as it was
+
+
+def _run_and_report(args: argparse.Namespace, scenario: Any, stream: Any) -> int:
     print(f"scenario {scenario.name} ({scenario.source}): {scenario.description.splitlines()[0]}"
           if scenario.description else f"scenario {scenario.name}", file=stream)
 
