@@ -95,9 +95,22 @@ def build_patch(action: Action, deployment: Obj | None, config: ActuationConfig)
         labels[LABEL_MAX_BATCH] = str(new.max_batch)
     elif action.max_batch:
         labels[LABEL_MAX_BATCH] = str(action.max_batch)
+    if action.strategy is not None:
+        patch["spec"]["strategy"] = strategy_patch(action.strategy)
     if labels:
         patch["metadata"] = {"labels": labels}
+    if action.annotations:
+        patch.setdefault("metadata", {})["annotations"] = dict(action.annotations)
     return patch
+
+
+def strategy_patch(strategy: dict[str, Any]) -> Obj:
+    """``spec.strategy`` replacing the old one: a key it lacks is deleted (null), as
+    Kubernetes' retainKeys would, so Recreate never keeps a stale rollingUpdate."""
+    out: Obj = {"type": strategy.get("type", "RollingUpdate"), "rollingUpdate": None}
+    if strategy.get("rollingUpdate") is not None:
+        out["rollingUpdate"] = dict(strategy["rollingUpdate"])
+    return out
 
 
 def _gpu_resources(action: Action) -> set[str]:
@@ -218,9 +231,12 @@ class KubeActuator:
             return
         from controlloop.kube import KubeError
 
-        reason = {"move": "AcceleratorChanged", "scale-up": "ScaledUp", "scale-down": "ScaledDown"}.get(
-            action.kind, "Updated"
-        )
+        reason = {
+            "move": "AcceleratorChanging", "move-back": "AcceleratorMoveRolledBack",
+            "finish-move": "AcceleratorChanged", "scale-up": "ScaledUp", "scale-down": "ScaledDown",
+        }.get(action.kind, "Updated")
+        if action.kind == "move" and not action.move_phase:
+            reason = "AcceleratorChanged"  # in place: done in one step
         try:
             self.kube.create_event(
                 action.namespace,

@@ -17,6 +17,7 @@ from typing import Any
 
 from controlloop.settings import (
     ANNOTATION_PREFIX,
+    MOVE_ANNOTATION,
     BehaviorSpec,
     ControllerSettings,
     effective_behavior,
@@ -32,6 +33,9 @@ SCALE_UP_WINDOW = ANNOTATION_PREFIX + "scale-up-stabilization-seconds"
 TOLERANCE = ANNOTATION_PREFIX + "tolerance"
 SCALE_TO_ZERO = ANNOTATION_PREFIX + "scale-to-zero"
 MOVE_INTERVAL = ANNOTATION_PREFIX + "accelerator-change-min-interval-seconds"
+
+# Written by the controller itself, not a behaviour override.
+OWN_ANNOTATIONS = {MOVE_ANNOTATION}
 
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
@@ -85,7 +89,7 @@ def parse_annotations(annotations: dict[str, str]) -> tuple[dict[str, Any], list
     values: dict[str, Any] = {}
     problems: list[str] = []
     for key, raw in sorted(annotations.items()):
-        if not key.startswith(ANNOTATION_PREFIX):
+        if not key.startswith(ANNOTATION_PREFIX) or key in OWN_ANNOTATIONS:
             continue
         entry = _PARSERS.get(key)
         if entry is None:

@@ -61,6 +61,12 @@ class Stabilizer:
     def record_move(self, key: str, now: float) -> None:
         self._get(key).last_move = now
 
+    def note_move(self, key: str, at: float) -> None:
+        """A move recorded on the Deployment (e.g. before a restart): at least this recent."""
+        hist = self._get(key)
+        if hist.last_move is None or at > hist.last_move:
+            hist.last_move = at
+
     def move_allowed(self, key: str, now: float, behavior: BehaviorSpec) -> tuple[bool, str]:
         last = self._get(key).last_move
         interval = behavior.accelerator_change_min_interval_seconds

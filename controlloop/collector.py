@@ -24,7 +24,7 @@ from controlloop.settings import (
     LABEL_NAME,
     ControllerSettings,
 )
-from controlloop.state import ClusterState, ManagedServer, ObservedLoad, SkippedDeployment
+from controlloop.state import ClusterState, ManagedServer, ObservedLoad, Rollout, SkippedDeployment
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,20 @@ def _pod_counts(pods: list[Obj]) -> tuple[tuple[str, ...], int, int]:
                     unschedulable += 1
                     break
     return tuple(sorted(running)), pending, unschedulable
+
+
+def _rollout(replicas: int, meta: Obj, status: Obj) -> Rollout | None:
+    try:
+        return Rollout(
+            replicas=replicas,
+            generation=int(meta.get("generation") or 0),
+            observed_generation=int(status.get("observedGeneration") or 0),
+            status_replicas=int(status.get("replicas") or 0),
+            updated_replicas=int(status.get("updatedReplicas") or 0),
+            available_replicas=int(status.get("availableReplicas") or 0),
+        )
+    except (TypeError, ValueError):
+        return None  # a status we cannot read: treated as a rollout in progress
 
 
 class KubeCollector:
@@ -223,6 +237,8 @@ class KubeCollector:
             generation=int(meta.get("generation") or 0),
             autoscaler=autoscaler,
             node_selector=node_selector,
+            rollout=_rollout(replicas, meta, status),
+            strategy=spec.get("strategy") if isinstance(spec.get("strategy"), dict) else None,
         )
         if not match:
             load = ObservedLoad("unknown", "Deployment has no spec.selector.matchLabels", source="none")

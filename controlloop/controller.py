@@ -8,6 +8,8 @@ Safety rules applied here (each shows up as a "held" reason in the report):
 * replicas changed by someone else since our last decision → hold for a while;
 * unallocated by the optimizer → keep current (scale to zero only if allowed);
 * accelerator without a nodeSelector → never moved to; moves rate-limited;
+* moves are make-before-break (controlloop/moves.py): while one rolls out the
+  server is held; a move whose pods cannot schedule is rolled back;
 * held servers keep their cards: they count against capacity.
 """
 
@@ -25,6 +27,13 @@ from typing import Any, Literal
 from controlloop.actuator import describe, placement_for
 from controlloop.annotations import BehaviorResolver  # per-Deployment overrides
 from controlloop.behavior import Stabilizer
+from controlloop.moves import (
+    DEFAULT_STRATEGY,
+    MOVE_ANNOTATION,
+    MOVE_STRATEGY,
+    MoveRecord,
+    bridge_replicas,
+)
 from controlloop.optimizer import DecisionStatus, Solution, optimize
 from controlloop.optimizer.solution import ServerDecision
 from controlloop.pending import PendingTracker  # [pending] stuck placements
@@ -147,6 +156,14 @@ class _Memory:
     also: int | None = None
 
 
+@dataclass
+class _MoveState:
+    """A move recorded on a Deployment, and this cycle's rollback of it, if any."""
+
+    record: MoveRecord
+    action: Action | None = None
+
+
 class Controller:
     def __init__(
         self,
@@ -243,9 +260,14 @@ class Controller:
             acc_now = ms.accelerator or infer_accelerator(system, ms) or ""
             self.pending.observe(ms, acc_now, now, settings.pending)
         self.pending.forget({ms.key for _, ms in rows})
+        moves = self._moves(rows, system, now)
+        early_actions = [
+            (row, ms, move.action) for row, ms in rows
+            if (move := moves.get(ms.key)) is not None and move.action is not None
+        ]
 
         active = [(row, ms) for row, ms in rows if row.verdict != "held" and row.verdict != "skipped"]
-        capacity, capacity_note = self._capacity(system, settings, state, rows)
+        capacity, capacity_note = self._capacity(system, settings, state, rows, moves)
         if capacity is None:
             for row, _ in active:
                 row.verdict, row.held_reason = "held", "capacity-unknown"
@@ -268,12 +290,15 @@ class Controller:
             if decision is None:
                 row.verdict, row.held_reason, row.reason = "held", "not-optimized", "no decision"
                 continue
-            action = self._decide(row, ms, decision, solution, system, settings, now)
+            finishing = moves.get(ms.key)
+            action = self._decide(row, ms, decision, solution, system, settings, now,
+                                  finishing=finishing.record if finishing else None)
             if action is not None:
                 actions.append((row, ms, action))
 
         if capacity is not None:
-            self._fit_capacity(actions, rows, system, settings, state)
+            self._fit_capacity(actions, rows, system, settings, state, moves)
+        actions = early_actions + actions
         t = time.perf_counter()
         results = self.actuator.apply([a for _, _, a in actions]) if actions else []
         report.durations["actuate"] = time.perf_counter() - t
@@ -287,6 +312,74 @@ class Controller:
             report.outcome = "partial"
 
     # --- per server -------------------------------------------------------------------------
+
+    def _moves(
+        self, rows: list[tuple[ServerReport, ManagedServer]], system: SystemSpec, now: float
+    ) -> dict[str, _MoveState]:
+        """Servers with a make-before-break move recorded on their Deployment.
+
+        Rolling out: held (or rolled back when its new pods stay unschedulable).
+        Rolled out: the server goes through the optimizer and its action finishes the move.
+        """
+        moves: dict[str, _MoveState] = {}
+        for row, ms in rows:
+            text = ms.annotations.get(MOVE_ANNOTATION)
+            if text is None or row.verdict == "skipped":
+                continue
+            try:
+                record = MoveRecord.from_annotation(text)
+            except ValueError as exc:
+                if row.verdict != "held":
+                    row.verdict, row.held_reason = "held", "bad-move-annotation"
+                    row.reason = (f"annotation {MOVE_ANNOTATION} is unreadable ({exc}): "
+                                  "fix or remove it; not acting meanwhile")
+                continue
+            self.stabilizer.note_move(ms.key, record.started_at)  # survives restarts
+            state = _MoveState(record)
+            moves[ms.key] = state
+            if ms.rollout is not None and ms.rollout.complete:
+                continue  # finished by this cycle's action
+            if row.verdict == "held":
+                continue
+            progress = ms.rollout.describe() if ms.rollout else "rollout status unknown"
+            what = "moving back" if record.rollback else "moving"
+            row.verdict, row.held_reason = "held", "move-in-progress"
+            row.reason = (f"{what} {record.from_accelerator}→{record.to_accelerator} "
+                          f"make-before-break: {progress}")
+            if not record.rollback and self.pending.backed_off(ms.key, record.to_accelerator):
+                state.action = self._rollback(row, ms, record, system, now)
+        return moves
+
+    def _rollback(
+        self, row: ServerReport, ms: ManagedServer, record: MoveRecord, system: SystemSpec, now: float
+    ) -> Action | None:
+        """The new pods cannot schedule: roll the template back, replicas unchanged.
+
+        The replica count stays at the bridge count, so no pod that serves now is
+        removed before an old-placement pod replaces it (maxUnavailable 0).
+        """
+        placement = self._placement(system, ms, record.from_accelerator, record.from_batch or ms.max_batch)
+        if placement is None:
+            row.held_reason = "move-stalled"
+            row.reason += f"; stalled and {record.from_accelerator} has no nodeSelector to go back to"
+            return None
+        back = MoveRecord(
+            from_accelerator=record.to_accelerator, to_accelerator=record.from_accelerator,
+            from_replicas=ms.replicas, bridge_replicas=ms.replicas,
+            target_replicas=record.from_replicas, started_at=now,
+            original_strategy=record.original_strategy, from_batch=ms.max_batch, rollback=True,
+        )
+        why = (f"move {record.from_accelerator}→{record.to_accelerator} stalled (pods unschedulable "
+               f"on {record.to_accelerator}): rolling back, keeping {ms.replicas} replicas meanwhile")
+        row.desired_accelerator, row.desired_replicas = record.from_accelerator, ms.replicas
+        row.reason = why
+        return Action(
+            namespace=ms.namespace, deployment=ms.deployment, server=ms.name,
+            replicas=ms.replicas, from_replicas=ms.replicas, placement=placement,
+            from_placement=self._placement(system, ms, record.to_accelerator, ms.max_batch),
+            reason=why, resource_version=ms.resource_version, strategy=MOVE_STRATEGY,
+            annotations={MOVE_ANNOTATION: back.to_annotation()}, move_phase="rollback",
+        )
 
     def _observe(
         self, ms: ManagedServer, now: float, settings: ControllerSettings
@@ -348,6 +441,7 @@ class Controller:
         settings: ControllerSettings,
         state: ClusterState,
         rows: list[tuple[ServerReport, ManagedServer]],
+        moves: dict[str, _MoveState],
     ) -> tuple[dict[str, int] | None, str]:
         if settings.capacity.source == "nodes":
             if state.node_capacity is None:
@@ -355,15 +449,19 @@ class Controller:
             capacity = dict(state.node_capacity)
         else:
             capacity = system.capacity_by_type()
-        # Held servers keep what they have: their cards are not available to others.
+        # Held servers keep what they have: their cards are not available to others,
+        # nor are the old-placement pods of a move still rolling out.
         for row, ms in rows:
             if row.verdict not in ("held", "skipped"):
                 continue
-            acc = system.accelerator(ms.accelerator or infer_accelerator(system, ms) or "")
-            perf = system.perf(ms.model, acc.name) if acc else None
-            if acc is not None and perf is not None:
-                cards = ms.replicas * perf.acc_count * acc.multiplicity
-                capacity[acc.type] = max(0, capacity.get(acc.type, 0) - cards)
+            held = [(ms.accelerator or infer_accelerator(system, ms) or "", ms.replicas)]
+            move = moves.get(ms.key)
+            if move is not None and ms.rollout is not None:
+                held.append((move.record.from_accelerator, ms.rollout.old_pods))
+            for acc_name, n in held:
+                acc_type, per = _cards_per_replica(system, ms.model, acc_name)
+                if per:
+                    capacity[acc_type] = max(0, capacity.get(acc_type, 0) - n * per)
         return capacity, ""
 
     def _system_for(
@@ -418,12 +516,15 @@ class Controller:
         system: SystemSpec,
         settings: ControllerSettings,
         state: ClusterState,
+        moves: dict[str, _MoveState],
     ) -> None:
-        """Trim scale-ups that would exceed a type's capacity.
+        """Trim scale-ups that would exceed a type's capacity; defer moves that would.
 
         Stabilisation delays some scale-downs, so the plan the optimizer fitted to
-        capacity can over-commit once stabilised. Lowest priority gives way first;
-        nothing is trimmed below its current replicas.
+        capacity can over-commit once stabilised. A make-before-break move holds its
+        old pods until the new ones serve, and may need more new pods than the plan
+        (the bridge count). Lowest priority gives way first; nothing is trimmed below
+        its current replicas.
         """
         if settings.capacity.source == "nodes" and state.node_capacity is not None:
             total = dict(state.node_capacity)
@@ -433,20 +534,51 @@ class Controller:
                    for _, ms, a in actions}
         used: dict[str, int] = {}
         units: dict[int, tuple[str, int]] = {}
-        for _, ms in rows:
+
+        def add(ms: ManagedServer, acc_name: str, n: int) -> tuple[str, int]:
+            acc_type, per = _cards_per_replica(system, ms.model, acc_name)
+            if per:
+                used[acc_type] = used.get(acc_type, 0) + n * per
+            return acc_type, per
+
+        for row, ms in rows:
+            current = ms.accelerator or infer_accelerator(system, ms) or ""
             acc_name, n = planned.get(id(ms), (None, ms.replicas))
-            acc = system.accelerator(acc_name or ms.accelerator or infer_accelerator(system, ms) or "")
-            perf = system.perf(ms.model, acc.name) if acc else None
-            if acc is None or perf is None:
-                continue
-            units[id(ms)] = (acc.type, perf.acc_count * acc.multiplicity)
-            used[acc.type] = used.get(acc.type, 0) + n * perf.acc_count * acc.multiplicity
+            acc_type, per = add(ms, acc_name or current, n)
+            if per:
+                units[id(ms)] = (acc_type, per)
+            move = moves.get(ms.key)
+            if row.verdict in ("held", "skipped") and move is not None and ms.rollout is not None:
+                add(ms, move.record.from_accelerator, ms.rollout.old_pods)
+        for _, ms, action in actions:
+            if action.move_phase in ("start", "rollback"):
+                add(ms, (action.from_placement.accelerator if action.from_placement else
+                         ms.accelerator or infer_accelerator(system, ms) or ""), ms.replicas)
 
         def priority(ms: ManagedServer) -> int:
             cls = system.service_class(ms.service_class)
             return cls.priority if cls else 100
 
         order = sorted(range(len(actions)), key=lambda i: (-priority(actions[i][1]), actions[i][1].name))
+        for i in reversed(order):  # lowest priority first
+            row, ms, action = actions[i]
+            if action.move_phase != "start" or action.placement is None:
+                continue
+            acc_type, per = _cards_per_replica(system, ms.model, action.placement.accelerator)
+            over = used.get(acc_type, 0) - total.get(acc_type, 0)
+            if not per or over <= 0:
+                continue
+            # Defer: the server stays where it is (its old cards are already counted).
+            used[acc_type] -= action.replicas * per
+            free = total.get(acc_type, 0) - used[acc_type]
+            row.verdict, row.held_reason = "held", "move-deferred"
+            row.reason = (
+                f"{row.reason}; deferred: the make-before-break move needs {action.replicas} "
+                f"replicas' cards of {acc_type} ({action.replicas * per}) during the rollout, "
+                f"{max(0, free)} free; staying on {ms.accelerator or '?'} this cycle"
+            )
+            row.desired_accelerator, row.desired_replicas = ms.accelerator, ms.replicas
+            actions[i] = (row, ms, replace(action, replicas=-1))  # dropped below
         for i in order:
             row, ms, action = actions[i]
             if action.placement is not None or action.replicas <= action.from_replicas:
@@ -463,10 +595,13 @@ class Controller:
             actions[i] = (row, ms, replace(action, replicas=trimmed, reason=f"{action.reason}; {note}"))
         actions[:] = [
             (row, ms, a) for row, ms, a in actions
-            if a.placement is not None or a.replicas != a.from_replicas or a.max_batch
+            if a.replicas >= 0 and (
+                a.placement is not None or a.replicas != a.from_replicas or a.max_batch
+                or a.move_phase
+            )
         ]
         for row, ms in rows:
-            if row.verdict not in ("held", "skipped") and row.desired_replicas == ms.replicas and (
+            if row.verdict not in ("held", "skipped", "error") and row.desired_replicas == ms.replicas and (
                 not any(m is ms for _, m, _ in actions)
             ):
                 row.verdict = "unchanged"
@@ -483,6 +618,80 @@ class Controller:
         return sorted(allowed - self.pending.excluded(ms.key)) or sorted(allowed)
 
     def _decide(
+        self,
+        row: ServerReport,
+        ms: ManagedServer,
+        decision: ServerDecision,
+        solution: Solution,
+        system: SystemSpec,
+        settings: ControllerSettings,
+        now: float,
+        finishing: MoveRecord | None = None,
+    ) -> Action | None:
+        action = self._decide_target(row, ms, decision, solution, system, settings, now)
+        if action is not None and action.placement is not None:
+            if settings.actuation.move_strategy == "make-before-break":
+                action = self._make_before_break(row, ms, action, solution, now, finishing)
+            elif finishing is not None:  # switched to in-place mid-move: tidy up
+                action = replace(action, annotations={MOVE_ANNOTATION: None},
+                                 strategy=finishing.original_strategy or DEFAULT_STRATEGY)
+        elif finishing is not None:
+            # The rollout is complete: restore the Deployment's strategy, drop the record,
+            # and scale from the bridge count to what the new accelerator needs.
+            done = (f"move {finishing.from_accelerator}→{finishing.to_accelerator} complete; "
+                    f"restoring the Deployment's strategy")
+            action = action or Action(
+                namespace=ms.namespace, deployment=ms.deployment, server=ms.name,
+                replicas=ms.replicas, from_replicas=ms.replicas, reason=row.reason,
+                resource_version=ms.resource_version,
+            )
+            action = replace(
+                action, reason=f"{done}; {action.reason}", move_phase="finish",
+                strategy=finishing.original_strategy or DEFAULT_STRATEGY,
+                annotations={MOVE_ANNOTATION: None},
+            )
+            row.reason = action.reason
+        return action
+
+    def _make_before_break(
+        self,
+        row: ServerReport,
+        ms: ManagedServer,
+        action: Action,
+        solution: Solution,
+        now: float,
+        finishing: MoveRecord | None,
+    ) -> Action:
+        """Turn an in-place move into a make-before-break one: the bridge count R and a
+        rolling update that never has fewer than R pods available (controlloop/moves.py)."""
+        assert action.placement is not None
+        current_acc = action.from_placement.accelerator if action.from_placement else ms.accelerator
+        stay = _candidate(solution, ms.name, current_acc) if current_acc else None
+        bridge = bridge_replicas(
+            target_replicas=action.replicas, current_replicas=ms.replicas,
+            needed_on_current=stay.replicas if stay is not None else None,
+        )
+        record = MoveRecord(
+            from_accelerator=current_acc, to_accelerator=action.placement.accelerator,
+            from_replicas=ms.replicas, bridge_replicas=bridge, target_replicas=action.replicas,
+            started_at=now,
+            original_strategy=finishing.original_strategy if finishing else ms.strategy,
+            from_batch=ms.max_batch,
+        )
+        needed = f"{stay.replicas} needed on {current_acc}" if stay is not None else (
+            f"all {ms.replicas} current counted")
+        why = (
+            f"{action.reason}; make-before-break: {bridge} replicas during the rollout "
+            f"(max of {action.replicas} on {record.to_accelerator} and {needed}), "
+            f"then {action.replicas}"
+        )
+        row.desired_replicas, row.reason = bridge, why
+        return replace(
+            action, replicas=bridge, reason=why, strategy=MOVE_STRATEGY,
+            annotations={MOVE_ANNOTATION: record.to_annotation()}, move_phase="start",
+        )
+
+    def _decide_target(
         self,
         row: ServerReport,
         ms: ManagedServer,
@@ -612,6 +821,15 @@ class Controller:
         )
         landed = action.replicas if result.error_kind == "timeout" else None  # [reliability]
         self._memory[ms.key] = _Memory(ms.replicas, now, also=landed)
+
+
+def _cards_per_replica(system: SystemSpec, model: str, accelerator: str) -> tuple[str, int]:
+    """(card type, cards per replica) of ``model`` on ``accelerator``; ("", 0) when unknown."""
+    acc = system.accelerator(accelerator) if accelerator else None
+    perf = system.perf(model, acc.name) if acc is not None else None
+    if acc is None or perf is None:
+        return "", 0
+    return acc.type, perf.acc_count * acc.multiplicity
 
 
 def _candidate(solution: Solution, server: str, accelerator: str) -> Any:

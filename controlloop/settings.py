@@ -26,6 +26,8 @@ LABEL_LOAD_RPM = "inferno.server.load.rpm"
 LABEL_LOAD_IN = "inferno.server.load.intokens"
 LABEL_LOAD_OUT = "inferno.server.load.outtokens"
 ANNOTATION_PREFIX = "controlloop.io/"
+# Written by the controller: a make-before-break move in progress (controlloop/moves.py).
+MOVE_ANNOTATION = ANNOTATION_PREFIX + "move"
 
 
 class PrometheusConfig(Spec):

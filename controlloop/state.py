@@ -7,7 +7,7 @@ emulated cluster of the demo all speak these.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 LoadStatus = Literal["ok", "idle", "unknown", "fallback"]
 
@@ -33,6 +33,37 @@ class ObservedLoad:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """Rollout status of a Deployment (``status`` against ``spec``)."""
+
+    replicas: int  # spec.replicas
+    generation: int
+    observed_generation: int
+    status_replicas: int  # pods of all ReplicaSets (old + new)
+    updated_replicas: int  # pods of the current template
+    available_replicas: int
+
+    @property
+    def complete(self) -> bool:
+        return (
+            self.observed_generation >= self.generation
+            and self.updated_replicas == self.replicas
+            and self.status_replicas == self.replicas
+            and self.available_replicas >= self.replicas
+        )
+
+    @property
+    def old_pods(self) -> int:
+        return max(0, self.status_replicas - self.updated_replicas)
+
+    def describe(self) -> str:
+        return (
+            f"{self.updated_replicas} of {self.replicas} new pods created, "
+            f"{self.available_replicas} pods available, {self.old_pods} old pods left"
+        )
+
+
+@dataclass(frozen=True)
 class ManagedServer:
     """One managed Deployment as observed this cycle."""
 
@@ -55,6 +86,8 @@ class ManagedServer:
     generation: int = 0
     autoscaler: str = ""  # "HorizontalPodAutoscaler ns/name" etc. when one targets it
     node_selector: dict[str, str] = field(default_factory=dict)
+    rollout: Rollout | None = None  # None when the status was not read
+    strategy: dict[str, Any] | None = None  # spec.strategy as found
 
     @property
     def key(self) -> str:
@@ -103,11 +136,18 @@ class Action:
     max_batch: int | None = None  # label update when the batch changes
     reason: str = ""
     resource_version: str = ""  # as observed; a changed object gives a conflict
+    # Make-before-break moves (controlloop/moves.py): the Deployment strategy to set
+    # and annotations to set (str) or remove (None); phase "start" | "finish" | "rollback".
+    strategy: dict[str, Any] | None = None
+    annotations: dict[str, str | None] = field(default_factory=dict)
+    move_phase: str = ""
 
     @property
     def kind(self) -> str:
         if self.placement is not None:
-            return "move"
+            return "move-back" if self.move_phase == "rollback" else "move"
+        if self.move_phase == "finish":
+            return "finish-move"
         if self.replicas > self.from_replicas:
             return "scale-up"
         if self.replicas < self.from_replicas:

@@ -10,8 +10,9 @@ replica hands its queued requests back and they are re-routed (or lost when no
 replica is left), while its in-flight requests finish.
 
 Simplifications (on purpose, documented in docs/demo.md): an accelerator move
-is make-before-break -- the old replicas keep serving until every scheduled new
-replica serves; a batch relabel applies to replicas created afterwards;
+rolls out like a Deployment with ``maxUnavailable: 0`` whatever the move
+strategy -- an old replica is retired only while more replicas serve than the
+Deployment asks for; a batch relabel applies to replicas created afterwards;
 cards are released as soon as a replica is removed.
 """
 
@@ -42,6 +43,7 @@ from controlloop.state import (
     ClusterState,
     ManagedServer,
     ObservedLoad,
+    Rollout,
 )
 
 SLICE_S = 10.0  # arrivals are drawn per slice at the rate of its midpoint
@@ -120,6 +122,8 @@ class _Server:
     terminating: list[ReplicaSimulator] = field(default_factory=list)  # finishing in-flight
     rr: int = 0
     generation: int = 1
+    annotations: dict[str, str] = field(default_factory=dict)
+    strategy: dict[str, Any] | None = None
     window: _Window = field(default_factory=_Window)
     window_start: float = 0.0
     last: ServerObservation = field(default_factory=ServerObservation)
@@ -242,18 +246,18 @@ class EmulatedCluster:
         s.rr = (s.rr + int(arrivals.size)) % n
 
     def _events(self) -> None:
-        """Replicas whose start-up ended serve; finished moves retire the old replicas."""
+        """Replicas whose start-up ended serve; old replicas retire as new ones serve."""
         freed = False
         for s in self.servers.values():
             for r in s.replicas:
                 if r.state == "starting" and r.ready_at <= self._t + 1e-9:
                     r.state = "serving"
                     r.sim = ReplicaSimulator(self._params(s, r.accelerator, r.batch), start_ms=self._t * 1000.0)
-            scheduled = [r for r in s.replicas if r.state != "pending"]
-            if s.retiring and (
-                not s.replicas or (scheduled and all(r.state == "serving" for r in scheduled))
-            ):
-                old, s.retiring = s.retiring, []
+            # maxUnavailable 0: retire an old replica only while more than spec serve.
+            surplus = len(s.serving()) - len(s.replicas)
+            if s.retiring and surplus > 0:
+                old = sorted(s.retiring, key=lambda r: r.seq)[:surplus]
+                s.retiring = [r for r in s.retiring if r not in old]
                 self._remove(s, old)
                 freed = True
         if freed:
@@ -391,6 +395,12 @@ class EmulatedCluster:
             load=s.last_load, labels=labels, resource_version=str(s.generation),
             generation=s.generation,
             node_selector=dict(acc.node_selector) if acc is not None and acc.node_selector else {},
+            annotations=dict(s.annotations), strategy=s.strategy,
+            rollout=Rollout(
+                replicas=len(s.replicas), generation=s.generation, observed_generation=s.generation,
+                status_replicas=len(s.replicas) + len(s.retiring), updated_replicas=len(s.replicas),
+                available_replicas=len(s.serving()),
+            ),
         )
 
     def _observe(self, s: _Server) -> None:
@@ -460,8 +470,18 @@ class EmulatedCluster:
         elif action.max_batch is not None:
             s.max_batch = action.max_batch
             labels = {LABEL_MAX_BATCH: str(action.max_batch)}
+        if action.strategy is not None:
+            s.strategy = dict(action.strategy)
+            patch["spec"]["strategy"] = dict(action.strategy)
+        for key, value in action.annotations.items():
+            if value is None:
+                s.annotations.pop(key, None)
+            else:
+                s.annotations[key] = value
         if labels:
             patch["metadata"] = {"labels": labels}
+        if action.annotations:
+            patch.setdefault("metadata", {})["annotations"] = dict(action.annotations)
         self._scale(s, action.replicas)
         s.generation = next(self._rv) + 1
         return ActionResult(action, ok=True, sent=True, patch=patch)
