@@ -222,14 +222,18 @@ def test_unknown_load_never_scales_down_a_busy_server(
 # --- Kubernetes API: listing ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status,delay", [(401, 0.0), (403, 0.0), (500, 0.0), (None, 1.0)])
+# drop: the connection closes before a response (what a dropped watch/list stream
+# looks like to a client; we list every cycle instead of watching).
+@pytest.mark.parametrize("status,delay,drop", [
+    (401, 0.0, False), (403, 0.0, False), (500, 0.0, False), (None, 1.0, False), (None, 0.0, True),
+])
 def test_list_deployments_fault_fails_the_cycle_safely(
-    status: int | None, delay: float, fake_kube: FakeKubeServer, kube: KubeClient,
+    status: int | None, delay: float, drop: bool, fake_kube: FakeKubeServer, kube: KubeClient,
     prom: FakeProm, caplog: Any,
 ) -> None:
     granite(fake_kube)
     loop = Loop(kube, prom.url)
-    fake_kube.inject("GET", "/deployments$", status=status, delay_s=delay)
+    fake_kube.inject("GET", "/deployments$", status=status, delay_s=delay, drop=drop)
     caplog.set_level(logging.INFO)
     report = loop.cycle()
     assert report.outcome == "failed" and report.servers == []
@@ -241,13 +245,16 @@ def test_list_deployments_fault_fails_the_cycle_safely(
     assert_recovers(loop, fake_kube)
 
 
-@pytest.mark.parametrize("status,delay", [(403, 0.0), (500, 0.0), (None, 1.0)])
+@pytest.mark.parametrize("status,delay,drop", [
+    (403, 0.0, False), (500, 0.0, False), (None, 1.0, False), (None, 0.0, True),
+])
 def test_list_pods_fault_holds_the_server(
-    status: int | None, delay: float, fake_kube: FakeKubeServer, kube: KubeClient, prom: FakeProm
+    status: int | None, delay: float, drop: bool, fake_kube: FakeKubeServer, kube: KubeClient,
+    prom: FakeProm,
 ) -> None:
     granite(fake_kube)
     loop = Loop(kube, prom.url)
-    fake_kube.inject("GET", "/pods$", status=status, delay_s=delay)
+    fake_kube.inject("GET", "/pods$", status=status, delay_s=delay, drop=drop)
     (row,) = loop.cycle().servers
     assert row.held_reason == "unknown-load" and "listing pods" in row.reason
     assert patches(fake_kube) == []
