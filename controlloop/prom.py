@@ -396,6 +396,10 @@ class PrometheusLoadSource:
                 f"prometheus timed out after {self.settings.timeout_s:g}s: {e}"
             ) from e
         except requests.ConnectionError as e:
+            if _timed_out(e):  # urllib3's retries turn a read timeout into a ConnectionError
+                raise _QueryFailed(
+                    f"prometheus timed out after {self.settings.timeout_s:g}s: {e}"
+                ) from e
             raise _QueryFailed(f"prometheus unreachable at {self.settings.url}: {e}") from e
         except (requests.RequestException, PrometheusApiClientException) as e:
             raise _QueryFailed(f"prometheus request failed: {e}") from e
@@ -463,3 +467,13 @@ class PrometheusLoadSource:
                     sample_age_s=age,
                 )
         return LoadReading("ok", f"ok: {len(stamps)} pod(s) reporting", **common)
+
+
+def _timed_out(error: requests.ConnectionError) -> bool:
+    import urllib3.exceptions
+
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    # NewConnectionError subclasses ConnectTimeoutError in urllib3: refused is not slow.
+    return isinstance(reason, urllib3.exceptions.TimeoutError) and not isinstance(
+        reason, urllib3.exceptions.NewConnectionError
+    )

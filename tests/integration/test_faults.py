@@ -166,7 +166,7 @@ def assert_recovers(loop: Loop, fake: FakeKubeServer) -> None:
 
 @pytest.mark.parametrize("mode,why", [
     ("down", "prometheus HTTP 503"),
-    ("slow", "Read timed out"),  # prom.py reports it as "unreachable" (see report)
+    ("slow", "prometheus timed out after 0.3s"),
     ("empty", "no series for vllm:request_success_total"),
     ("nan", "arrival rate is nan"),
     ("stale", "stale: newest sample"),
