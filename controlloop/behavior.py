@@ -27,6 +27,8 @@ class ServerHistory:
     recommendations: deque[tuple[float, int]] = field(default_factory=deque)
     events: deque[tuple[float, int]] = field(default_factory=deque)  # (time, delta)
     last_move: float | None = None
+    # (first seen, replicas then) when we started without history: see stabilize().
+    unknown_before: tuple[float, int] | None = None
 
     def trim(self, now: float) -> None:
         while self.recommendations and self.recommendations[0][0] < now - HISTORY_SECONDS:
@@ -53,6 +55,7 @@ class Stabilizer:
         hist = self._get(key)
         hist.recommendations.clear()
         hist.events.clear()
+        hist.unknown_before = None
 
     def record_scale(self, key: str, now: float, delta: int) -> None:
         if delta:
@@ -79,6 +82,11 @@ class Stabilizer:
     def stabilize(
         self, key: str, *, now: float, current: int, recommended: int, behavior: BehaviorSpec
     ) -> Stabilized:
+        if key not in self.history:
+            # No history (a restart, a new leader, a new server): the replicas running now
+            # stand in for the scale-down window's earlier recommendations, so the first
+            # scale-down waits a full window instead of acting on one sample.
+            self._get(key).unknown_before = (now, current)
         hist = self._get(key)
         hist.trim(now)
         reasons: list[str] = []
@@ -92,6 +100,8 @@ class Stabilizer:
         down_window = _window(behavior.scale_down, 300)
         up_candidates = [r for t, r in hist.recommendations if t >= now - up_window]
         down_candidates = [r for t, r in hist.recommendations if t >= now - down_window]
+        if hist.unknown_before is not None and hist.unknown_before[0] > now - down_window:
+            down_candidates.append(hist.unknown_before[1])
         target = current
         if rec > current:
             target = max(current, min(up_candidates))

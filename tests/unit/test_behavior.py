@@ -81,6 +81,28 @@ def test_scale_down_window_zero_acts_at_once() -> None:
     assert loop.step(3) == 3
 
 
+def test_without_history_the_first_scale_down_waits_a_window() -> None:
+    """A restarted controller or a new leader has no recommendations: the replicas running
+    when it first sees a server stand in for them, so it does not act on one low sample."""
+    loop = Loop(spec(scale_down=rules(window=300)), current=10, now=0.0)
+    assert loop.step(3, dt=0) == 10
+    assert loop.step(3, dt=299) == 10
+    assert loop.step(3, dt=2) == 3  # t=301: the stand-in left the window
+
+
+def test_without_history_scale_up_is_not_delayed() -> None:
+    loop = Loop(spec(scale_up=rules(window=0), scale_down=rules(window=300)), current=2)
+    assert loop.step(6) == 6
+
+
+def test_after_a_move_reset_the_scale_down_is_immediate() -> None:
+    """The bridge count of a finished move is not a recommendation to honour."""
+    loop = Loop(spec(scale_down=rules(window=300)), current=18, now=0.0)
+    loop.s.record_move(KEY, 0.0)
+    loop.s.reset(KEY)
+    assert loop.step(2, dt=60) == 2
+
+
 def test_scale_up_window_acts_on_the_lowest_recommendation() -> None:
     loop = Loop(spec(scale_up=rules(window=60)), current=2, now=0.0)
     assert loop.step(2, dt=0) == 2
