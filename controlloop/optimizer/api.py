@@ -112,7 +112,9 @@ def _solve(system: SystemSpec, cset: CandidateSet, options: OptimizerSpec) -> So
     )
     if not options.milp_solver:
         return greedy_solution
-    return _solve_milp(system, cset, options, greedy_solution)
+    # The MILP warm-starts from exactly the plan its result is compared against.
+    start = {name: [(a.candidate, a.replicas)] for name, a in greedy.assigned.items()}
+    return _solve_milp(system, cset, options, greedy_solution, start)
 
 
 def _greedy_message(result: GreedyResult, options: OptimizerSpec) -> str:
@@ -126,7 +128,11 @@ def _greedy_message(result: GreedyResult, options: OptimizerSpec) -> str:
 
 
 def _solve_milp(
-    system: SystemSpec, cset: CandidateSet, options: OptimizerSpec, greedy: Solution
+    system: SystemSpec,
+    cset: CandidateSet,
+    options: OptimizerSpec,
+    greedy: Solution,
+    start: dict[str, list[tuple[Candidate, int]]],
 ) -> Solution:
     servers = [
         MilpServer(
@@ -146,6 +152,7 @@ def _solve_milp(
         allow_partial=options.saturation_policy is not SaturationPolicy.NONE,
         time_limit=options.time_limit,
         mip_gap=options.mip_gap,
+        start=start,
     )
     if not result.ok:
         greedy.status = SolveStatus.FALLBACK

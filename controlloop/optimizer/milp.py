@@ -1,10 +1,11 @@
-"""Exact allocation with ``scipy.optimize.milp`` (HiGHS).
+"""Exact allocation with HiGHS (through ``highspy``), warm-started from a greedy plan.
 
 Variables per candidate ``c`` = (server ``s``, accelerator ``g``): integer
-replicas ``x_c`` in ``[0, need_c]`` and a binary choice ``y_c``; per server a
-served fraction ``f_s`` in ``[0, 1]``.
+replicas ``x_c`` in ``[0, u_c]`` (``u_c`` = need, or what fits the capacity of
+its type) and a binary choice ``y_c``; per server a served fraction ``f_s`` in
+``[0, 1]``.
 
-* ``x_c <= need_c * y_c``; with saturation policy ``None`` ``x_c = need_c*y_c``
+* ``x_c <= u_c * y_c``; with saturation policy ``None`` ``x_c = need_c*y_c``
   (a server is served fully or not at all);
 * one accelerator per server unless heterogeneous: ``sum_g y_sg <= 1``;
 * capacity per type: ``sum units_c * x_c <= cap_t`` (limited only);
@@ -17,21 +18,40 @@ fix that level, then priority 2, and so on, and finally minimise cost with all
 levels fixed. The cost objective is ``sum cost_c/need_c * x_c + pen_c * y_c``
 with ``pen_c = 0.1 * (cost(current) + cost_c)`` when ``g`` is not the current
 accelerator: the same move penalty the greedy solver ranks by.
+
+Speed (a 1,000-server fleet within the 10 s default limit):
+
+* every stage gets a MIP start: the greedy plan for the first one, then the
+  previous stage's solution (lower priority levels filled in from the greedy
+  plan where capacity is left), so HiGHS always holds an incumbent and a stage
+  that reaches its time share still yields a feasible plan;
+* each stage gets a share of the remaining time (``remaining / stages left``);
+* a level whose start already serves every server fully is fixed without a
+  solve (its optimum, one per server, is reached); so is serve-all when the
+  start serves everyone;
+* serve-all is first checked on its LP relaxation (an infeasible relaxation
+  skips the MIP);
+* in the stage of level ``p``, servers of lower priority are fixed at zero
+  (they only use capacity); dominated candidates are dropped beforehand.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import highspy
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import coo_array, csr_array
+from scipy.sparse import coo_array, csr_array, vstack
 
 from controlloop.optimizer.solution import Candidate
 
 MOVE_PENALTY = 0.1
+# relative tolerance by which a fixed priority level may be undercut in later stages
+LEVEL_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -53,6 +73,9 @@ class MilpResult:
     ok: bool = True  # False when HiGHS failed (time limit with no solution, error)
 
 
+Plan = Mapping[str, Sequence[tuple[Candidate, int]]]
+
+
 def move_penalty(cand: Candidate, server: MilpServer) -> float:
     if cand.accelerator == server.current_accelerator:
         return 0.0
@@ -68,137 +91,501 @@ def solve_milp(
     allow_partial: bool,
     time_limit: float,
     mip_gap: float,
+    start: Plan | None = None,
 ) -> MilpResult:
-    start = time.perf_counter()
+    """Lexicographic MILP; ``start`` is a feasible plan to warm-start from (greedy's;
+    computed here when not given)."""
+    t0 = time.perf_counter()
+    deadline = t0 + time_limit
     # Fix (optimizer engineer): a heterogeneous server needs part of a candidate's replicas
     # per accelerator; forcing x_c = need_c * y_c made mixing impossible under policy None.
     # There "all or nothing" is kept by a binary served fraction f_s instead.
     split = allow_partial or heterogeneous
-    cands: list[Candidate] = []
-    owner: list[int] = []
+    by_name = {s.name: s for s in servers}
     # Fix (optimizer engineer): drop candidates that cannot fit the capacity of their type
     # and bound x_c by what fits. Otherwise needs like 190,000 L4 replicas enter as big-M
     # bounds and 1e-6 weights, and HiGHS crawls (10-20 s on large-capacity-div4).
-    fits = {
-        name: [c for c in cs if _max_replicas(c, capacity, split) > 0]
-        for name, cs in candidates.items()
-    }
+    fits: dict[str, list[Candidate]] = {}
+    substitute: dict[tuple[str, str], Candidate] = {}
+    for name, cs in candidates.items():
+        if name not in by_name:
+            continue
+        kept = [c for c in cs if _max_replicas(c, capacity, split) > 0]
+        fits[name], dropped = _prune_dominated(kept, by_name[name])
+        substitute.update({(name, c.accelerator): a for c, a in dropped.items()})
     active = [s for s in servers if fits.get(s.name)]
-    for i, server in enumerate(active):
-        for cand in fits[server.name]:
-            cands.append(cand)
-            owner.append(i)
-    n_c, n_s = len(cands), len(active)
-    if n_c == 0:
+    model = _Model(active, fits, capacity, split, heterogeneous, allow_partial)
+    if model.n_c == 0:
         return MilpResult({}, True, 0.0, "no candidates")
-    owner_arr = np.asarray(owner)
-    upper = np.array([_max_replicas(c, capacity, split) for c in cands], np.float64)
-    units = np.array([c.units_per_replica for c in cands], np.float64)
-    per_replica = np.array([c.cost_per_replica for c in cands], np.float64)
-    penalty = np.array([move_penalty(c, active[o]) for c, o in zip(cands, owner, strict=True)])
-    weight = np.array(
-        [
-            c.rate_per_replica / active[o].demand if active[o].demand > 0 else 1.0 / c.replicas
-            for c, o in zip(cands, owner, strict=True)
-        ]
-    )
-    # variable layout: x (n_c) | y (n_c) | f (n_s)
-    n_var = 2 * n_c + n_s
-    ix = np.arange(n_c)
-    iy = n_c + ix
-    i_f = 2 * n_c + np.arange(n_s)
-    rows: list[csr_array] = []
-    lo: list[np.ndarray] = []
-    hi: list[np.ndarray] = []
+    if start is None:
+        start = _greedy_start(active, fits, capacity, allow_partial)
+    greedy = model.start_vector(start, substitute)
+    # a second start: every level in turn packed into the fewest free cards
+    packed = model.complete(np.zeros(model.n_c))
+    for level in sorted(set(model.priority.tolist())):
+        packed = model.fill_efficient(packed, np.flatnonzero(model.priority == level))
+    x0 = packed if model.better(packed, greedy) else greedy
+    return _Stages(model, x0, greedy, deadline, mip_gap, t0).solve()
 
-    def add(r: np.ndarray, c: np.ndarray, v: np.ndarray, n_rows: int, lb: np.ndarray, ub: np.ndarray) -> None:
-        rows.append(csr_array(coo_array((v, (r, c)), shape=(n_rows, n_var))))
-        lo.append(lb)
-        hi.append(ub)
 
-    # link x and y
-    link_lb = np.zeros(n_c) if not split else np.full(n_c, -np.inf)
-    add(
-        np.concatenate([ix, ix]),
-        np.concatenate([ix, iy]),
-        np.concatenate([np.ones(n_c), -upper]),
-        n_c,
-        link_lb,
-        np.zeros(n_c),
-    )
-    if not heterogeneous:
-        add(owner_arr, iy, np.ones(n_c), n_s, np.zeros(n_s), np.ones(n_s))
-    if capacity is not None:
-        types = sorted({c.acc_type for c in cands})
-        t_index = {t: k for k, t in enumerate(types)}
-        t_rows = np.array([t_index[c.acc_type] for c in cands])
-        caps = np.array([capacity.get(t, 0) for t in types], np.float64)
-        add(t_rows, ix, units, len(types), np.full(len(types), -np.inf), caps)
-    # served fraction: f_s - sum w_c x_c <= 0
-    add(
-        np.concatenate([np.arange(n_s), owner_arr]),
-        np.concatenate([i_f, ix]),
-        np.concatenate([np.ones(n_s), -weight]),
-        n_s,
-        np.full(n_s, -np.inf),
-        np.zeros(n_s),
-    )
-    f_integral = np.zeros(n_s) if allow_partial else np.ones(n_s)
-    integrality = np.concatenate([np.ones(2 * n_c), f_integral])
-    bounds = Bounds(
-        np.zeros(n_var), np.concatenate([upper, np.ones(n_c), np.ones(n_s)])
-    )
-    cost_obj = np.concatenate([per_replica, penalty, np.zeros(n_s)])
+# --- model ---------------------------------------------------------------------------------
 
-    def run(objective: np.ndarray, extra: list[tuple[np.ndarray, float, float]]) -> tuple[object, float]:
-        constraints = [LinearConstraint(m, lb, ub) for m, lb, ub in zip(rows, lo, hi, strict=True)]
-        for coeffs, lb_v, ub_v in extra:
-            constraints.append(LinearConstraint(coeffs.reshape(1, -1), lb_v, ub_v))
-        remaining = max(0.05, time_limit - (time.perf_counter() - start))
-        res = milp(
-            objective,
-            constraints=constraints,
-            integrality=integrality,
-            bounds=bounds,
-            options={"time_limit": remaining, "mip_rel_gap": mip_gap, "disp": False},
+
+class _Model:
+    """The constraint matrix and column data, shared by all stages (layout x | y | f)."""
+
+    def __init__(
+        self,
+        active: list[MilpServer],
+        fits: Mapping[str, list[Candidate]],
+        capacity: Mapping[str, int] | None,
+        split: bool,
+        heterogeneous: bool,
+        allow_partial: bool,
+    ) -> None:
+        self.active = active
+        self.split = split
+        self.allow_partial = allow_partial
+        self.capacity = capacity
+        cands: list[Candidate] = []
+        owner: list[int] = []
+        for i, server in enumerate(active):
+            for cand in fits[server.name]:
+                cands.append(cand)
+                owner.append(i)
+        self.cands, self.owner = cands, np.asarray(owner, np.int64)
+        n_c, n_s = len(cands), len(active)
+        self.n_c, self.n_s = n_c, n_s
+        self.index = {(active[o].name, c.accelerator): k for k, (c, o) in enumerate(zip(cands, owner, strict=True))}
+        if n_c == 0:
+            return
+        self.upper = np.array([_max_replicas(c, capacity, split) for c in cands], np.float64)
+        self.units = np.array([c.units_per_replica for c in cands], np.float64)
+        per_replica = np.array([c.cost_per_replica for c in cands], np.float64)
+        penalty = np.array([move_penalty(c, active[o]) for c, o in zip(cands, owner, strict=True)])
+        self.weight = np.array(
+            [
+                c.rate_per_replica / active[o].demand if active[o].demand > 0 else 1.0 / c.replicas
+                for c, o in zip(cands, owner, strict=True)
+            ]
         )
-        return res, remaining
+        self.priority = np.array([s.priority for s in active], np.int64)
+        n_var = 2 * n_c + n_s
+        self.n_var = n_var
+        ix = np.arange(n_c)
+        self.ix, self.iy, self.i_f = ix, n_c + ix, 2 * n_c + np.arange(n_s)
+        blocks: list[csr_array] = []
+        lo: list[np.ndarray] = []
+        hi: list[np.ndarray] = []
 
-    stages: list[str] = []
-    # Stage 0: serve everyone fully at minimum cost.
-    all_served = np.zeros(n_var)
-    all_served[i_f] = 1.0
-    res, _ = run(cost_obj, [(all_served, n_s - 1e-7, np.inf)])
-    stages.append(f"serve-all: {_status_word(res)}")
-    if getattr(res, "x", None) is not None:
-        return _result(res, cands, active, owner, stages, start)
-    if getattr(res, "status", None) not in (2,):  # 2 = infeasible; anything else is a failure
-        return MilpResult({}, False, None, f"HiGHS: {getattr(res, 'message', '')}", stages, ok=False)
+        def add(r: np.ndarray, c: np.ndarray, v: np.ndarray, n_rows: int, lb: np.ndarray, ub: np.ndarray) -> None:
+            blocks.append(csr_array(coo_array((v, (r, c)), shape=(n_rows, n_var))))
+            lo.append(lb)
+            hi.append(ub)
 
-    # Lexicographic: maximise served fraction per priority level, best first.
-    fixed: list[tuple[np.ndarray, float, float]] = []
-    levels = sorted({s.priority for s in active})
-    optimal = True
-    for level in levels:
-        members = np.array([k for k, s in enumerate(active) if s.priority == level])
-        objective = np.zeros(n_var)
-        objective[i_f[members]] = -1.0
-        res, _ = run(objective, fixed)
-        stages.append(f"priority {level}: {_status_word(res)}")
-        if getattr(res, "x", None) is None:
-            return MilpResult({}, False, None, f"HiGHS at priority {level}: {res.message}", stages, ok=False)  # type: ignore[attr-defined]
-        optimal &= res.status == 0  # type: ignore[attr-defined]
-        achieved = float(res.x[i_f[members]].sum())  # type: ignore[attr-defined]
-        row = np.zeros(n_var)
-        row[i_f[members]] = 1.0
-        fixed.append((row, achieved - 1e-6 * max(1.0, achieved), np.inf))
-    res, _ = run(cost_obj, fixed)
-    stages.append(f"min-cost: {_status_word(res)}")
-    if getattr(res, "x", None) is None:
-        return MilpResult({}, False, None, f"HiGHS at min-cost: {res.message}", stages, ok=False)  # type: ignore[attr-defined]
-    out = _result(res, cands, active, owner, stages, start)
-    out.optimal &= optimal
-    return out
+        # link x and y
+        link_lb = np.zeros(n_c) if not split else np.full(n_c, -np.inf)
+        add(np.concatenate([ix, ix]), np.concatenate([ix, self.iy]),
+            np.concatenate([np.ones(n_c), -self.upper]), n_c, link_lb, np.zeros(n_c))
+        if not heterogeneous:
+            add(self.owner, self.iy, np.ones(n_c), n_s, np.zeros(n_s), np.ones(n_s))
+        self.types: list[str] = []
+        if capacity is not None:
+            self.types = sorted({c.acc_type for c in cands})
+            t_index = {t: k for k, t in enumerate(self.types)}
+            self.t_rows = np.array([t_index[c.acc_type] for c in cands])
+            self.caps = np.array([capacity.get(t, 0) for t in self.types], np.float64)
+            add(self.t_rows, ix, self.units, len(self.types), np.full(len(self.types), -np.inf), self.caps)
+        # served fraction: f_s - sum w_c x_c <= 0
+        add(np.concatenate([np.arange(n_s), self.owner]), np.concatenate([self.i_f, ix]),
+            np.concatenate([np.ones(n_s), -self.weight]), n_s, np.full(n_s, -np.inf), np.zeros(n_s))
+        # cut: f_s <= sum_c min(1, w_c u_c) y_c (implied for integer points, tightens the LP)
+        add(np.concatenate([np.arange(n_s), self.owner]), np.concatenate([self.i_f, self.iy]),
+            np.concatenate([np.ones(n_s), -np.minimum(1.0, self.weight * self.upper)]), n_s,
+            np.full(n_s, -np.inf), np.zeros(n_s))
+        # cut: the concave envelope of min(1, w x) over integer x, per candidate. With
+        # n = full_need and r = 1 - w (n-1), the replicas x in [0, n] serve at most
+        # r x + (n-1)(w-r) y (exact at x = n-1 and x = n): in the LP a server then needs
+        # n f replicas, not f/w, to be served f (the LP bound was 1.5 % loose at 1,000).
+        full_need = np.ceil(1.0 / self.weight * (1.0 - 1e-9))
+        env = full_need <= self.upper
+        r = 1.0 - self.weight * (full_need - 1.0)
+        cx = np.where(env, r, self.weight)
+        cy = np.where(env, (full_need - 1.0) * (self.weight - r), 0.0)
+        add(np.concatenate([np.arange(n_s), self.owner, self.owner]),
+            np.concatenate([self.i_f, ix, self.iy]),
+            np.concatenate([np.ones(n_s), -cx, -cy]), n_s, np.full(n_s, -np.inf), np.zeros(n_s))
+        # serve-all row (active in the serve-all stage only)
+        all_served = np.zeros((1, n_var))
+        all_served[0, self.i_f] = 1.0
+        blocks.append(csr_array(all_served))
+        lo.append(np.array([-np.inf]))
+        hi.append(np.array([np.inf]))
+        matrix = vstack(blocks, format="csr")
+        self.row_lower = np.concatenate(lo)
+        self.row_upper = np.concatenate(hi)
+        self.serve_all_row = matrix.shape[0] - 1
+        self.matrix = matrix
+        f_integral = np.zeros(n_s) if allow_partial else np.ones(n_s)
+        self.integrality = np.concatenate([np.ones(2 * n_c), f_integral]).astype(np.int32)
+        self.col_lower = np.zeros(n_var)
+        self.col_upper = np.concatenate([self.upper, np.ones(n_c), np.ones(n_s)])
+        self.cost = np.concatenate([per_replica, penalty, np.zeros(n_s)])
+        self.heterogeneous = heterogeneous
+        # replicas a candidate needs to serve its server fully (f_s = 1)
+        self.full_need = np.ceil(1.0 / self.weight * (1.0 - 1e-9))
+
+    def highs(self) -> Any:
+        # highspy._Highs is the plain solver: highspy.Highs prints a banner on stdout when
+        # built, which would corrupt `optimize --format json`. Fall back if it ever goes.
+        h = getattr(highspy, "_Highs", highspy.Highs)()
+        h.setOptionValue("output_flag", False)
+        m = self.matrix
+        h.passModel(
+            self.n_var, m.shape[0], m.nnz, 2, 1, 0.0,  # rowwise, minimise, no offset
+            self.cost, self.col_lower, self.col_upper, self.row_lower, self.row_upper,
+            m.indptr.astype(np.int32), m.indices.astype(np.int32), m.data.astype(np.float64),
+            self.integrality,
+        )
+        return h
+
+    # --- solutions ---
+
+    def start_vector(self, plan: Plan, substitute: Mapping[tuple[str, str], Candidate]) -> np.ndarray:
+        """``plan`` as a point of the model (replicas clipped to the bounds)."""
+        x = np.zeros(self.n_c)
+        for server in self.active:
+            for cand, n in plan.get(server.name, ()):
+                key = (server.name, cand.accelerator)
+                while key not in self.index and key in substitute:  # dropped as dominated
+                    key = (server.name, substitute[key].accelerator)
+                k = self.index.get(key)
+                if k is None or n <= 0:
+                    continue
+                x[k] = self.upper[k] if not self.split else min(float(n), self.upper[k])
+        return self.complete(x)
+
+    def complete(self, x: np.ndarray) -> np.ndarray:
+        """The full point (x, y, f) for replicas ``x``: y = [x > 0], f as large as allowed."""
+        x = np.rint(x)
+        y = (x > 0).astype(np.float64)
+        carried = np.bincount(self.owner, weights=self.weight * x, minlength=self.n_s)
+        if self.allow_partial:
+            f = np.minimum(1.0, carried)
+        else:
+            f = (carried >= 1.0 - 1e-9).astype(np.float64)
+        return np.concatenate([x, y, f])
+
+    def better(self, a: np.ndarray, b: np.ndarray) -> bool:
+        """Whether plan ``a`` serves more than ``b``, priority level by level."""
+        for level in sorted(set(self.priority.tolist())):
+            members = np.flatnonzero(self.priority == level)
+            va, vb = self.level_value(a, members), self.level_value(b, members)
+            if abs(va - vb) > 1e-9:
+                return va > vb
+        return False
+
+    def level_value(self, point: np.ndarray, members: np.ndarray) -> float:
+        return float(point[self.i_f[members]].sum())
+
+    def fill(self, point: np.ndarray, plan_point: np.ndarray, servers: np.ndarray) -> np.ndarray:
+        """Add ``plan_point``'s replicas of ``servers`` to ``point`` where capacity is left."""
+        x = point[: self.n_c].copy()
+        free = None
+        if self.capacity is not None:
+            free = self.caps - np.bincount(self.t_rows, weights=self.units * x, minlength=len(self.types))
+        wanted = np.isin(self.owner, servers) & (plan_point[: self.n_c] > 0)
+        placed = np.bincount(self.owner, weights=x, minlength=self.n_s) > 0
+        for k in np.flatnonzero(wanted):
+            if placed[self.owner[k]]:
+                continue
+            n = plan_point[k]
+            if free is not None:
+                t = self.t_rows[k]
+                fit = math.floor(free[t] / self.units[k] + 1e-9)
+                if fit < n:
+                    if not self.split or fit <= 0:
+                        continue
+                    n = fit
+                free[t] -= n * self.units[k]
+            x[k] = n
+            placed[self.owner[k]] = True
+        return self.complete(x)
+
+    def fill_efficient(self, point: np.ndarray, servers: np.ndarray) -> np.ndarray:
+        """Give ``servers`` without replicas in ``point`` some in the capacity left: first
+        full service, servers needing the smallest share of the free cards first, each on
+        the candidate taking the smallest share; then (best effort) the largest fraction
+        that still fits."""
+        x = point[: self.n_c].copy()
+        if self.capacity is None:
+            free = np.full(1, np.inf)
+            t_rows = np.zeros(self.n_c, np.int64)
+        else:
+            free = self.caps - np.bincount(self.t_rows, weights=self.units * x, minlength=len(self.types))
+            t_rows = self.t_rows
+        placed = np.bincount(self.owner, weights=x, minlength=self.n_s) > 0
+        todo = [s for s in servers if not placed[s]]
+        if not todo:
+            return point
+        first = np.searchsorted(self.owner, np.arange(self.n_s))
+        last = np.searchsorted(self.owner, np.arange(self.n_s), side="right")
+        cards = self.full_need * self.units
+        full_ok = self.full_need <= self.upper
+
+        def share(k: np.ndarray) -> np.ndarray:
+            f = free[t_rows[k]]
+            return np.where(full_ok[k] & (cards[k] <= f + 1e-9), cards[k] / np.maximum(f, 1e-9), np.inf)
+
+        order = sorted(todo, key=lambda s: (float(share(np.arange(int(first[s]), int(last[s]))).min()), s))
+        left = []
+        for s in order:
+            ks = np.arange(int(first[s]), int(last[s]))
+            sh = share(ks)
+            j = int(np.argmin(sh))
+            if not np.isfinite(sh[j]):
+                left.append(s)
+                continue
+            k = ks[j]
+            x[k] = self.full_need[k]
+            free[t_rows[k]] -= cards[k]
+        if self.split:
+            for s in left:
+                ks = np.arange(int(first[s]), int(last[s]))
+                fit = np.minimum(np.floor(free[t_rows[ks]] / self.units[ks] + 1e-9), self.upper[ks])
+                served = self.weight[ks] * fit
+                j = int(np.argmax(served))
+                if served[j] <= 0:
+                    continue
+                k = ks[j]
+                x[k] = fit[j]
+                free[t_rows[k]] -= fit[j] * self.units[k]
+        return self.complete(x)
+
+    def assigned(self, point: np.ndarray) -> dict[str, list[tuple[Candidate, int]]]:
+        x = np.rint(point[: self.n_c]).astype(int)
+        out: dict[str, list[tuple[Candidate, int]]] = {}
+        for c, o, n in zip(self.cands, self.owner, x, strict=True):
+            if n > 0:
+                out.setdefault(self.active[o].name, []).append((c, int(n)))
+        return out
+
+
+# --- stages --------------------------------------------------------------------------------
+
+
+class _Stages:
+    """Serve-all, then one stage per priority level, then min-cost; each warm-started."""
+
+    def __init__(
+        self, model: _Model, start: np.ndarray, greedy: np.ndarray, deadline: float,
+        mip_gap: float, t0: float,
+    ) -> None:
+        self.m = model
+        self.start = start  # the better (level by level) of greedy's and a packed plan
+        self.greedy = greedy
+        self.deadline = deadline
+        self.mip_gap = mip_gap
+        self.t0 = t0
+        self.h = model.highs()
+        self.stages: list[str] = []
+        self.gaps: list[float] = []
+        self.optimal = True
+        self.fixed: list[tuple[np.ndarray, float]] = []  # (members, lower bound) per level
+
+    def solve(self) -> MilpResult:
+        m, h = self.m, self.h
+        levels = sorted(set(m.priority.tolist()))
+        n_stages = len(levels) + 2
+        # Stage 0: serve everyone fully at minimum cost.
+        if m.level_value(self.start, np.arange(m.n_s)) >= m.n_s - 1e-9:
+            h.changeRowBounds(m.serve_all_row, m.n_s - 1e-7, np.inf)
+            point = self._run(m.cost, self.start, "serve-all", 1)
+            return self._result(self.start if point is None else point)
+        if self._lp_feasible_serve_all():
+            h.changeRowBounds(m.serve_all_row, m.n_s - 1e-7, np.inf)
+            point = self._run(m.cost, None, "serve-all", n_stages)
+            h.changeRowBounds(m.serve_all_row, -np.inf, np.inf)
+            if point is not None:
+                return self._result(point)
+            if self.stages[-1].startswith("serve-all: failed"):
+                return self._failed("serve-all")
+        else:
+            self.stages.append("serve-all: infeasible (LP relaxation)")
+        n_stages -= 1
+
+        # Lexicographic: maximise served fraction per priority level, best first.
+        point = self.start
+        tied = True  # whether the plan so far serves each level as much as greedy's
+        relax: list[tuple[int, float, np.ndarray]] = []
+        for i, level in enumerate(levels):
+            members = np.flatnonzero(m.priority == level)
+            lower = np.flatnonzero(m.priority > level)
+            # start: the previous stage's plan with this level filled in from the greedy
+            # plan where capacity is left, or the greedy plan itself when it still meets
+            # the fixed levels and serves this level more
+            keep = ~np.isin(m.owner, np.concatenate([members, lower]))
+            kept = m.complete(np.where(keep, point[: m.n_c], 0.0))
+            base = m.fill_efficient(m.fill(kept, self.start, members), members)
+            other = m.fill_efficient(kept, members)
+            if m.level_value(other, members) > m.level_value(base, members):
+                base = other
+            greedy = m.complete(np.where(np.isin(m.owner, lower), 0.0, self.start[: m.n_c]))
+            if m.level_value(greedy, members) > m.level_value(base, members) + 1e-9 and \
+                    self._meets_levels(greedy):
+                base = greedy
+            self._bound_servers(lower, fix=True)
+            if m.level_value(base, members) >= len(members) - 1e-9:
+                self.stages.append(f"priority {level}: all served by the start")
+                point = base
+            else:
+                objective = np.zeros(m.n_var)
+                objective[m.i_f[members]] = -1.0
+                name = f"priority {level} (start {m.level_value(base, members):.6g} of {len(members)})"
+                got = self._run(objective, base, name, n_stages - i)
+                if got is None:
+                    return self._failed(f"priority {level}")
+                point = m.complete(got[: m.n_c])
+            self._bound_servers(lower, fix=False)
+            achieved = m.level_value(point, members)
+            if achieved >= len(members) - 1e-9:
+                self._fix_served(members)
+                self.fixed.append((members, float(len(members))))
+                tied = tied and m.level_value(self.greedy, members) >= len(members) - 1e-6
+                continue
+            lb = achieved - LEVEL_TOLERANCE * max(1.0, achieved)
+            h.addRow(lb, np.inf, len(members), m.i_f[members].astype(np.int32), np.ones(len(members)))
+            self.fixed.append((members, lb))
+            # min-cost may give up mip_gap of this level (it is only known to that), but
+            # not fall below greedy's plan while the plans are tied on the levels above
+            relaxed = achieved - max(LEVEL_TOLERANCE, self.mip_gap) * max(1.0, achieved)
+            g_value = m.level_value(self.greedy, members)
+            if tied:
+                relaxed = max(relaxed, min(lb, g_value + 1e-5))
+                tied = abs(achieved - g_value) <= 1e-6
+            relax.append((h.getNumRow() - 1, relaxed, members))
+        for row, relaxed, members in relax:
+            h.changeRowBounds(row, relaxed, np.inf)
+            point = self._trim(point, members, relaxed)
+        final = self._run(m.cost, point, "min-cost", 1)
+        if final is None:
+            return self._failed("min-cost")
+        return self._result(final)
+
+    # --- helpers ---
+
+    def _fix_served(self, servers: np.ndarray) -> None:
+        """Fix ``f_s = 1``; with one accelerator per server its candidate then needs at least
+        ``full_need`` replicas (``x_c >= full_need_c y_c``), which tightens the LP."""
+        m, h = self.m, self.h
+        cols = m.i_f[servers].astype(np.int32)
+        m.col_lower[cols] = 1.0
+        h.changeColsBounds(len(cols), cols, m.col_lower[cols], m.col_upper[cols])
+        if m.heterogeneous:
+            return
+        sel = np.flatnonzero(np.isin(m.owner, servers))
+        short = sel[m.full_need[sel] > m.upper[sel]]  # cannot serve fully: never chosen
+        if len(short):
+            ys = m.iy[short].astype(np.int32)
+            m.col_upper[ys] = 0.0
+            h.changeColsBounds(len(ys), ys, m.col_lower[ys], m.col_upper[ys])
+        sel = sel[m.full_need[sel] <= m.upper[sel]]
+        n = len(sel)
+        starts = (2 * np.arange(n)).astype(np.int32)
+        index = np.column_stack([m.ix[sel], m.iy[sel]]).ravel().astype(np.int32)
+        value = np.column_stack([np.ones(n), -m.full_need[sel]]).ravel()
+        h.addRows(n, np.zeros(n), np.full(n, np.inf), 2 * n, starts, index, value)
+
+    def _trim(self, point: np.ndarray, members: np.ndarray, lower: float) -> np.ndarray:
+        """Drop the partial allocations of ``members`` that serve least per cent, while the
+        level stays above ``lower``: a cheaper start for min-cost (the level stages, blind
+        to cost, give idle cards to servers they serve a millionth of)."""
+        m = self.m
+        x = point[: m.n_c].copy()
+        f = point[m.i_f]
+        cost = np.bincount(m.owner, weights=m.cost[: m.n_c] * x + m.cost[m.iy] * (x > 0), minlength=m.n_s)
+        partial = [s for s in members if 0 < f[s] < 1 - 1e-9 and cost[s] > 0]
+        partial.sort(key=lambda s: (f[s] / cost[s], s))
+        slack = m.level_value(point, members) - lower - 1e-7
+        for s in partial:
+            if f[s] > slack:
+                break
+            x[m.owner == s] = 0.0
+            slack -= f[s]
+        return m.complete(x)
+
+    def _meets_levels(self, point: np.ndarray) -> bool:
+        return all(self.m.level_value(point, mem) >= lb for mem, lb in self.fixed)
+
+    def _bound_servers(self, servers: np.ndarray, *, fix: bool) -> None:
+        """Fix all columns of ``servers`` at 0, or restore their bounds."""
+        m = self.m
+        if len(servers) == 0:
+            return
+        sel = np.flatnonzero(np.isin(m.owner, servers))
+        cols = np.concatenate([m.ix[sel], m.iy[sel], m.i_f[servers]]).astype(np.int32)
+        ub = np.zeros(len(cols)) if fix else m.col_upper[cols]
+        lb = np.zeros(len(cols)) if fix else m.col_lower[cols]
+        self.h.changeColsBounds(len(cols), cols, lb, ub)
+
+    def _lp_feasible_serve_all(self) -> bool:
+        h, m = self.h, self.m
+        h.changeRowBounds(m.serve_all_row, m.n_s - 1e-7, np.inf)
+        h.setOptionValue("solve_relaxation", True)
+        h.setOptionValue("time_limit", max(0.05, self.deadline - time.perf_counter()))
+        h.changeColsCost(m.n_var, np.arange(m.n_var, dtype=np.int32), np.zeros(m.n_var))
+        h.run()
+        status = h.getModelStatus()
+        h.setOptionValue("solve_relaxation", False)
+        h.changeRowBounds(m.serve_all_row, -np.inf, np.inf)
+        return status != highspy.HighsModelStatus.kInfeasible
+
+    def _run(
+        self, objective: np.ndarray, start: np.ndarray | None, name: str, stages_left: int,
+        share: float = 1.0,
+    ) -> np.ndarray | None:
+        """Solve with ``objective`` in ``share`` of this stage's part of the remaining time
+        (remaining / stages left); None without a solution."""
+        h, m = self.h, self.m
+        t = time.perf_counter()
+        remaining = self.deadline - t
+        share = max(0.05, share * remaining / max(1, stages_left))
+        h.changeColsCost(m.n_var, np.arange(m.n_var, dtype=np.int32), objective)
+        h.setOptionValue("time_limit", share)
+        h.setOptionValue("mip_rel_gap", self.mip_gap)
+        if start is not None:
+            h.setSolution(m.n_var, np.arange(m.n_var, dtype=np.int32), start)
+        h.run()
+        status = h.getModelStatus()
+        info = h.getInfo()
+        has_solution = info.primal_solution_status == 2  # kSolutionStatusFeasible
+        word = {
+            highspy.HighsModelStatus.kOptimal: "optimal",
+            highspy.HighsModelStatus.kInfeasible: "infeasible",
+            highspy.HighsModelStatus.kTimeLimit: "time share reached",
+        }.get(status, f"failed ({h.modelStatusToString(status)})")
+        gap = float(info.mip_gap) if has_solution and math.isfinite(info.mip_gap) else None
+        detail = f" gap {gap:.2%}" if gap is not None and status != highspy.HighsModelStatus.kOptimal else ""
+        self.stages.append(f"{name}: {word}{detail} ({time.perf_counter() - t:.2f}s)")
+        if status == highspy.HighsModelStatus.kInfeasible or not has_solution:
+            return None
+        if status != highspy.HighsModelStatus.kOptimal:
+            self.optimal = False
+        if gap is not None:
+            self.gaps.append(gap)
+        return np.asarray(h.getSolution().col_value)
+
+    def _failed(self, stage: str) -> MilpResult:
+        return MilpResult({}, False, None, f"HiGHS at {stage}: " + "; ".join(self.stages),
+                          self.stages, ok=False)
+
+    def _result(self, point: np.ndarray) -> MilpResult:
+        gap = max(self.gaps) if self.gaps else 0.0
+        message = "; ".join(self.stages) + f"; total {time.perf_counter() - self.t0:.3f}s"
+        return MilpResult(self.m.assigned(point), self.optimal, gap, message, self.stages)
+
+
+# --- preprocessing -------------------------------------------------------------------------
 
 
 def _max_replicas(cand: Candidate, capacity: Mapping[str, int] | None, partial: bool) -> int:
@@ -211,26 +598,57 @@ def _max_replicas(cand: Candidate, capacity: Mapping[str, int] | None, partial: 
     return fit if partial else 0  # without best effort a candidate is all or nothing
 
 
-def _status_word(res: object) -> str:
-    return {0: "optimal", 1: "limit reached", 2: "infeasible", 3: "unbounded"}.get(
-        getattr(res, "status", -1), "failed"
-    )
+def _prune_dominated(
+    cands: list[Candidate], server: MilpServer
+) -> tuple[list[Candidate], dict[Candidate, Candidate]]:
+    """Drop candidates another candidate of the same card type beats on every count.
+
+    ``a`` dominates ``b`` (same type) when a replica of ``a`` takes no more cards, carries
+    at least as much, costs no more, ``a`` needs no more replicas and its move penalty is
+    no larger: any use of ``b`` can be replaced by the same number of ``a`` replicas (at
+    most ``a``'s need), serving as much for no more cards or cost. Candidates of
+    different types are never compared. Returns the kept ones (in order) and, for each
+    dropped one, the candidate that replaces it.
+    """
+    if len(cands) < 2:
+        return cands, {}
+
+    def key(c: Candidate) -> tuple[float, ...]:
+        return (c.units_per_replica, -c.rate_per_replica, c.cost_per_replica, c.replicas,
+                move_penalty(c, server))
+
+    dropped: dict[Candidate, Candidate] = {}
+    for b in cands:
+        for a in cands:
+            if a is b or a.acc_type != b.acc_type or a in dropped:
+                continue
+            ka, kb = key(a), key(b)
+            if all(p <= q for p, q in zip(ka, kb, strict=True)) and (
+                ka != kb or (a.value, a.accelerator) < (b.value, b.accelerator)
+            ):
+                dropped[b] = a
+                break
+    return [c for c in cands if c not in dropped], dropped
 
 
-def _result(
-    res: object,
-    cands: list[Candidate],
+def _greedy_start(
     active: list[MilpServer],
-    owner: list[int],
-    stages: list[str],
-    start: float,
-) -> MilpResult:
-    x = np.rint(res.x[: len(cands)]).astype(int)  # type: ignore[attr-defined]
-    assigned: dict[str, list[tuple[Candidate, int]]] = {}
-    for c, o, n in zip(cands, owner, x, strict=True):
-        if n > 0:
-            assigned.setdefault(active[o].name, []).append((c, int(n)))
-    gap = getattr(res, "mip_gap", None)
-    optimal = getattr(res, "status", 1) == 0
-    message = "; ".join(stages) + f" ({time.perf_counter() - start:.3f}s)"
-    return MilpResult(assigned, optimal, None if gap is None else float(gap), message, stages)
+    fits: Mapping[str, list[Candidate]],
+    capacity: Mapping[str, int] | None,
+    allow_partial: bool,
+) -> dict[str, list[tuple[Candidate, int]]]:
+    from controlloop.optimizer.greedy import solve_greedy, solve_unlimited
+    from controlloop.specs import SaturationPolicy
+
+    cands = {s.name: fits[s.name] for s in active}
+    if capacity is None:
+        result = solve_unlimited(cands)
+    else:
+        result = solve_greedy(
+            cands,
+            {s.name: s.priority for s in active},
+            capacity,
+            policy=SaturationPolicy.ROUND_ROBIN if allow_partial else SaturationPolicy.NONE,
+            delayed_best_effort=False,
+        )
+    return {name: [(a.candidate, a.replicas)] for name, a in result.assigned.items()}
