@@ -30,9 +30,11 @@ from controlloop.behavior import Stabilizer
 from controlloop.moves import (
     DEFAULT_STRATEGY,
     MOVE_ANNOTATION,
-    MOVE_STRATEGY,
     MoveRecord,
-    bridge_replicas,
+    finish_move,
+    progress,
+    roll_back,
+    start_move,
 )
 from controlloop.optimizer import DecisionStatus, Solution, optimize
 from controlloop.optimizer.solution import ServerDecision
@@ -341,45 +343,23 @@ class Controller:
                 continue  # finished by this cycle's action
             if row.verdict == "held":
                 continue
-            progress = ms.rollout.describe() if ms.rollout else "rollout status unknown"
-            what = "moving back" if record.rollback else "moving"
             row.verdict, row.held_reason = "held", "move-in-progress"
-            row.reason = (f"{what} {record.from_accelerator}→{record.to_accelerator} "
-                          f"make-before-break: {progress}")
+            row.reason = progress(record, ms.rollout)
             if not record.rollback and self.pending.backed_off(ms.key, record.to_accelerator):
-                state.action = self._rollback(row, ms, record, system, now)
+                back_to = self._placement(system, ms, record.from_accelerator,
+                                          record.from_batch or ms.max_batch)
+                if back_to is None:
+                    row.held_reason = "move-stalled"
+                    row.reason += (f"; stalled and {record.from_accelerator} has no nodeSelector "
+                                   "to go back to")
+                    continue
+                state.action = roll_back(
+                    ms, record, back_to=back_to, now=now,
+                    leaving=self._placement(system, ms, record.to_accelerator, ms.max_batch),
+                )
+                row.desired_accelerator, row.desired_replicas = record.from_accelerator, ms.replicas
+                row.reason = state.action.reason
         return moves
-
-    def _rollback(
-        self, row: ServerReport, ms: ManagedServer, record: MoveRecord, system: SystemSpec, now: float
-    ) -> Action | None:
-        """The new pods cannot schedule: roll the template back, replicas unchanged.
-
-        The replica count stays at the bridge count, so no pod that serves now is
-        removed before an old-placement pod replaces it (maxUnavailable 0).
-        """
-        placement = self._placement(system, ms, record.from_accelerator, record.from_batch or ms.max_batch)
-        if placement is None:
-            row.held_reason = "move-stalled"
-            row.reason += f"; stalled and {record.from_accelerator} has no nodeSelector to go back to"
-            return None
-        back = MoveRecord(
-            from_accelerator=record.to_accelerator, to_accelerator=record.from_accelerator,
-            from_replicas=ms.replicas, bridge_replicas=ms.replicas,
-            target_replicas=record.from_replicas, started_at=now,
-            original_strategy=record.original_strategy, from_batch=ms.max_batch, rollback=True,
-        )
-        why = (f"move {record.from_accelerator}→{record.to_accelerator} stalled (pods unschedulable "
-               f"on {record.to_accelerator}): rolling back, keeping {ms.replicas} replicas meanwhile")
-        row.desired_accelerator, row.desired_replicas = record.from_accelerator, ms.replicas
-        row.reason = why
-        return Action(
-            namespace=ms.namespace, deployment=ms.deployment, server=ms.name,
-            replicas=ms.replicas, from_replicas=ms.replicas, placement=placement,
-            from_placement=self._placement(system, ms, record.to_accelerator, ms.max_batch),
-            reason=why, resource_version=ms.resource_version, strategy=MOVE_STRATEGY,
-            annotations={MOVE_ANNOTATION: back.to_annotation()}, move_phase="rollback",
-        )
 
     def _observe(
         self, ms: ManagedServer, now: float, settings: ControllerSettings
@@ -631,65 +611,23 @@ class Controller:
         action = self._decide_target(row, ms, decision, solution, system, settings, now)
         if action is not None and action.placement is not None:
             if settings.actuation.move_strategy == "make-before-break":
-                action = self._make_before_break(row, ms, action, solution, now, finishing)
+                current = action.from_placement.accelerator if action.from_placement else ms.accelerator
+                stay = _candidate(solution, ms.name, current) if current else None
+                action = start_move(
+                    action, ms, needed_on_current=stay.replicas if stay is not None else None,
+                    now=now,
+                    original_strategy=finishing.original_strategy if finishing else ms.strategy,
+                )
+                row.desired_replicas, row.reason = action.replicas, action.reason
             elif finishing is not None:  # switched to in-place mid-move: tidy up
                 action = replace(action, annotations={MOVE_ANNOTATION: None},
                                  strategy=finishing.original_strategy or DEFAULT_STRATEGY)
         elif finishing is not None:
-            # The rollout is complete: restore the Deployment's strategy, drop the record,
-            # and scale from the bridge count to what the new accelerator needs.
-            done = (f"move {finishing.from_accelerator}→{finishing.to_accelerator} complete; "
-                    f"restoring the Deployment's strategy")
-            action = action or Action(
-                namespace=ms.namespace, deployment=ms.deployment, server=ms.name,
-                replicas=ms.replicas, from_replicas=ms.replicas, reason=row.reason,
-                resource_version=ms.resource_version,
-            )
-            action = replace(
-                action, reason=f"{done}; {action.reason}", move_phase="finish",
-                strategy=finishing.original_strategy or DEFAULT_STRATEGY,
-                annotations={MOVE_ANNOTATION: None},
-            )
+            # Rolled out: restore the strategy, drop the record, scale from the bridge
+            # count to what the new accelerator needs at this cycle's load.
+            action = finish_move(action, ms, finishing, row.reason)
             row.reason = action.reason
         return action
-
-    def _make_before_break(
-        self,
-        row: ServerReport,
-        ms: ManagedServer,
-        action: Action,
-        solution: Solution,
-        now: float,
-        finishing: MoveRecord | None,
-    ) -> Action:
-        """Turn an in-place move into a make-before-break one: the bridge count R and a
-        rolling update that never has fewer than R pods available (controlloop/moves.py)."""
-        assert action.placement is not None
-        current_acc = action.from_placement.accelerator if action.from_placement else ms.accelerator
-        stay = _candidate(solution, ms.name, current_acc) if current_acc else None
-        bridge = bridge_replicas(
-            target_replicas=action.replicas, current_replicas=ms.replicas,
-            needed_on_current=stay.replicas if stay is not None else None,
-        )
-        record = MoveRecord(
-            from_accelerator=current_acc, to_accelerator=action.placement.accelerator,
-            from_replicas=ms.replicas, bridge_replicas=bridge, target_replicas=action.replicas,
-            started_at=now,
-            original_strategy=finishing.original_strategy if finishing else ms.strategy,
-            from_batch=ms.max_batch,
-        )
-        needed = f"{stay.replicas} needed on {current_acc}" if stay is not None else (
-            f"all {ms.replicas} current counted")
-        why = (
-            f"{action.reason}; make-before-break: {bridge} replicas during the rollout "
-            f"(max of {action.replicas} on {record.to_accelerator} and {needed}), "
-            f"then {action.replicas}"
-        )
-        row.desired_replicas, row.reason = bridge, why
-        return replace(
-            action, replicas=bridge, reason=why, strategy=MOVE_STRATEGY,
-            annotations={MOVE_ANNOTATION: record.to_annotation()}, move_phase="start",
-        )
 
     def _decide_target(
         self,

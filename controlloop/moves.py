@@ -22,10 +22,11 @@ Pure functions and a record type; the controller decides, the actuator patches.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from controlloop.settings import MOVE_ANNOTATION  # noqa: F401 - re-exported
+from controlloop.settings import MOVE_ANNOTATION
+from controlloop.state import Action, ManagedServer, Placement, Rollout
 
 # The Deployment strategy during a move: never fewer available pods than replicas.
 MOVE_STRATEGY: dict[str, Any] = {
@@ -95,3 +96,88 @@ def bridge_replicas(*, target_replicas: int, current_replicas: int, needed_on_cu
     """
     m_current = current_replicas if needed_on_current is None else min(current_replicas, needed_on_current)
     return max(target_replicas, m_current)
+
+
+# --- the actions of a move (pure: the controller decides when) --------------------------------
+
+
+def start_move(
+    action: Action,
+    ms: ManagedServer,
+    *,
+    needed_on_current: int | None,
+    now: float,
+    original_strategy: dict[str, Any] | None,
+) -> Action:
+    """An in-place move ``action`` (target placement and replicas) made make-before-break."""
+    assert action.placement is not None
+    current = action.from_placement.accelerator if action.from_placement else ms.accelerator
+    bridge = bridge_replicas(
+        target_replicas=action.replicas, current_replicas=ms.replicas,
+        needed_on_current=needed_on_current,
+    )
+    record = MoveRecord(
+        from_accelerator=current, to_accelerator=action.placement.accelerator,
+        from_replicas=ms.replicas, bridge_replicas=bridge, target_replicas=action.replicas,
+        started_at=now, original_strategy=original_strategy, from_batch=ms.max_batch,
+    )
+    needed = (f"{needed_on_current} needed on {current}" if needed_on_current is not None
+              else f"all {ms.replicas} current counted")
+    why = (
+        f"{action.reason}; make-before-break: {bridge} replicas during the rollout "
+        f"(max of {action.replicas} on {record.to_accelerator} and {needed}), "
+        f"then {action.replicas}"
+    )
+    return replace(
+        action, replicas=bridge, reason=why, strategy=MOVE_STRATEGY,
+        annotations={MOVE_ANNOTATION: record.to_annotation()}, move_phase="start",
+    )
+
+
+def finish_move(action: Action | None, ms: ManagedServer, record: MoveRecord, reason: str) -> Action:
+    """The rollout is complete: restore the strategy, drop the record, and apply this
+    cycle's decision (``action``; None when it changes nothing else)."""
+    done = (f"move {record.from_accelerator}→{record.to_accelerator} complete; "
+            "restoring the Deployment's strategy")
+    base = action or Action(
+        namespace=ms.namespace, deployment=ms.deployment, server=ms.name,
+        replicas=ms.replicas, from_replicas=ms.replicas, reason=reason,
+        resource_version=ms.resource_version,
+    )
+    return replace(
+        base, reason=f"{done}; {base.reason}", move_phase="finish",
+        strategy=record.original_strategy or DEFAULT_STRATEGY,
+        annotations={MOVE_ANNOTATION: None},
+    )
+
+
+def roll_back(
+    ms: ManagedServer, record: MoveRecord, *, back_to: Placement, leaving: Placement | None,
+    now: float,
+) -> Action:
+    """The new pods cannot schedule: the template goes back, replicas unchanged.
+
+    The count stays at the bridge count, so no pod that serves now is removed
+    before an old-placement pod replaces it (maxUnavailable 0).
+    """
+    back = MoveRecord(
+        from_accelerator=record.to_accelerator, to_accelerator=record.from_accelerator,
+        from_replicas=ms.replicas, bridge_replicas=ms.replicas,
+        target_replicas=record.from_replicas, started_at=now,
+        original_strategy=record.original_strategy, from_batch=ms.max_batch, rollback=True,
+    )
+    why = (f"move {record.from_accelerator}→{record.to_accelerator} stalled (pods unschedulable "
+           f"on {record.to_accelerator}): rolling back, keeping {ms.replicas} replicas meanwhile")
+    return Action(
+        namespace=ms.namespace, deployment=ms.deployment, server=ms.name,
+        replicas=ms.replicas, from_replicas=ms.replicas, placement=back_to,
+        from_placement=leaving, reason=why, resource_version=ms.resource_version,
+        strategy=MOVE_STRATEGY, annotations={MOVE_ANNOTATION: back.to_annotation()},
+        move_phase="rollback",
+    )
+
+
+def progress(record: MoveRecord, rollout: Rollout | None) -> str:
+    what = "moving back" if record.rollback else "moving"
+    status = rollout.describe() if rollout else "rollout status unknown"
+    return f"{what} {record.from_accelerator}→{record.to_accelerator} make-before-break: {status}"
