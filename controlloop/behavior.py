@@ -57,6 +57,11 @@ class Stabilizer:
         hist.events.clear()
         hist.unknown_before = None
 
+    def forget(self, live: set[str]) -> None:
+        """Drop the history of servers that no longer exist."""
+        for key in [k for k in self.history if k not in live]:
+            del self.history[key]
+
     def record_scale(self, key: str, now: float, delta: int) -> None:
         if delta:
             self._get(key).events.append((now, delta))

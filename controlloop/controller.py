@@ -261,7 +261,14 @@ class Controller:
         for _, ms in rows:
             acc_now = ms.accelerator or infer_accelerator(system, ms) or ""
             self.pending.observe(ms, acc_now, now, settings.pending)
-        self.pending.forget({ms.key for _, ms in rows})
+        # Forget Deployments that are gone (bounded memory); a skipped one keeps its
+        # history, so a temporary bad label does not erase an external-change hold.
+        live = {ms.key for _, ms in rows} | {f"{s.namespace}/{s.deployment}" for s in state.skipped}
+        self.pending.forget(live)
+        self.stabilizer.forget(live)
+        for table in (self._memory, self._hold_until):
+            for key in [k for k in table if k not in live]:
+                del table[key]
         moves = self._moves(rows, system, now)
         early_actions = [
             (row, ms, move.action) for row, ms in rows
