@@ -27,6 +27,7 @@ from typing import Any, Literal
 from controlloop.actuator import describe, placement_for
 from controlloop.annotations import BehaviorResolver  # per-Deployment overrides
 from controlloop.behavior import Stabilizer
+from controlloop.forecast import LoadTrend, lead_rpm
 from controlloop.moves import (
     DEFAULT_STRATEGY,
     MOVE_ANNOTATION,
@@ -188,6 +189,8 @@ class Controller:
         self.stabilizer = Stabilizer()
         self.behavior_for = BehaviorResolver()  # controlloop.io/* annotations
         self.pending = PendingTracker()  # [pending] back-off of unschedulable placements
+        self.trend = LoadTrend()  # scale-up lead for rising loads
+        self._lead_notes: dict[str, str] = {}
         self._memory: dict[str, _Memory] = {}
         self._hold_until: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
@@ -266,6 +269,11 @@ class Controller:
         live = {ms.key for _, ms in rows} | {f"{s.namespace}/{s.deployment}" for s in state.skipped}
         self.pending.forget(live)
         self.stabilizer.forget(live)
+        self.trend.forget(live)
+        for _, ms in rows:
+            if ms.load.known and ms.load.source != "labels" and ms.load.arrival_rate_rpm is not None:
+                self.trend.observe(ms.key, now, ms.load.arrival_rate_rpm,
+                                   settings.forecast.window_seconds)
         for table in (self._memory, self._hold_until):
             for key in [k for k in table if k not in live]:
                 del table[key]
@@ -460,6 +468,7 @@ class Controller:
     ) -> SystemSpec:
         movable = [a.name for a in system.accelerators if a.node_selector]
         servers = []
+        self._lead_notes = {}
         for _, ms in active:
             behavior = self.behavior_for(settings, ms)  # annotations > servers: > globals
             load = ms.load
@@ -477,7 +486,7 @@ class Controller:
                         num_replicas=ms.replicas,
                         max_batch=ms.max_batch,
                         load=LoadSpec(
-                            arrival_rate=demand_rpm(load, settings.backlog_drain_seconds),
+                            arrival_rate=self._demand(ms, settings),
                             avg_in_tokens=load.avg_in_tokens or 0.0,
                             avg_out_tokens=load.avg_out_tokens or 0.0,
                         ),
@@ -495,6 +504,19 @@ class Controller:
                 ),
             }
         )
+
+    def _demand(self, ms: ManagedServer, settings: ControllerSettings) -> float:
+        """What to size for: arrivals, the backlog's drain rate, and a rising load's lead."""
+        demand = demand_rpm(ms.load, settings.backlog_drain_seconds)
+        cfg = settings.forecast
+        slope = self.trend.slope_rpm_per_s(ms.key, self.clock(), cfg.window_seconds)
+        lead = lead_rpm(slope, ms.load.arrival_rate_rpm or 0.0, cfg)
+        if lead > 0 and slope is not None:
+            self._lead_notes[ms.key] = (
+                f"load rising {slope * 60:.0f} req/min per min: sized for {lead:.0f} req/min "
+                f"more, {cfg.lead_seconds:.0f}s ahead"
+            )
+        return demand + lead
 
     def _fit_capacity(
         self,
@@ -664,6 +686,8 @@ class Controller:
         else:
             target_acc, target_n, batch = decision.accelerator, decision.replicas, decision.batch
             why = decision.reason
+            if ms.key in self._lead_notes:
+                why = f"{why}; {self._lead_notes[ms.key]}"
             row.predicted_itl_ms, row.predicted_ttft_ms = decision.itl_ms, decision.ttft_ms
             row.cost = decision.cost
 

@@ -156,6 +156,16 @@ class PendingConfig(Spec):
     backoff_seconds: NonNegFloat = Field(900, alias="backoffSeconds")
 
 
+class ForecastConfig(Spec):
+    """Scale-up lead for a rising load (controlloop/forecast.py)."""
+
+    # Size for the load this far ahead when it rises: about one replica start-up plus
+    # one interval. 0 disables.
+    lead_seconds: NonNegFloat = Field(180, alias="leadSeconds")
+    window_seconds: PositiveFloat = Field(300, alias="windowSeconds")  # slope fitted over
+    max_increase: NonNegFloat = Field(1.0, alias="maxIncrease")  # lead <= this x the rate
+
+
 class ControllerSettings(Spec):
     interval_seconds: PositiveFloat = Field(60, alias="intervalSeconds")
     namespaces: list[str] = []  # empty: all namespaces
@@ -176,6 +186,7 @@ class ControllerSettings(Spec):
     # drains them within this many seconds, so a backlog built during a replica start-up
     # is worked off instead of lingering at the new arrival rate. 0 disables.
     backlog_drain_seconds: NonNegFloat = Field(300, alias="backlogDrainSeconds")
+    forecast: ForecastConfig = ForecastConfig()
 
 
 class ControllerFile(Spec):
