@@ -250,6 +250,29 @@ class KubeActuator:
             log.warning("could not record event for %s/%s: %s", action.namespace, action.deployment, exc)
 
 
+# Holds that need someone to look (the rest are the controller being careful on purpose).
+WARNING_HOLDS = {
+    "unknown-load", "unknown-model", "unknown-class", "unknown-accelerator", "capacity-unknown",
+    "no-node-selector", "bad-move-annotation", "move-stalled", "unallocated",
+}
+
+
+def note_held(kube: DeploymentWriter, namespace: str, deployment: str, code: str, why: str) -> None:
+    """An Event ``Held`` on the Deployment: we leave it as it is, and why."""
+    from controlloop.kube import KubeError
+
+    try:
+        kube.create_event(
+            namespace,
+            {"kind": "Deployment", "apiVersion": "apps/v1", "name": deployment,
+             "namespace": namespace},
+            reason="Held", message=f"{code}: {why}"[:1000], action="Hold",
+            type="Warning" if code in WARNING_HOLDS else "Normal",
+        )
+    except KubeError as exc:
+        log.warning("could not record event for %s/%s: %s", namespace, deployment, exc)
+
+
 def _replicas(deployment: Obj) -> int:
     return int((deployment.get("spec") or {}).get("replicas") or 0)
 

@@ -197,6 +197,10 @@ class Controller:
         self._counter = itertools.count(1)
         self.last_report: CycleReport | None = None
         self.is_leader: Callable[[], bool] = lambda: True
+        # Called (namespace, deployment, held_reason, reason) when a server becomes held or
+        # is held for a new reason: the daemon records a Kubernetes Event.
+        self.on_held: Callable[[str, str, str, str], None] | None = None
+        self._held_noted: dict[str, str] = {}
 
     # --- the cycle -----------------------------------------------------------------------
 
@@ -324,9 +328,28 @@ class Controller:
         for row, ms in rows:
             if row.verdict in ("held", "unchanged", "skipped"):
                 self._memory[ms.key] = _Memory(ms.replicas, now)
+        self._note_holds(rows, live)
         report.total_cost = sum(r.cost or 0.0 for r in report.servers)
         if report.error_kinds and report.outcome == "ok":
             report.outcome = "partial"
+
+    def _note_holds(self, rows: list[tuple[ServerReport, ManagedServer]], live: set[str]) -> None:
+        """Report a hold once when it starts or its reason changes, not every cycle."""
+        for row, ms in rows:
+            code = row.held_reason if row.verdict == "held" else ""
+            if not code:
+                self._held_noted.pop(ms.key, None)
+                continue
+            if self._held_noted.get(ms.key) == code:
+                continue
+            self._held_noted[ms.key] = code
+            if self.on_held is not None:
+                try:
+                    self.on_held(ms.namespace, ms.deployment, code, row.reason)
+                except Exception:  # noqa: BLE001 - an event is never worth a failed cycle
+                    log.exception("recording the hold of %s failed", ms.key)
+        for key in [k for k in self._held_noted if k not in live]:
+            del self._held_noted[key]
 
     # --- per server -------------------------------------------------------------------------
 

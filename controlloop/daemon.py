@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 from dataclasses import dataclass
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -187,7 +188,7 @@ def parse_listen(value: str | None, *, in_cluster: bool) -> tuple[str, int] | No
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from controlloop.actuator import DryRunActuator, KubeActuator
+    from controlloop.actuator import DryRunActuator, KubeActuator, note_held
     from controlloop.collector import KubeCollector
     from controlloop.kube import KubeClient, KubeError
     from controlloop.prom import PrometheusLoadSource, PrometheusSettings, QueryTemplates
@@ -229,6 +230,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         else KubeActuator(kube, settings.actuation)
     )
     controller = Controller(specs=specs, collector=collector, actuator=actuator, dry_run=args.dry_run)
+    if settings.actuation.emit_events and not args.dry_run:
+        controller.on_held = partial(note_held, kube)
     controller.on_report.append(metrics.observe)
     if args.cycle_log:
         controller.on_report.append(CycleLog(Path(args.cycle_log)))

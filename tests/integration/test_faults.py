@@ -514,3 +514,31 @@ def test_sigterm_mid_cycle_finishes_the_cycle_and_exits_0(
     lines = cycle_log.read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["outcome"] in ("ok", "partial"), out
     assert out.index("received SIGTERM") < out.index("cycle 1-")  # the cycle ended after it
+
+
+def test_a_hold_is_recorded_as_one_event_per_reason(
+    fake_kube: FakeKubeServer, kube: KubeClient, prom: FakeProm
+) -> None:
+    from functools import partial
+
+    from controlloop.actuator import note_held
+
+    granite(fake_kube)
+    loop = Loop(kube, prom.url)
+    loop.controller.on_held = partial(note_held, kube)
+
+    def held_events() -> list[Any]:
+        return [e for e in fake_kube.list_objects("Event", "llm") if e["reason"] == "Held"]
+
+    prom.mode = "down"
+    loop.cycle()
+    loop.cycle()  # still held for the same reason: no second event
+    (event,) = held_events()
+    assert event["type"] == "Warning" and event["involvedObject"]["name"] == "granite"
+    assert event["message"].startswith("unknown-load: load unknown (prometheus HTTP 503")
+    prom.mode = "ok"
+    assert loop.cycle().servers[0].verdict != "held"
+    prom.mode = "nan"
+    loop.cycle()  # held again: a new event
+    assert len(held_events()) == 2
+    assert any("arrival rate is nan" in e["message"] for e in held_events())
