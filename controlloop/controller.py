@@ -21,12 +21,23 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any
 
 from controlloop.actuator import describe, placement_for
 from controlloop.annotations import BehaviorResolver  # per-Deployment overrides
 from controlloop.behavior import Stabilizer
+from controlloop.capacity import (
+    available_capacity,
+    fit_capacity,
+    infer_accelerator,
+)
+from controlloop.cycle import (  # re-exported: the cycle's API
+    CycleReport,
+    ServerReport,
+    SpecSource,
+    StaticSpecs,
+)
 from controlloop.forecast import LoadTrend, lead_rpm
 from controlloop.moves import (
     DEFAULT_STRATEGY,
@@ -51,103 +62,16 @@ from controlloop.state import (
     Action,
     ActionResult,
     Actuator,
-    ClusterState,
     Collector,
     ManagedServer,
     ObservedLoad,
     Placement,
 )
 
+__all__ = ["Controller", "CycleReport", "ServerReport", "SpecSource", "StaticSpecs",
+           "demand_rpm", "infer_accelerator"]
+
 log = logging.getLogger(__name__)
-
-Outcome = Literal["ok", "partial", "failed"]
-
-
-@dataclass
-class ServerReport:
-    """One server in one cycle: inputs, decision and why, what was sent."""
-
-    server: str
-    namespace: str
-    deployment: str
-    model: str
-    service_class: str
-    current_accelerator: str
-    current_replicas: int
-    ready_replicas: int
-    pending_pods: int
-    load: dict[str, Any]
-    verdict: str = "unchanged"  # scaled | moved | unchanged | held | skipped | error
-    held_reason: str = ""  # short code for metrics when held
-    reason: str = ""
-    recommended_accelerator: str = ""
-    recommended_replicas: int | None = None
-    desired_accelerator: str = ""
-    desired_replicas: int | None = None
-    batch: int | None = None
-    predicted_itl_ms: float | None = None
-    predicted_ttft_ms: float | None = None
-    slo_itl_ms: float | None = None
-    slo_ttft_ms: float | None = None
-    cost: float | None = None
-    decision_status: str = ""
-    patch: dict[str, Any] | None = None
-    sent: bool = False
-    error: str = ""
-    error_kind: str = ""
-
-
-@dataclass
-class CycleReport:
-    cycle_id: str
-    started_at: float
-    duration_s: float = 0.0
-    outcome: Outcome = "ok"
-    servers: list[ServerReport] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    error_kinds: dict[str, int] = field(default_factory=dict)
-    solver: str = ""
-    solver_status: str = ""
-    solver_message: str = ""
-    total_cost: float = 0.0
-    durations: dict[str, float] = field(default_factory=dict)
-    dry_run: bool = False
-
-    def count(self, verdict: str) -> int:
-        return sum(1 for s in self.servers if s.verdict == verdict)
-
-    def summary(self) -> str:
-        return (
-            f"cycle {self.cycle_id} {self.outcome}: {len(self.servers)} servers, "
-            f"{self.count('scaled')} scaled, {self.count('moved')} moved, "
-            f"{self.count('held')} held, {self.count('unchanged')} unchanged, "
-            f"{len(self.skipped)} skipped, {sum(self.error_kinds.values())} errors; "
-            f"cost {self.total_cost:.2f}¢/h; {self.duration_s * 1000:.0f} ms"
-            + (" (dry-run)" if self.dry_run else "")
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return asdict(self)
-
-
-class SpecSource:
-    """The current static specs; the daemon's implementation re-reads changed files."""
-
-    def current(self) -> tuple[SystemSpec, ControllerSettings]:
-        raise NotImplementedError
-
-
-class StaticSpecs(SpecSource):
-    def __init__(self, system: SystemSpec, settings: ControllerSettings) -> None:
-        self.system = system
-        self.settings = settings
-
-    def current(self) -> tuple[SystemSpec, ControllerSettings]:
-        return self.system, self.settings
-
 
 @dataclass
 class _Memory:
@@ -288,7 +212,8 @@ class Controller:
         ]
 
         active = [(row, ms) for row, ms in rows if row.verdict != "held" and row.verdict != "skipped"]
-        capacity, capacity_note = self._capacity(system, settings, state, rows, moves)
+        records = {key: move.record for key, move in moves.items()}
+        capacity, capacity_note = available_capacity(system, settings, state, rows, records)
         if capacity is None:
             for row, _ in active:
                 row.verdict, row.held_reason = "held", "capacity-unknown"
@@ -318,7 +243,7 @@ class Controller:
                 actions.append((row, ms, action))
 
         if capacity is not None:
-            self._fit_capacity(actions, rows, system, settings, state, moves)
+            fit_capacity(actions, rows, system, settings, state, records)
         actions = early_actions + actions
         t = time.perf_counter()
         results = self.actuator.apply([a for _, _, a in actions]) if actions else []
@@ -453,35 +378,6 @@ class Controller:
                 row.verdict, row.held_reason = "held", "unknown-accelerator"
                 row.reason = f"current accelerator '{ms.accelerator}' is not in the specs"
 
-    def _capacity(
-        self,
-        system: SystemSpec,
-        settings: ControllerSettings,
-        state: ClusterState,
-        rows: list[tuple[ServerReport, ManagedServer]],
-        moves: dict[str, _MoveState],
-    ) -> tuple[dict[str, int] | None, str]:
-        if settings.capacity.source == "nodes":
-            if state.node_capacity is None:
-                return None, "capacity from nodes unknown this cycle: holding all"
-            capacity = dict(state.node_capacity)
-        else:
-            capacity = system.capacity_by_type()
-        # Held servers keep what they have: their cards are not available to others,
-        # nor are the old-placement pods of a move still rolling out.
-        for row, ms in rows:
-            if row.verdict not in ("held", "skipped"):
-                continue
-            held = [(ms.accelerator or infer_accelerator(system, ms) or "", ms.replicas)]
-            move = moves.get(ms.key)
-            if move is not None and ms.rollout is not None:
-                held.append((move.record.from_accelerator, ms.rollout.old_pods))
-            for acc_name, n in held:
-                acc_type, per = _cards_per_replica(system, ms.model, acc_name)
-                if per:
-                    capacity[acc_type] = max(0, capacity.get(acc_type, 0) - n * per)
-        return capacity, ""
-
     def _system_for(
         self,
         system: SystemSpec,
@@ -540,103 +436,6 @@ class Controller:
                 f"more, {cfg.lead_seconds:.0f}s ahead"
             )
         return demand + lead
-
-    def _fit_capacity(
-        self,
-        actions: list[tuple[ServerReport, ManagedServer, Action]],
-        rows: list[tuple[ServerReport, ManagedServer]],
-        system: SystemSpec,
-        settings: ControllerSettings,
-        state: ClusterState,
-        moves: dict[str, _MoveState],
-    ) -> None:
-        """Trim scale-ups that would exceed a type's capacity; defer moves that would.
-
-        Stabilisation delays some scale-downs, so the plan the optimizer fitted to
-        capacity can over-commit once stabilised. A make-before-break move holds its
-        old pods until the new ones serve, and may need more new pods than the plan
-        (the bridge count). Lowest priority gives way first; nothing is trimmed below
-        its current replicas.
-        """
-        if settings.capacity.source == "nodes" and state.node_capacity is not None:
-            total = dict(state.node_capacity)
-        else:
-            total = system.capacity_by_type()
-        planned = {id(ms): (a.placement.accelerator if a.placement else None, a.replicas)
-                   for _, ms, a in actions}
-        used: dict[str, int] = {}
-        units: dict[int, tuple[str, int]] = {}
-
-        def add(ms: ManagedServer, acc_name: str, n: int) -> tuple[str, int]:
-            acc_type, per = _cards_per_replica(system, ms.model, acc_name)
-            if per:
-                used[acc_type] = used.get(acc_type, 0) + n * per
-            return acc_type, per
-
-        for row, ms in rows:
-            current = ms.accelerator or infer_accelerator(system, ms) or ""
-            acc_name, n = planned.get(id(ms), (None, ms.replicas))
-            acc_type, per = add(ms, acc_name or current, n)
-            if per:
-                units[id(ms)] = (acc_type, per)
-            move = moves.get(ms.key)
-            if row.verdict in ("held", "skipped") and move is not None and ms.rollout is not None:
-                add(ms, move.record.from_accelerator, ms.rollout.old_pods)
-        for _, ms, action in actions:
-            if action.move_phase in ("start", "rollback"):
-                add(ms, (action.from_placement.accelerator if action.from_placement else
-                         ms.accelerator or infer_accelerator(system, ms) or ""), ms.replicas)
-
-        def priority(ms: ManagedServer) -> int:
-            cls = system.service_class(ms.service_class)
-            return cls.priority if cls else 100
-
-        order = sorted(range(len(actions)), key=lambda i: (-priority(actions[i][1]), actions[i][1].name))
-        for i in reversed(order):  # lowest priority first
-            row, ms, action = actions[i]
-            if action.move_phase != "start" or action.placement is None:
-                continue
-            acc_type, per = _cards_per_replica(system, ms.model, action.placement.accelerator)
-            over = used.get(acc_type, 0) - total.get(acc_type, 0)
-            if not per or over <= 0:
-                continue
-            # Defer: the server stays where it is (its old cards are already counted).
-            used[acc_type] -= action.replicas * per
-            free = total.get(acc_type, 0) - used[acc_type]
-            row.verdict, row.held_reason = "held", "move-deferred"
-            row.reason = (
-                f"{row.reason}; deferred: the make-before-break move needs {action.replicas} "
-                f"replicas' cards of {acc_type} ({action.replicas * per}) during the rollout, "
-                f"{max(0, free)} free; staying on {ms.accelerator or '?'} this cycle"
-            )
-            row.desired_accelerator, row.desired_replicas = ms.accelerator, ms.replicas
-            actions[i] = (row, ms, replace(action, replicas=-1))  # dropped below
-        for i in order:
-            row, ms, action = actions[i]
-            if action.placement is not None or action.replicas <= action.from_replicas:
-                continue
-            acc_type, per = units.get(id(ms), ("", 0))
-            over = used.get(acc_type, 0) - total.get(acc_type, 0)
-            if not per or over <= 0:
-                continue
-            cut = min(action.replicas - action.from_replicas, -(-over // per))
-            used[acc_type] -= cut * per
-            trimmed = action.replicas - cut
-            note = f"capacity of {acc_type} allows {trimmed} now (stabilised scale-downs hold cards)"
-            row.desired_replicas, row.reason = trimmed, f"{row.reason}; {note}"
-            actions[i] = (row, ms, replace(action, replicas=trimmed, reason=f"{action.reason}; {note}"))
-        actions[:] = [
-            (row, ms, a) for row, ms, a in actions
-            if a.replicas >= 0 and (
-                a.placement is not None or a.replicas != a.from_replicas or a.max_batch
-                or a.move_phase
-            )
-        ]
-        for row, ms in rows:
-            if row.verdict not in ("held", "skipped", "error") and row.desired_replicas == ms.replicas and (
-                not any(m is ms for _, m, _ in actions)
-            ):
-                row.verdict = "unchanged"
 
     def _allowed(
         self, ms: ManagedServer, movable: list[str], current: str, behavior: BehaviorSpec
@@ -815,15 +614,6 @@ class Controller:
         self._memory[ms.key] = _Memory(ms.replicas, now, also=landed)
 
 
-def _cards_per_replica(system: SystemSpec, model: str, accelerator: str) -> tuple[str, int]:
-    """(card type, cards per replica) of ``model`` on ``accelerator``; ("", 0) when unknown."""
-    acc = system.accelerator(accelerator) if accelerator else None
-    perf = system.perf(model, acc.name) if acc is not None else None
-    if acc is None or perf is None:
-        return "", 0
-    return acc.type, perf.acc_count * acc.multiplicity
-
-
 def _candidate(solution: Solution, server: str, accelerator: str) -> Any:
     for cand in solution.candidates.get(server, []):
         if cand.accelerator == accelerator:
@@ -837,17 +627,3 @@ def demand_rpm(load: ObservedLoad, drain_seconds: float) -> float:
     if drain_seconds > 0 and load.waiting and load.waiting > 0 and rate > 0:
         rate += 60.0 * load.waiting / drain_seconds
     return rate
-
-
-def infer_accelerator(system: SystemSpec, ms: ManagedServer) -> str | None:
-    """The accelerator whose nodeSelector the Deployment's pod template carries (unique match)."""
-    if not ms.node_selector:
-        return None
-    matches = [
-        acc.name
-        for acc in system.accelerators
-        if acc.node_selector
-        and all(ms.node_selector.get(k) == v for k, v in acc.node_selector.items())
-        and system.perf(ms.model, acc.name) is not None
-    ]
-    return matches[0] if len(matches) == 1 else None

@@ -1,0 +1,97 @@
+"""What one control cycle reports, and where its static specs come from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from controlloop.settings import ControllerSettings
+from controlloop.specs import SystemSpec
+
+Outcome = Literal["ok", "partial", "failed"]
+
+
+@dataclass
+class ServerReport:
+    """One server in one cycle: inputs, decision and why, what was sent."""
+
+    server: str
+    namespace: str
+    deployment: str
+    model: str
+    service_class: str
+    current_accelerator: str
+    current_replicas: int
+    ready_replicas: int
+    pending_pods: int
+    load: dict[str, Any]
+    verdict: str = "unchanged"  # scaled | moved | unchanged | held | skipped | error
+    held_reason: str = ""  # short code for metrics when held
+    reason: str = ""
+    recommended_accelerator: str = ""
+    recommended_replicas: int | None = None
+    desired_accelerator: str = ""
+    desired_replicas: int | None = None
+    batch: int | None = None
+    predicted_itl_ms: float | None = None
+    predicted_ttft_ms: float | None = None
+    slo_itl_ms: float | None = None
+    slo_ttft_ms: float | None = None
+    cost: float | None = None
+    decision_status: str = ""
+    patch: dict[str, Any] | None = None
+    sent: bool = False
+    error: str = ""
+    error_kind: str = ""
+
+
+@dataclass
+class CycleReport:
+    cycle_id: str
+    started_at: float
+    duration_s: float = 0.0
+    outcome: Outcome = "ok"
+    servers: list[ServerReport] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    solver: str = ""
+    solver_status: str = ""
+    solver_message: str = ""
+    total_cost: float = 0.0
+    durations: dict[str, float] = field(default_factory=dict)
+    dry_run: bool = False
+
+    def count(self, verdict: str) -> int:
+        return sum(1 for s in self.servers if s.verdict == verdict)
+
+    def summary(self) -> str:
+        return (
+            f"cycle {self.cycle_id} {self.outcome}: {len(self.servers)} servers, "
+            f"{self.count('scaled')} scaled, {self.count('moved')} moved, "
+            f"{self.count('held')} held, {self.count('unchanged')} unchanged, "
+            f"{len(self.skipped)} skipped, {sum(self.error_kinds.values())} errors; "
+            f"cost {self.total_cost:.2f}¢/h; {self.duration_s * 1000:.0f} ms"
+            + (" (dry-run)" if self.dry_run else "")
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+class SpecSource:
+    """The current static specs; the daemon's implementation re-reads changed files."""
+
+    def current(self) -> tuple[SystemSpec, ControllerSettings]:
+        raise NotImplementedError
+
+
+class StaticSpecs(SpecSource):
+    def __init__(self, system: SystemSpec, settings: ControllerSettings) -> None:
+        self.system = system
+        self.settings = settings
+
+    def current(self) -> tuple[SystemSpec, ControllerSettings]:
+        return self.system, self.settings
