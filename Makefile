@@ -23,7 +23,6 @@ system-deps:
 
 lint: install
 	$(BIN)/ruff check controlloop tests benchmarks
-	$(BIN)/ruff format --check controlloop tests benchmarks || true
 
 typecheck: install
 	$(BIN)/mypy

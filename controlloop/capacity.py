@@ -165,3 +165,12 @@ def infer_accelerator(system: SystemSpec, ms: ManagedServer) -> str | None:
         and system.perf(ms.model, acc.name) is not None
     ]
     return matches[0] if len(matches) == 1 else None
+
+
+def current_cost(system: SystemSpec, ms: ManagedServer) -> float | None:
+    """Cents/hour of what a server runs now (None when its accelerator is unknown)."""
+    acc = system.accelerator(ms.accelerator or infer_accelerator(system, ms) or "")
+    perf = system.perf(ms.model, acc.name) if acc is not None else None
+    if acc is None or perf is None:
+        return None
+    return acc.cost * perf.acc_count * ms.replicas

@@ -29,6 +29,7 @@ from controlloop.annotations import BehaviorResolver  # per-Deployment overrides
 from controlloop.behavior import Stabilizer
 from controlloop.capacity import (
     available_capacity,
+    current_cost,
     fit_capacity,
     infer_accelerator,
 )
@@ -114,7 +115,7 @@ class Controller:
         self.behavior_for = BehaviorResolver()  # controlloop.io/* annotations
         self.pending = PendingTracker()  # [pending] back-off of unschedulable placements
         self.trend = LoadTrend()  # scale-up lead for rising loads
-        self._lead_notes: dict[str, str] = {}
+        self._notes: dict[str, list[str]] = {}  # this cycle's why, per server, for its reason
         self._memory: dict[str, _Memory] = {}
         self._hold_until: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
@@ -254,6 +255,9 @@ class Controller:
             if row.verdict in ("held", "unchanged", "skipped"):
                 self._memory[ms.key] = _Memory(ms.replicas, now)
         self._note_holds(rows, live)
+        for row, ms in rows:
+            if row.cost is None and row.verdict in ("held", "error"):
+                row.cost = current_cost(system, ms)  # a held server still costs what it runs
         report.total_cost = sum(r.cost or 0.0 for r in report.servers)
         if report.error_kinds and report.outcome == "ok":
             report.outcome = "partial"
@@ -387,7 +391,7 @@ class Controller:
     ) -> SystemSpec:
         movable = [a.name for a in system.accelerators if a.node_selector]
         servers = []
-        self._lead_notes = {}
+        self._notes = {}
         for _, ms in active:
             behavior = self.behavior_for(settings, ms)  # annotations > servers: > globals
             load = ms.load
@@ -431,7 +435,7 @@ class Controller:
         slope = self.trend.slope_rpm_per_s(ms.key, self.clock(), cfg.window_seconds)
         lead = lead_rpm(slope, ms.load.arrival_rate_rpm or 0.0, cfg)
         if lead > 0 and slope is not None:
-            self._lead_notes[ms.key] = (
+            self._notes.setdefault(ms.key, []).append(
                 f"load rising {slope * 60:.0f} req/min per min: sized for {lead:.0f} req/min "
                 f"more, {cfg.lead_seconds:.0f}s ahead"
             )
@@ -442,11 +446,18 @@ class Controller:
     ) -> list[str]:
         # A server moved recently stays put: the optimizer then sizes it on its current
         # accelerator within capacity (not the controller after the fact).
-        if current and not self.stabilizer.move_allowed(ms.key, self.clock(), behavior)[0]:
+        notes = self._notes.setdefault(ms.key, [])
+        may_move, why_not = self.stabilizer.move_allowed(ms.key, self.clock(), behavior)
+        if current and not may_move:
+            notes.append(f"only {current} considered: {why_not}")
             return [current]
         allowed = set(movable) | ({current} if current else set())
         # [pending] leave out backed-off placements, unless nothing would be left.
-        return sorted(allowed - self.pending.excluded(ms.key)) or sorted(allowed)
+        excluded = self.pending.excluded(ms.key) & allowed
+        if excluded and allowed - excluded:
+            notes.append(f"{', '.join(sorted(excluded))} backed off (pods unschedulable)")
+            return sorted(allowed - excluded)
+        return sorted(allowed)
 
     def _decide(
         self,
@@ -508,8 +519,8 @@ class Controller:
         else:
             target_acc, target_n, batch = decision.accelerator, decision.replicas, decision.batch
             why = decision.reason
-            if ms.key in self._lead_notes:
-                why = f"{why}; {self._lead_notes[ms.key]}"
+            for note in self._notes.get(ms.key, []):
+                why = f"{why}; {note}"
             row.predicted_itl_ms, row.predicted_ttft_ms = decision.itl_ms, decision.ttft_ms
             row.cost = decision.cost
 
@@ -597,7 +608,9 @@ class Controller:
             )
             expected = action.replicas if result.sent else ms.replicas
             self._memory[ms.key] = _Memory(expected, now)
-            if result.sent or self.dry_run:
+            # Dry-run changed nothing: the next cycle decides on the real state again,
+            # not rate-limited by changes that never happened.
+            if result.sent:
                 if action.placement is not None:
                     self.stabilizer.record_move(ms.key, now)
                     self.stabilizer.reset(ms.key)

@@ -121,11 +121,15 @@ def start_move(
         from_replicas=ms.replicas, bridge_replicas=bridge, target_replicas=action.replicas,
         started_at=now, original_strategy=original_strategy, from_batch=ms.max_batch,
     )
-    needed = (f"{needed_on_current} needed on {current}" if needed_on_current is not None
-              else f"all {ms.replicas} current counted")
+    if needed_on_current is None:
+        needed = f"all {ms.replicas} running on {current}"
+    elif needed_on_current > ms.replicas:
+        needed = f"the {ms.replicas} running on {current} ({needed_on_current} needed there)"
+    else:
+        needed = f"{needed_on_current} needed on {current}"
     why = (
-        f"{action.reason}; make-before-break: {bridge} replicas during the rollout "
-        f"(max of {action.replicas} on {record.to_accelerator} and {needed}), "
+        f"{action.reason}; make-before-break: {_replicas(bridge)} during the rollout "
+        f"(the larger of {action.replicas} on {record.to_accelerator} and {needed}), "
         f"then {action.replicas}"
     )
     return replace(
@@ -175,6 +179,10 @@ def roll_back(
         strategy=MOVE_STRATEGY, annotations={MOVE_ANNOTATION: back.to_annotation()},
         move_phase="rollback",
     )
+
+
+def _replicas(n: int) -> str:
+    return f"{n} replica" if n == 1 else f"{n} replicas"
 
 
 def progress(record: MoveRecord, rollout: Rollout | None) -> str:

@@ -129,7 +129,8 @@ class ActuationConfig(Spec):
     # already requesting a GPU resource, else the first.
     serving_container: str | None = Field(None, alias="servingContainer")
     emit_events: bool = Field(True, alias="emitEvents")
-    # Move accelerators make-before-break (a second Deployment) or in place.
+    # Move accelerators make-before-break (the Deployment rolls with maxUnavailable 0 at a
+    # bridge count, docs/actuation.md) or in place (one patch, the Deployment's strategy).
     move_strategy: Literal["make-before-break", "in-place"] = Field(
         "make-before-break", alias="moveStrategy"
     )

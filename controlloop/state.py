@@ -57,9 +57,12 @@ class Rollout:
         return max(0, self.status_replicas - self.updated_replicas)
 
     def describe(self) -> str:
+        def pods(n: int) -> str:
+            return "1 pod" if n == 1 else f"{n} pods"
+
         return (
-            f"{self.updated_replicas} of {self.replicas} new pods created, "
-            f"{self.available_replicas} pods available, {self.old_pods} old pods left"
+            f"{self.updated_replicas} of {pods(self.replicas)} created on the new placement, "
+            f"{pods(self.available_replicas)} available, {pods(self.old_pods)} of the old one left"
         )
 
 

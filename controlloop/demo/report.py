@@ -309,7 +309,7 @@ def _markdown(run: DemoRun, plots: list[tuple[str, Path]], sections: list[str]) 
         )
     lines += ["", "## Per server (first → last cycle)", "",
               "| server | accelerator | replicas | batch | emulated ITL (ms) | SLO ITL | "
-              "emulated TTFT (ms) | SLO TTFT | last reason |",
+              "emulated TTFT (ms) | SLO TTFT | last decision and why |",
               "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for s in run.system.servers:
         a, b = first.cluster[s.name], last.cluster[s.name]
@@ -319,12 +319,19 @@ def _markdown(run: DemoRun, plots: list[tuple[str, Path]], sections: list[str]) 
             f"{_arrow(a['replicas'], b['replicas'])} | {b['batch']} | "
             f"{_num(row.load.get('itlMs'))} | {_num(row.slo_itl_ms)} | "
             f"{_num(row.load.get('ttftMs'))} | {_num(row.slo_ttft_ms)} | "
-            f"{(row.reason or row.verdict).replace('|', '/')[:90]} |"
+            f"{_decision(row)} |"
         )
     lines += ["", "## Plots", ""]
     for title, path in plots:
         lines += [f"### {title}", "", f"![{title}]({path.name})", ""]
     return "\n".join(lines)
+
+
+def _decision(row: Any) -> str:
+    """Verdict, the replicas it asked for, and the whole reason (the table cell wraps)."""
+    asked = f" → {row.desired_replicas}" if row.desired_replicas is not None else ""
+    why = (row.reason or "").replace("|", "/")
+    return f"**{row.verdict}**{asked}: {why}" if why else f"**{row.verdict}**{asked}"
 
 
 def _arrow(a: object, b: object) -> str:

@@ -399,13 +399,17 @@ def _explain(
         mix = " + ".join(f"{n}x{c.accelerator}" for c, n in parts)
         return f"mixed placement {mix} (heterogeneous MILP)"
     rank = next((i for i, c in enumerate(cands) if c.accelerator == main.accelerator), 0)
+    # value: cost change plus move penalty, cents/h (MODEL.md section 4); lower is better.
     if rank == 0:
-        alt = f"; next best {cands[1].accelerator} value {cands[1].value:.4g}" if len(cands) > 1 else ""
-        why_acc = f"{main.accelerator}: lowest value {main.value:.4g} of {len(cands)} feasible{alt}"
+        alt = f", next best {cands[1].accelerator} {cands[1].value:.4g}" if len(cands) > 1 else ""
+        why_acc = (
+            f"{main.accelerator}: best of {len(cands)} feasible by value (cost change + move "
+            f"penalty, ¢/h) {main.value:.4g}{alt}"
+        )
     else:
         why_acc = (
-            f"{main.accelerator}: choice {rank + 1} of {len(cands)} (value {main.value:.4g}); "
-            f"better ones did not fit"
+            f"{main.accelerator}: choice {rank + 1} of {len(cands)} by value (cost change + "
+            f"move penalty, ¢/h) {main.value:.4g}; better ones did not fit"
         )
     if ctx.zero_load:
         why_n = f"zero load: minNumReplicas {ctx.spec.min_num_replicas}"
@@ -414,8 +418,9 @@ def _explain(
             main.limited_by, main.limited_by
         )
         why_n = (
-            f"{main.replicas} replicas = ceil({ctx.demand:.4g} req/s / "
-            f"{main.rate_per_replica:.4g} req/s per replica, {bound}-bound)"
+            f"{main.replicas} replica{'s' if main.replicas != 1 else ''} = "
+            f"ceil({ctx.demand:.4g} req/s / {main.rate_per_replica:.4g} req/s per replica, "
+            f"{bound}-bound)"
         )
         if main.replicas == ctx.spec.min_num_replicas and ctx.spec.min_num_replicas > 1:
             why_n += f", minNumReplicas {ctx.spec.min_num_replicas}"

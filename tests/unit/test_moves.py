@@ -211,7 +211,7 @@ def test_a_move_rolling_out_is_held_and_its_cards_stay_counted() -> None:
     report = controller.run_cycle()
     (row,) = report.servers
     assert (row.verdict, row.held_reason) == ("held", "move-in-progress")
-    assert "moving L40S→H100" in row.reason and "2 old pods left" in row.reason
+    assert "moving L40S→H100" in row.reason and "2 pods of the old one left" in row.reason
     assert fake.applied == []
     # The move time from the annotation rate-limits the next move (a restart forgets nothing).
     assert controller.stabilizer.history["ns/d"].last_move == 1000.0
