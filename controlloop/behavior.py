@@ -128,7 +128,9 @@ class Stabilizer:
                 reasons.append(f"scale-down policy allows {limit} now")
                 target = min(current, limit)
 
-        floor = behavior.min_replicas if behavior.scale_to_zero else max(1, behavior.min_replicas)
+        # minReplicas holds while there is load; scaleToZero lets an idle or unallocated
+        # server (recommendation 0) go to zero, like KEDA's idleReplicaCount.
+        floor = 0 if behavior.scale_to_zero and recommended == 0 else max(1, behavior.min_replicas)
         if target < floor:
             reasons.append(f"minReplicas {floor}")
             target = floor

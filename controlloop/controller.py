@@ -396,7 +396,8 @@ class Controller:
             behavior = self.behavior_for(settings, ms)  # annotations > servers: > globals
             load = ms.load
             current = ms.accelerator or infer_accelerator(system, ms) or ""
-            min_replicas = behavior.min_replicas if behavior.scale_to_zero else max(1, behavior.min_replicas)
+            idle = not (load.arrival_rate_rpm or 0) and not (load.waiting or 0)
+            min_replicas = 0 if behavior.scale_to_zero and idle else max(1, behavior.min_replicas)
             servers.append(
                 ServerSpec(
                     name=ms.name,

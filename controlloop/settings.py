@@ -88,7 +88,8 @@ class BehaviorSpec(Spec):
     tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.1
     min_replicas: NonNegInt = Field(1, alias="minReplicas")
     max_replicas: PositiveInt | None = Field(None, alias="maxReplicas")
-    # Without it, a server is never scaled to 0 (even when unallocated or idle).
+    # Idle (no arrivals, nothing queued) or unallocated servers may go to 0, whatever
+    # minReplicas (which holds while there is load). Without it, never below 1.
     scale_to_zero: bool = Field(False, alias="scaleToZero")
     # Minimum time between two accelerator changes of one server.
     accelerator_change_min_interval_seconds: NonNegFloat = Field(

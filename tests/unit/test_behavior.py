@@ -180,6 +180,13 @@ def test_zero_only_with_scale_to_zero() -> None:
     assert Loop(spec(min_replicas=0, scale_to_zero=True, scale_down=down), current=2).step(0) == 0
 
 
+def test_scale_to_zero_is_for_idle_servers_and_min_replicas_holds_under_load() -> None:
+    """Like KEDA's idleReplicaCount: 0 when idle, minReplicas while there is load."""
+    b = spec(min_replicas=2, scale_to_zero=True, scale_down=rules(window=0))
+    assert Loop(b, current=3).step(0) == 0
+    assert Loop(b, current=3).step(1) == 2
+
+
 # --- accelerator moves ----------------------------------------------------------------------------
 
 
@@ -222,9 +229,10 @@ def test_result_stays_within_bounds_and_between_current_and_target(
     for rec in recs:
         before = loop.current
         out = loop.step(rec)
-        assert b.min_replicas <= out <= (b.max_replicas or out)
+        floor = 0 if rec == 0 else b.min_replicas  # scaleToZero: idle may go to 0
+        assert floor <= out <= (b.max_replicas or out)
         inside = min(before, rec) <= out <= max(before, rec)
-        clamped = out in (b.min_replicas, b.max_replicas)
+        clamped = out in (floor, b.max_replicas)
         assert inside or clamped
 
 
@@ -304,3 +312,22 @@ def test_precedence_annotations_over_servers_over_globals(caplog: Any) -> None:
 def test_parse_reports_unknown_prefix_keys() -> None:
     values, problems = parse_annotations({"controlloop.io/foo": "1"})
     assert values == {} and "unknown annotation" in problems[0]
+
+
+def test_an_idle_server_with_scale_to_zero_goes_to_zero_through_the_controller() -> None:
+    from controlloop.config import load_system
+    from controlloop.controller import Controller, StaticSpecs
+    from controlloop.state import ObservedLoad
+    from tests.e2e.helpers import CONFIG
+    from tests.unit.test_moves import OneServer, _server
+
+    settings = ControllerSettings(verify="none").model_copy(update={
+        "behavior": spec(scale_to_zero=True, scale_down=rules(window=0)),
+    })
+    idle = ObservedLoad("idle", arrival_rate_rpm=0.0, avg_in_tokens=0.0, avg_out_tokens=0.0)
+    fake = OneServer(_server(accelerator="H100", replicas=2, load=idle, rollout=None))
+    controller = Controller(specs=StaticSpecs(load_system(CONFIG), settings), collector=fake,
+                            actuator=fake, clock=lambda: 1000.0)
+    (row,) = controller.run_cycle().servers
+    (action,) = fake.applied
+    assert action.replicas == 0, row.reason
