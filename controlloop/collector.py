@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from controlloop.prom import LoadReading, LoadSource
@@ -135,14 +135,23 @@ class KubeCollector:
     """The real Collector: Deployments and pods from the API, load from Prometheus."""
 
     def __init__(
-        self, kube: ClusterReader, load_source: LoadSource, settings: ControllerSettings
+        self,
+        kube: ClusterReader,
+        load_source: LoadSource,
+        settings: ControllerSettings | Callable[[], ControllerSettings],
     ) -> None:
         self.kube = kube
         self.load_source = load_source
-        self.settings = settings
+        # A callable gives the current settings (the daemon's reloaded controller.yaml), so
+        # namespaces, labelSelector, defaultClass, capacity and ownership apply per cycle.
+        self._settings = settings
+        self.settings = settings() if callable(settings) else settings
 
     def collect(self) -> ClusterState:
         from controlloop.kube import KubeError
+
+        if callable(self._settings):
+            self.settings = self._settings()
 
         namespaces = self.settings.namespaces or None
         try:
