@@ -19,7 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from controlloop.config import ConfigError, load_config
+from controlloop.config import _describe_error as describe_error
 from controlloop.controller import Controller, CycleReport, SpecSource
 from controlloop.metrics import ControllerMetrics
 from controlloop.settings import ControllerSettings, controller_file, load_controller_settings
@@ -96,17 +99,44 @@ class FileSpecSource(SpecSource):
         return self._good
 
 
+# Where each override comes from, for error messages.
+OVERRIDE_SOURCES = {
+    "namespaces": "--namespace (env CONTROLLOOP_NAMESPACE)",
+    "intervalSeconds": "--interval (env CONTROLLOOP_INTERVAL)",
+    "prometheus": "--prometheus-url (env CONTROLLOOP_PROMETHEUS_URL)",
+    "leaderElection": "--leader-elect (env CONTROLLOOP_LEADER_ELECT)",
+}
+
+
 def apply_overrides(settings: ControllerSettings, overrides: dict[str, Any]) -> ControllerSettings:
+    """``settings`` with the command-line overrides, validated like controller.yaml.
+
+    A bad value raises :class:`ConfigError` naming the flag and its variable.
+    """
     update: dict[str, Any] = {}
     if overrides.get("namespaces"):
         update["namespaces"] = list(overrides["namespaces"])
     if overrides.get("interval") is not None:
-        update["interval_seconds"] = overrides["interval"]
+        update["intervalSeconds"] = overrides["interval"]
     if overrides.get("prometheus_url"):
-        update["prometheus"] = settings.prometheus.model_copy(update={"url": overrides["prometheus_url"]})
+        update["prometheus"] = {
+            **settings.prometheus.model_dump(by_alias=True), "url": overrides["prometheus_url"]
+        }
     if overrides.get("leader_elect"):
-        update["leader_election"] = settings.leader_election.model_copy(update={"enabled": True})
-    return settings.model_copy(update=update) if update else settings
+        update["leaderElection"] = {
+            **settings.leader_election.model_dump(by_alias=True), "enabled": True
+        }
+    if not update:
+        return settings
+    try:
+        return ControllerSettings.model_validate({**settings.model_dump(by_alias=True), **update})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = [str(part) for part in err["loc"]]
+            source = OVERRIDE_SOURCES.get(loc[0], ".".join(loc)) if loc else "override"
+            problems.append(f"{source}: {describe_error(err)}")
+        raise ConfigError(problems) from None
 
 
 class CycleLog:
@@ -184,6 +214,29 @@ def parse_listen(value: str | None, *, in_cluster: bool) -> tuple[str, int] | No
     return host or "0.0.0.0", int(port)
 
 
+def check_kubeconfig(flag_value: str | None) -> None:
+    """The kubeconfig ``run`` will read must exist: the library's own message for a
+    missing file ("Invalid kube-config file. No configuration found.") hides the cause."""
+    if flag_value:
+        paths, source = [flag_value], "from --kubeconfig or CONTROLLOOP_KUBECONFIG"
+    elif os.environ.get("KUBECONFIG"):
+        paths, source = os.environ["KUBECONFIG"].split(os.pathsep), "from $KUBECONFIG"
+    else:
+        paths, source = [os.path.expanduser("~/.kube/config")], "the default"
+    paths = [p for p in paths if p]
+    if paths and not any(os.path.isfile(p) for p in paths):
+        if len(paths) > 1:
+            problem = f"none of the kubeconfig files {', '.join(paths)} ({source}) exists"
+        elif os.path.exists(paths[0]):
+            problem = f"kubeconfig {paths[0]} ({source}) is not a file"
+        else:
+            problem = f"kubeconfig {paths[0]} ({source}) does not exist"
+        raise ConfigError([
+            f"kubernetes: {problem}; give an existing file with --kubeconfig, "
+            "or use --in-cluster when running in a pod"
+        ])
+
+
 # --- the command -----------------------------------------------------------------------------------
 
 
@@ -204,6 +257,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError([f"{args.config}: no such config directory (--config)"])
     specs = FileSpecSource(Path(args.config), overrides=overrides, metrics=metrics)
     system, settings = specs.current()
+    if not args.in_cluster:
+        check_kubeconfig(args.kubeconfig)
     try:
         kube = (
             KubeClient.in_cluster()
@@ -223,7 +278,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         where = controller_file(Path(args.config)) or args.config
         raise ConfigError([f"{where}: controller.{exc}"]) from None
     load_source = PrometheusLoadSource(prom_settings)
-    collector = KubeCollector(kube, load_source, settings)
+    collector = KubeCollector(kube, load_source, lambda: specs.current()[1])  # reloaded
     actuator: Any = (
         DryRunActuator(kube.get_deployment, settings.actuation)
         if args.dry_run
@@ -234,7 +289,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         controller.on_held = partial(note_held, kube)
     controller.on_report.append(metrics.observe)
     if args.cycle_log:
-        controller.on_report.append(CycleLog(Path(args.cycle_log)))
+        try:
+            controller.on_report.append(CycleLog(Path(args.cycle_log)))
+        except OSError as exc:
+            raise ConfigError([
+                f"--cycle-log {args.cycle_log}: cannot create its directory: {exc.strerror or exc}"
+            ]) from None
     log.info(
         "controlloop starting: config=%s mode=%s cluster=%s namespaces=%s interval=%.0fs %s "
         "solver=%s capacity=%s",
@@ -250,7 +310,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     listen = parse_listen(args.listen, in_cluster=args.in_cluster)
     http = None
     if listen:
-        http = make_http_server(listen[0], listen[1], HttpState(controller, metrics, specs))
+        try:
+            http = make_http_server(listen[0], listen[1], HttpState(controller, metrics, specs))
+        except OSError as exc:
+            raise ConfigError([
+                f"--listen {listen[0]}:{listen[1]}: cannot listen: {exc.strerror or exc}"
+            ]) from None
         threading.Thread(target=http.serve_forever, name="http", daemon=True).start()
         log.info("serving /healthz /readyz /metrics POST /invoke on %s:%d", *listen)
     elector = None

@@ -194,9 +194,12 @@ def _clean(doc: dict[str, object]) -> dict[str, object]:
 
 def cmd_fidelity(args: argparse.Namespace) -> int:
     """``controlloop fidelity PATH``: optimize, simulate the plan, print the comparison."""
-    from controlloop.config import load_system
+    from controlloop.config import ConfigError, load_system
     from controlloop.optimizer.api import optimize
 
+    duration = args.duration
+    if not isinstance(duration, int | float) or not math.isfinite(duration) or duration <= 0:
+        raise ConfigError([f"--duration: must be a number of seconds > 0, got {duration!r}"])
     system = load_system(args.path)
     solution = optimize(
         system, solver=args.solver, unlimited=args.unlimited,

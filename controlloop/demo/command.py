@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from controlloop.demo.loadscript import Scenario, builtin_names, load_scenario
 from controlloop.optimizer import optimize
 from controlloop.settings import ControllerSettings
 from controlloop.specs import CapacityEntry, CapacitySpec, SaturationPolicy, SystemSpec
+
+log = logging.getLogger(__name__)
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"
 DEMO_SELECTOR_LABEL = "controlloop.io/demo-accelerator"
@@ -207,6 +210,36 @@ def write_cycle_log(run: DemoRun, path: Path) -> None:
             fh.write(json.dumps(rec.report.to_json(), default=str) + "\n")
 
 
+def prepare_outdir(outdir: Path) -> None:
+    """Create the report directory (``--out``) or fail with a clear message."""
+    if outdir.exists() and not outdir.is_dir():
+        raise ConfigError([f"--out {outdir}: exists and is not a directory"])
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError([
+            f"--out {outdir}: cannot create the report directory: {exc.strerror or exc}"
+        ]) from None
+    if not os.access(outdir, os.W_OK):
+        raise ConfigError([f"--out {outdir}: directory is not writable"])
+
+
+def decision_lines(rec: CycleRecord) -> list[str]:
+    """One line per server: what the controller decided this cycle and why."""
+    lines = []
+    for r in rec.report.servers:
+        target = ""
+        now = f"{r.current_accelerator or '-'}x{r.current_replicas}"
+        if r.desired_replicas is not None:
+            then = f"{r.desired_accelerator or r.current_accelerator or '-'}x{r.desired_replicas}"
+            target = f" {now}" if then == now else f" {now} -> {then}"
+        rate = r.load.get("arrivalRate")
+        load = f", load {rate:.0f} rpm" if isinstance(rate, int | float) else ""
+        why = f": {r.reason}" if r.reason else ""
+        lines.append(f"{r.server}: {r.verdict}{target}{load}{why}")
+    return lines
+
+
 def cmd_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
     stream = out or sys.stdout
     if getattr(args, "list", False):
@@ -218,7 +251,9 @@ def cmd_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.cycles is not None and args.cycles < 1:
         raise ConfigError([f"--cycles: must be >= 1, got {args.cycles}"])
     scenario = load_scenario(args.scenario)
-    # The per-cycle summary below replaces the controller's own INFO line.
+    prepare_outdir(args.out)  # before simulating: a bad --out fails at once
+    # The per-cycle summary below replaces the controller's own INFO line; at debug the
+    # controller's lines stay and each server's decision is logged (decision_lines).
     ctl_log = logging.getLogger("controlloop.controller")
     previous_level = ctl_log.level
     if ctl_log.getEffectiveLevel() >= logging.INFO:
@@ -235,10 +270,13 @@ def _run_and_report(args: argparse.Namespace, scenario: Any, stream: Any) -> int
 
     def show(rec: CycleRecord, i: int, total: int) -> None:
         print(progress_line(rec, i, total), file=stream, flush=True)
+        if log.isEnabledFor(logging.DEBUG):
+            for line in decision_lines(rec):
+                log.debug("cycle %d: %s", i, line)
 
     run = run_scenario(scenario, cycles=args.cycles, seed=args.seed, progress=show)
     outdir: Path = args.out
-    outdir.mkdir(parents=True, exist_ok=True)
+    prepare_outdir(outdir)
     write_cycle_log(run, outdir / "cycles.jsonl")
     from controlloop.demo.report import write_report
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from controlloop.config import load_config
+from controlloop.config import ConfigError, load_config
 from controlloop.optimizer.api import optimize
 from controlloop.optimizer.report import (
     UnknownServer,
@@ -60,18 +61,35 @@ def render(solution: Solution, fmt: str, explain: str | None = None) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
+def check_output(output: Path) -> None:
+    """Fail before optimizing when ``--output`` cannot be written."""
+    parent = output.parent
+    if output.is_dir():
+        raise ConfigError([f"--output {output}: is a directory; give a file name"])
+    if not parent.is_dir():
+        problem = "is not a directory" if parent.exists() else "does not exist"
+        raise ConfigError([f"--output {output}: directory {parent} {problem}"])
+    if not os.access(parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
+        raise ConfigError([f"--output {output}: not writable"])
+
+
 def cmd_optimize(args: argparse.Namespace) -> int:
+    output: Path | None = getattr(args, "output", None)
+    if output is not None:
+        check_output(output)
     solution = run_optimize(args)
     try:
         text = render(solution, args.format, getattr(args, "explain", None))
     except UnknownServer as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    output: Path | None = getattr(args, "output", None)
     if output is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text, encoding="utf-8")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([f"--output {output}: cannot write: {exc.strerror or exc}"]) from None
         log.info(
             "wrote %s plan to %s: total cost %.2f cents/h, status %s",
             args.format, output, solution.total_cost, solution.status.value,

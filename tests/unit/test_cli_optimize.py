@@ -92,3 +92,17 @@ def test_explain_unknown_server(capsys: pytest.CaptureFixture[str]) -> None:
 def test_bad_path_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["optimize", str(tmp_path / "missing")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_output_directory_missing(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    target = tmp_path / "nonexistent" / "plan.json"
+    code, out, err = _run(capsys, "-o", str(target))
+    assert code == 2 and out == ""
+    assert err.strip() == f"error: --output {target}: directory {target.parent} does not exist"
+    assert not target.parent.exists()
+
+
+def test_output_is_a_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = _run(capsys, "-o", str(tmp_path))
+    assert code == 2
+    assert err.strip() == f"error: --output {tmp_path}: is a directory; give a file name"
