@@ -196,7 +196,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         loaded = load_config(path)
     except ConfigError as exc:
         problems += exc.problems
-    settings_file = controller_file(path) if path.is_dir() else None
+    settings_file = None
+    try:
+        settings_file = controller_file(path) if path.is_dir() else None
+    except ConfigError as exc:
+        problems += exc.problems
     settings = None
     if settings_file is not None:
         try:

@@ -263,15 +263,22 @@ class Controller:
             report.outcome = "partial"
 
     def _note_holds(self, rows: list[tuple[ServerReport, ManagedServer]], live: set[str]) -> None:
-        """Report a hold once when it starts or its reason changes, not every cycle."""
+        """Log every decision (changes are logged by the actuator); report a hold once
+        when it starts or its reason changes, not every cycle."""
         for row, ms in rows:
             code = row.held_reason if row.verdict == "held" else ""
             if not code:
                 self._held_noted.pop(ms.key, None)
+                if row.verdict == "unchanged":
+                    log.debug("%s: unchanged at %s x%d: %s", ms.key, row.current_accelerator or "?",
+                              ms.replicas, row.reason, extra={"server": ms.name})
                 continue
             if self._held_noted.get(ms.key) == code:
+                log.debug("%s: still held (%s): %s", ms.key, code, row.reason,
+                          extra={"server": ms.name})
                 continue
             self._held_noted[ms.key] = code
+            log.info("%s: held (%s): %s", ms.key, code, row.reason, extra={"server": ms.name})
             if self.on_held is not None:
                 try:
                     self.on_held(ms.namespace, ms.deployment, code, row.reason)

@@ -199,10 +199,11 @@ CONTROLLER_SECTION = Section("controller", ControllerFile, CONTROLLER_FILES, Fal
 
 
 def controller_file(directory: Path) -> Path | None:
-    for name in CONTROLLER_FILES:
-        if (directory / name).is_file():
-            return directory / name
-    return None
+    found = [directory / name for name in CONTROLLER_FILES if (directory / name).is_file()]
+    if len(found) > 1:
+        raise ConfigError([f"{directory}: both {' and '.join(p.name for p in found)} define "
+                           "the controller settings; keep one"])
+    return found[0] if found else None
 
 
 def load_controller_settings(directory: Path) -> ControllerSettings:

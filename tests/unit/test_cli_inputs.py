@@ -327,3 +327,15 @@ def test_run_cycle_log_directory_cannot_be_created(capsys: Capsys, tmp_path: Pat
                        "--once", "--dry-run", "--cycle-log", str(target))
     assert code == 2
     assert f"error: --cycle-log {target}: cannot create its directory" in err
+
+
+def test_validate_rejects_two_controller_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from controlloop.cli import main
+
+    cfg = tmp_path / "cfg"
+    shutil.copytree(ROOT / "config", cfg)
+    shutil.copy(cfg / "controller.yaml", cfg / "controller.yml")
+    assert main(["validate", str(cfg)]) == 2
+    assert "both controller.yaml and controller.yml define the controller settings" in capsys.readouterr().err
