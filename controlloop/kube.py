@@ -155,6 +155,10 @@ class KubeClient:
         if path is None:
             # Read at call time; the library snapshots $KUBECONFIG at import.
             path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+        files = [p for p in os.fspath(path).split(os.pathsep) if p]
+        if files and not any(os.path.isfile(p) for p in files):
+            raise KubeConfigError(f"kubeconfig {os.fspath(path)} does not exist",
+                                  obj=os.fspath(path))
         try:
             api = k8s_config.new_client_from_config(config_file=os.fspath(path), context=context,
                                                     persist_config=False)

@@ -230,3 +230,11 @@ def test_kubeconfig_from_env_and_missing(fake_kube: FakeKubeServer, tmp_path: Pa
         KubeClient.from_kubeconfig(tmp_path / "nope")
     with pytest.raises(KubeConfigError):
         KubeClient.from_kubeconfig(fake_kube.kubeconfig, context="no-such-context")
+
+
+def test_missing_kubeconfig_says_it_does_not_exist(tmp_path: Path) -> None:
+    from controlloop.kube import KubeConfigError
+
+    missing = tmp_path / "nope"
+    with pytest.raises(KubeConfigError, match="does not exist"):
+        KubeClient.from_kubeconfig(missing)
