@@ -32,7 +32,18 @@ Speed (a 1,000-server fleet within the 10 s default limit):
 * serve-all is first checked on its LP relaxation (an infeasible relaxation
   skips the MIP);
 * in the stage of level ``p``, servers of lower priority are fixed at zero
-  (they only use capacity); dominated candidates are dropped beforehand.
+  (they only use capacity); dominated candidates are dropped beforehand;
+* a level stage first runs an LP-guided dive (``_Stages._dive``: fix the accelerators
+  of the servers the LP relaxation splits, re-solve, then a small MILP over the replica
+  counts); its plan starts HiGHS, or ends the stage when within ``LEVEL_ACCEPT_GAP`` of
+  the LP bound;
+* min-cost first solves a neighbourhood MILP (``_Stages._neighbourhood``: only the
+  candidates the plan so far or the cost LP use, agreeing replica counts fixed), whose
+  plan starts the full min-cost solve.
+
+The message ends with ``gaps: service levels X, cost at those levels Y``: how far the
+served fractions could still rise against their bounds, and the final plan's cost gap
+at those levels.
 """
 
 from __future__ import annotations
@@ -52,6 +63,17 @@ from controlloop.optimizer.solution import Candidate
 MOVE_PENALTY = 0.1
 # relative tolerance by which a fixed priority level may be undercut in later stages
 LEVEL_TOLERANCE = 1e-6
+# LP-guided heuristics (see _Stages._dive and _Stages._neighbourhood)
+DIVE_SHARE = 0.8  # part of a level stage's time share the dive may use...
+DIVE_ROUNDS_SHARE = 0.3  # ...of which its fixing rounds (the rest: the small MILP)
+TIE_BREAK = 0.01  # the dive's cost tie-break is worth at most this many served servers
+# a dive plan this close to the LP bound ends its level stage: HiGHS, given the rest of the
+# share, mostly refines its bound there; the time goes to min-cost instead
+LEVEL_ACCEPT_GAP = 0.0025
+NEIGHBOURHOOD_SHARE = 0.4  # part of the min-cost time for the restricted MILP
+NEIGHBOURHOOD_GAP = 0.005  # the restricted MILP stops within this gap of its own bound
+NEIGHBOURHOOD_HEURISTICS = 0.3  # HiGHS mip_heuristic_effort there (default 0.05)
+HEURISTICS = 0.05  # HiGHS' default mip_heuristic_effort, restored afterwards
 
 
 @dataclass(frozen=True)
@@ -232,6 +254,9 @@ class _Model:
         self.col_upper = np.concatenate([self.upper, np.ones(n_c), np.ones(n_s)])
         self.cost = np.concatenate([per_replica, penalty, np.zeros(n_s)])
         self.heterogeneous = heterogeneous
+        # the most a plan can cost (every server on its dearest candidate, all replicas)
+        self.cost_scale = float(np.bincount(
+            self.owner, weights=per_replica * self.upper + penalty, minlength=n_s).sum())
         # replicas a candidate needs to serve its server fully (f_s = 1)
         self.full_need = np.ceil(1.0 / self.weight * (1.0 - 1e-9))
 
@@ -392,6 +417,9 @@ class _Stages:
         self.gaps: list[float] = []
         self.optimal = True
         self.fixed: list[tuple[np.ndarray, float]] = []  # (members, lower bound) per level
+        self.lp_point: np.ndarray | None = None  # the last dive's first LP solution
+        self.cost_gap: float | None = None
+        self.level_gaps: list[float] = []
 
     def solve(self) -> MilpResult:
         m, h = self.m, self.h
@@ -441,8 +469,28 @@ class _Stages:
             else:
                 objective = np.zeros(m.n_var)
                 objective[m.i_f[members]] = -1.0
-                name = f"priority {level} (start {m.level_value(base, members):.6g} of {len(members)})"
-                got = self._run(objective, base, name, n_stages - i)
+                start_value = m.level_value(base, members)
+                share = (self.deadline - time.perf_counter()) / max(1, n_stages - i)
+                # the dive breaks ties by cost, worth at most TIE_BREAK of a server: for any
+                # plan z, f(z) <= f(lp) + eps (cost(z) - cost(lp)), which bounds the level
+                eps = TIE_BREAK / max(1.0, m.cost_scale)
+                dived = self._dive(objective + eps * m.cost, DIVE_SHARE * share, f"priority {level}",
+                                   measure=objective)
+                bound = None
+                if self.lp_point is not None:
+                    lp_cost = float(m.cost @ self.lp_point)
+                    bound = float(objective @ self.lp_point) - eps * max(0.0, m.cost_scale - lp_cost)
+                if dived is not None and self._meets_levels(dived) and \
+                        m.level_value(dived, members) > start_value + 1e-9:
+                    base = dived
+                name = (f"priority {level} (start {start_value:.6g}, dive "
+                        f"{m.level_value(base, members):.6g} of {len(members)})")
+                if dived is not None and bound is not None and \
+                        -bound - m.level_value(base, members) <= LEVEL_ACCEPT_GAP * max(1.0, -bound):
+                    self._note_gap(name, float(objective @ base), bound, "LP bound")
+                    got: np.ndarray | None = base
+                else:
+                    got = self._run(objective, base, name, n_stages - i, bound=bound)
                 if got is None:
                     return self._failed(f"priority {level}")
                 point = m.complete(got[: m.n_c])
@@ -467,7 +515,14 @@ class _Stages:
         for row, relaxed, members in relax:
             h.changeRowBounds(row, relaxed, np.inf)
             point = self._trim(point, members, relaxed)
-        final = self._run(m.cost, point, "min-cost", 1)
+        name = f"min-cost (start {float(m.cost @ point):.8g}"
+        budget = NEIGHBOURHOOD_SHARE * (self.deadline - time.perf_counter())
+        better = self._neighbourhood(m.cost, point, budget, "min-cost")
+        if better is not None and self._meets_levels(better, relax) and \
+                float(m.cost @ better) < float(m.cost @ point) - 1e-9:
+            point = better
+            name += f", neighbourhood {float(m.cost @ point):.8g}"
+        final = self._run(m.cost, point, name + ")", 1, cost_stage=True)
         if final is None:
             return self._failed("min-cost")
         return self._result(final)
@@ -496,6 +551,15 @@ class _Stages:
         value = np.column_stack([np.ones(n), -m.full_need[sel]]).ravel()
         h.addRows(n, np.zeros(n), np.full(n, np.inf), 2 * n, starts, index, value)
 
+    def _note_gap(self, name: str, value: float, bound: float, source: str) -> None:
+        """Record a stage decided without HiGHS: objective ``value`` against ``bound``."""
+        gap = max(0.0, value - bound) / max(1.0, abs(value))
+        self.gaps.append(gap)
+        self.level_gaps.append(gap)
+        if gap > self.mip_gap:
+            self.optimal = False
+        self.stages.append(f"{name}: kept, gap {gap:.2%} to the {source}")
+
     def _trim(self, point: np.ndarray, members: np.ndarray, lower: float) -> np.ndarray:
         """Drop the partial allocations of ``members`` that serve least per cent, while the
         level stays above ``lower``: a cheaper start for min-cost (the level stages, blind
@@ -514,8 +578,171 @@ class _Stages:
             slack -= f[s]
         return m.complete(x)
 
-    def _meets_levels(self, point: np.ndarray) -> bool:
-        return all(self.m.level_value(point, mem) >= lb for mem, lb in self.fixed)
+    def _meets_levels(
+        self, point: np.ndarray, relaxed: Sequence[tuple[int, float, np.ndarray]] = ()
+    ) -> bool:
+        """Whether ``point`` keeps the fixed levels (or their ``relaxed`` bounds) and the
+        capacity."""
+        m = self.m
+        low = {id(mem): lb for _, lb, mem in relaxed}
+        if not all(m.level_value(point, mem) >= low.get(id(mem), lb) - 1e-9 for mem, lb in self.fixed):
+            return False
+        if m.capacity is None:
+            return True
+        used = np.bincount(m.t_rows, weights=m.units * point[: m.n_c], minlength=len(m.types))
+        return bool(np.all(used <= m.caps + 1e-6))
+
+    def _neighbourhood(
+        self, objective: np.ndarray, start: np.ndarray, budget: float, label: str
+    ) -> np.ndarray | None:
+        """Solve the MILP restricted to the candidates that ``start`` or the LP relaxation
+        use (per server), warm-started from ``start``, in ``budget`` seconds: a small
+        problem in which HiGHS finds the LP's cheaper choices quickly. None without a
+        plan."""
+        m, h = self.m, self.h
+        t0 = time.perf_counter()
+        if budget < 0.1:
+            return None
+        lp = h.getLp()
+        col_lo, col_up = np.asarray(lp.col_lower_), np.asarray(lp.col_upper_)
+        all_cols = np.arange(m.n_var, dtype=np.int32)
+        h.changeColsCost(m.n_var, all_cols, objective)
+        point = None
+        cols = np.zeros(0, np.int32)
+        note = "no LP"
+        try:
+            h.setOptionValue("solve_relaxation", True)
+            h.setOptionValue("time_limit", h.getRunTime() + 0.5 * budget)
+            h.run()
+            h.setOptionValue("solve_relaxation", False)
+            if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+                return None
+            sol = np.asarray(h.getSolution().col_value)
+            lp_uses = (sol[: m.n_c] > 1e-7) | (sol[m.iy] > 1e-7)
+            keep = lp_uses | (start[: m.n_c] > 0)
+            drop = ~keep
+            cols = np.concatenate([m.ix[drop], m.iy[drop]]).astype(np.int32)
+            h.changeColsBounds(len(cols), cols, np.zeros(len(cols)), np.zeros(len(cols)))
+            # as in RINS, fix the replicas on which the start and the LP agree
+            xs = start[: m.n_c]
+            agree = (np.abs(sol[: m.n_c] - xs) < 1e-6) & (xs > 0)
+            fixed = np.concatenate([m.ix[agree], m.iy[agree]]).astype(np.int32)
+            values = np.concatenate([xs[agree], np.ones(int(agree.sum()))])
+            h.changeColsBounds(len(fixed), fixed, values, values)
+            cols = np.concatenate([cols, fixed])
+            h.setOptionValue("time_limit", max(0.1, t0 + budget - time.perf_counter()))
+            h.setOptionValue("mip_rel_gap", max(self.mip_gap, NEIGHBOURHOOD_GAP))
+            h.setOptionValue("mip_heuristic_effort", NEIGHBOURHOOD_HEURISTICS)
+            h.setSolution(m.n_var, all_cols, start)
+            h.run()
+            note = (f"LP {float(objective @ sol):.8g}, {int(keep.sum())} candidates, "
+                    f"{int(agree.sum())} fixed")
+            if h.getInfo().primal_solution_status == 2:
+                point = m.complete(np.asarray(h.getSolution().col_value)[: m.n_c])
+        finally:
+            h.setOptionValue("solve_relaxation", False)
+            h.setOptionValue("mip_heuristic_effort", HEURISTICS)
+            h.changeColsBounds(len(cols), cols, col_lo[cols], col_up[cols])
+            found = "no plan" if point is None else f"plan {float(objective @ point):.8g}"
+            self.stages.append(f"{label} neighbourhood: {note}, {found} ({time.perf_counter() - t0:.2f}s)")
+        return point
+
+    def _dive(
+        self, objective: np.ndarray, budget: float, label: str, measure: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """LP-guided dive: solve the LP relaxation, fix the accelerator of the servers the LP
+        splits over several candidates (the half with the clearest choice, largest ``y``,
+        first; a fixing that makes the LP infeasible is halved, then skipped), re-solve and
+        repeat until no server is split or ``budget`` is nearly spent; then keep each server
+        on the candidates its LP solution uses and solve that small MILP (replica counts
+        only). Returns the plan, or None. Bounds are restored afterwards; the first LP
+        solution is kept in ``lp_point``. The message reports values of ``measure``
+        (default ``objective``), in absolute value."""
+        m, h = self.m, self.h
+        self.lp_point = None
+        t0 = time.perf_counter()
+        stop = t0 + budget
+        if budget < 0.05 or m.n_c == 0:
+            return None
+        lp = h.getLp()
+        col_lo, col_up = np.asarray(lp.col_lower_), np.asarray(lp.col_upper_)
+        changed: list[np.ndarray] = []
+        all_cols = np.arange(m.n_var, dtype=np.int32)
+        h.changeColsCost(m.n_var, all_cols, objective)
+
+        def close(cols: np.ndarray) -> None:
+            h.changeColsBounds(len(cols), cols, np.zeros(len(cols)), np.zeros(len(cols)))
+
+        def relaxation() -> np.ndarray | None:
+            # the LP clock of a Highs object runs on across calls: limit relative to it
+            h.setOptionValue("time_limit", h.getRunTime() + max(0.05, stop - time.perf_counter()))
+            h.run()
+            if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+                return None
+            return np.asarray(h.getSolution().col_value)
+
+        point = None
+        rounds = 0
+        h.setOptionValue("solve_relaxation", True)
+        try:
+            sol = relaxation()
+            if sol is None:
+                return None
+            self.lp_point = sol
+            skip = np.zeros(m.n_s, bool)
+            ks = np.arange(m.n_c)
+            while True:
+                act = (sol[: m.n_c] > 1e-7) | (sol[m.iy] > 1e-7)
+                cnt = np.bincount(m.owner, weights=act, minlength=m.n_s)
+                multi = np.flatnonzero((cnt > 1) & ~skip)
+                if len(multi) == 0 or time.perf_counter() > t0 + DIVE_ROUNDS_SHARE * budget:
+                    break
+                key = np.where(act, sol[m.iy], -1.0)
+                order_k = np.lexsort((-key, m.owner))  # per server, largest y first
+                first = np.searchsorted(m.owner[order_k], np.arange(m.n_s))
+                best = order_k[np.minimum(first, m.n_c - 1)]
+                order = multi[np.argsort(-key[best[multi]], kind="stable")]
+                take = order[: max(1, len(order) // 2)]
+                while True:
+                    sel = np.isin(m.owner, take) & (ks != best[m.owner])
+                    cols = np.concatenate([m.ix[sel], m.iy[sel]]).astype(np.int32)
+                    close(cols)
+                    rounds += 1
+                    got = relaxation()
+                    if got is not None:
+                        changed.append(cols)
+                        sol = got
+                        break
+                    h.changeColsBounds(len(cols), cols, col_lo[cols], col_up[cols])
+                    if len(take) == 1 or time.perf_counter() > stop:
+                        skip[take] = True
+                        break
+                    take = take[: len(take) // 2]
+            # the small MILP: every server on the candidate its LP solution uses (a server
+            # still split keeps all its candidates; one the LP leaves out gets none)
+            act = (sol[: m.n_c] > 1e-7) | (sol[m.iy] > 1e-7)
+            cnt = np.bincount(m.owner, weights=act, minlength=m.n_s)
+            drop = ~act & (cnt[m.owner] <= 1)
+            cols = np.concatenate([m.ix[drop], m.iy[drop]]).astype(np.int32)
+            close(cols)
+            changed.append(cols)
+            h.setOptionValue("solve_relaxation", False)
+            h.setOptionValue("time_limit", max(0.5, stop - time.perf_counter()))
+            h.setOptionValue("mip_rel_gap", self.mip_gap)
+            h.run()
+            if h.getInfo().primal_solution_status == 2:
+                point = self.m.complete(np.asarray(h.getSolution().col_value)[: m.n_c])
+        finally:
+            h.setOptionValue("solve_relaxation", False)
+            for cols in reversed(changed):
+                h.changeColsBounds(len(cols), cols, col_lo[cols], col_up[cols])
+            shown = objective if measure is None else measure
+            lp_value = "-" if self.lp_point is None else f"{abs(float(shown @ self.lp_point)):.8g}"
+            found = "no plan" if point is None else f"plan {abs(float(shown @ point)):.8g}"
+            self.stages.append(
+                f"{label} dive: LP {lp_value}, {rounds} rounds, {found} ({time.perf_counter() - t0:.2f}s)"
+            )
+        return point
 
     def _bound_servers(self, servers: np.ndarray, *, fix: bool) -> None:
         """Fix all columns of ``servers`` at 0, or restore their bounds."""
@@ -542,7 +769,7 @@ class _Stages:
 
     def _run(
         self, objective: np.ndarray, start: np.ndarray | None, name: str, stages_left: int,
-        share: float = 1.0,
+        share: float = 1.0, *, cost_stage: bool = False, bound: float | None = None,
     ) -> np.ndarray | None:
         """Solve with ``objective`` in ``share`` of this stage's part of the remaining time
         (remaining / stages left); None without a solution."""
@@ -559,12 +786,17 @@ class _Stages:
         status = h.getModelStatus()
         info = h.getInfo()
         has_solution = info.primal_solution_status == 2  # kSolutionStatusFeasible
+        gap = float(info.mip_gap) if has_solution and math.isfinite(info.mip_gap) else None
+        if gap is not None and bound is not None:  # a bound known before (LP relaxation)
+            value = float(info.objective_function_value)
+            gap = min(gap, max(0.0, value - bound) / max(1.0, abs(value)))
+            if gap <= self.mip_gap:
+                status = highspy.HighsModelStatus.kOptimal
         word = {
             highspy.HighsModelStatus.kOptimal: "optimal",
             highspy.HighsModelStatus.kInfeasible: "infeasible",
             highspy.HighsModelStatus.kTimeLimit: "time share reached",
         }.get(status, f"failed ({h.modelStatusToString(status)})")
-        gap = float(info.mip_gap) if has_solution and math.isfinite(info.mip_gap) else None
         detail = f" gap {gap:.2%}" if gap is not None and status != highspy.HighsModelStatus.kOptimal else ""
         self.stages.append(f"{name}: {word}{detail} ({time.perf_counter() - t:.2f}s)")
         if status == highspy.HighsModelStatus.kInfeasible or not has_solution:
@@ -573,6 +805,10 @@ class _Stages:
             self.optimal = False
         if gap is not None:
             self.gaps.append(gap)
+            if cost_stage:
+                self.cost_gap = gap
+            else:
+                self.level_gaps.append(gap)
         return np.asarray(h.getSolution().col_value)
 
     def _failed(self, stage: str) -> MilpResult:
@@ -581,7 +817,13 @@ class _Stages:
 
     def _result(self, point: np.ndarray) -> MilpResult:
         gap = max(self.gaps) if self.gaps else 0.0
-        message = "; ".join(self.stages) + f"; total {time.perf_counter() - self.t0:.3f}s"
+        parts = []
+        if self.level_gaps:
+            parts.append(f"service levels {max(self.level_gaps):.2%}")
+        if self.cost_gap is not None:
+            parts.append(f"cost at those levels {self.cost_gap:.2%}")
+        gaps = f"; gaps: {', '.join(parts)}" if len(parts) > 1 else ""
+        message = "; ".join(self.stages) + gaps + f"; total {time.perf_counter() - self.t0:.3f}s"
         return MilpResult(self.m.assigned(point), self.optimal, gap, message, self.stages)
 
 

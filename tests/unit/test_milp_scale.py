@@ -111,3 +111,105 @@ def test_milp_on_a_saturated_fleet_beats_greedy_in_time() -> None:
         if abs(m[level] - g[level]) > 1e-6:
             assert m[level] > g[level]
             break
+
+
+def _fleet_stages(n: int):  # type: ignore[no-untyped-def]
+    """The model of an n-server bench fleet (policy RoundRobin) with priorities 1-2 fixed
+    fully served, as in the priority-3 stage, and greedy's plan as a point."""
+    from controlloop.optimizer.greedy import solve_greedy
+    from controlloop.optimizer.milp import _Stages
+    from controlloop.specs import SaturationPolicy
+
+    bench = _bench_module()
+    system = bench.fleet(load_system(ROOT / "config" / "examples" / "large"), n)
+    cset = build_candidates(system)
+    capacity = system.capacity_by_type()
+    servers = [
+        MilpServer(name, c.priority, c.demand, c.current_accelerator, c.current_cost)
+        for name, c in sorted(cset.servers.items())
+    ]
+    fits = {s.name: _prune_dominated([c for c in cset.candidates[s.name]
+                                      if _max_replicas(c, capacity, True) > 0], s)[0]
+            for s in servers}
+    active = [s for s in servers if fits[s.name]]
+    model = _Model(active, fits, capacity, True, False, True)
+    greedy = solve_greedy({s.name: fits[s.name] for s in active},
+                          {s.name: s.priority for s in active}, capacity,
+                          policy=SaturationPolicy.ROUND_ROBIN, delayed_best_effort=False)
+    start = model.start_vector({k: [(a.candidate, a.replicas)] for k, a in greedy.assigned.items()}, {})
+    stages = _Stages(model, start, start, 1e18, 1e-4, 0.0)
+    for level in (1, 2):
+        members = np.flatnonzero(model.priority == level)
+        assert model.level_value(start, members) == pytest.approx(len(members))
+        stages._fix_served(members)
+        stages.fixed.append((members, float(len(members))))
+    return model, stages, start
+
+
+def _assert_feasible(model: _Model, stages, point: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    x = point[: model.n_c]
+    assert np.all(x == np.rint(x)) and np.all(x >= 0) and np.all(x <= model.upper)
+    assert np.all(np.bincount(model.owner, weights=(x > 0), minlength=model.n_s) <= 1)  # one accelerator
+    used = np.bincount(model.t_rows, weights=model.units * x, minlength=len(model.types))
+    assert np.all(used <= model.caps)
+    assert stages._meets_levels(point)
+
+
+def _bounds(stages) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    lp = stages.h.getLp()
+    return np.asarray(lp.col_lower_), np.asarray(lp.col_upper_)
+
+
+def test_dive_plan_is_feasible_beats_greedy_and_respects_its_lp_bound() -> None:
+    """The LP-guided dive (priority-3 stage of a 100-server fleet) returns an integer plan
+    within capacity that keeps priorities 1-2 fully served, serves priority 3 more than
+    greedy and no more than the LP bound; the model's bounds are restored afterwards."""
+    model, stages, greedy = _fleet_stages(100)
+    members = np.flatnonzero(model.priority == 3)
+    objective = np.zeros(model.n_var)
+    objective[model.i_f[members]] = -1.0
+    before = _bounds(stages)
+    plan = stages._dive(objective, 5.0, "priority 3")
+    assert plan is not None, stages.stages
+    _assert_feasible(model, stages, plan)
+    value = model.level_value(plan, members)
+    assert value > model.level_value(greedy, members)
+    assert stages.lp_point is not None
+    assert value <= -float(objective @ stages.lp_point) + 1e-6
+    after = _bounds(stages)
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
+
+
+def test_neighbourhood_never_costs_more_than_its_start() -> None:
+    """The restricted MILP of min-cost starts from a feasible plan and returns a feasible plan
+    no dearer than it, with the same service; bounds are restored."""
+    model, stages, greedy = _fleet_stages(60)
+    members = np.flatnonzero(model.priority == 3)
+    level = model.level_value(greedy, members)
+    stages.h.addRow(level - 1e-7, np.inf, len(members), model.i_f[members].astype(np.int32),
+                    np.ones(len(members)))
+    stages.fixed.append((members, level - 1e-7))
+    before = _bounds(stages)
+    plan = stages._neighbourhood(model.cost, greedy, 5.0, "min-cost")
+    assert plan is not None, stages.stages
+    _assert_feasible(model, stages, plan)
+    assert float(model.cost @ plan) <= float(model.cost @ greedy) + 1e-6
+    after = _bounds(stages)
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
+
+
+def test_milp_on_300_servers_reports_both_gaps_and_beats_greedy() -> None:
+    """300 servers, 6 s: the MILP's own plan, priority by priority at least greedy's, with the
+    level and cost gaps both in the message; the level gap is the dive's LP-bound gap."""
+    bench = _bench_module()
+    system = bench.fleet(load_system(ROOT / "config" / "examples" / "large"), 300)
+    greedy = optimize(system, solver="greedy", unlimited=False)
+    milp = optimize(system, solver="milp", unlimited=False, time_limit=6.0)
+    assert milp.solver == "milp", milp.message
+    assert "dive" in milp.message and "gaps: service levels" in milp.message
+    assert milp.gap is not None and milp.gap < 0.2
+    g, m = greedy.served_by_priority(), milp.served_by_priority()
+    for level in sorted(g):
+        if abs(m[level] - g[level]) > 1e-6:
+            assert m[level] > g[level]
+            break
