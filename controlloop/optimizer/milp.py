@@ -48,6 +48,7 @@ at those levels.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -74,6 +75,8 @@ NEIGHBOURHOOD_SHARE = 0.4  # part of the min-cost time for the restricted MILP
 NEIGHBOURHOOD_GAP = 0.005  # the restricted MILP stops within this gap of its own bound
 NEIGHBOURHOOD_HEURISTICS = 0.3  # HiGHS mip_heuristic_effort there (default 0.05)
 HEURISTICS = 0.05  # HiGHS' default mip_heuristic_effort, restored afterwards
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -421,6 +424,11 @@ class _Stages:
         self.cost_gap: float | None = None
         self.level_gaps: list[float] = []
 
+    def _stage(self, text: str) -> None:
+        """Record a stage for the message, and show progress: a MILP may run for timeLimit."""
+        self.stages.append(text)
+        log.info("MILP %s [%.1fs]", text, time.perf_counter() - self.t0)
+
     def solve(self) -> MilpResult:
         m, h = self.m, self.h
         levels = sorted(set(m.priority.tolist()))
@@ -439,7 +447,7 @@ class _Stages:
             if self.stages[-1].startswith("serve-all: failed"):
                 return self._failed("serve-all")
         else:
-            self.stages.append("serve-all: infeasible (LP relaxation)")
+            self._stage("serve-all: infeasible (LP relaxation)")
         n_stages -= 1
 
         # Lexicographic: maximise served fraction per priority level, best first.
@@ -464,7 +472,7 @@ class _Stages:
                 base = greedy
             self._bound_servers(lower, fix=True)
             if m.level_value(base, members) >= len(members) - 1e-9:
-                self.stages.append(f"priority {level}: all served by the start")
+                self._stage(f"priority {level}: all served by the start")
                 point = base
             else:
                 objective = np.zeros(m.n_var)
@@ -558,7 +566,7 @@ class _Stages:
         self.level_gaps.append(gap)
         if gap > self.mip_gap:
             self.optimal = False
-        self.stages.append(f"{name}: kept, gap {gap:.2%} to the {source}")
+        self._stage(f"{name}: kept, gap {gap:.2%} to the {source}")
 
     def _trim(self, point: np.ndarray, members: np.ndarray, lower: float) -> np.ndarray:
         """Drop the partial allocations of ``members`` that serve least per cent, while the
@@ -644,7 +652,7 @@ class _Stages:
             h.setOptionValue("mip_heuristic_effort", HEURISTICS)
             h.changeColsBounds(len(cols), cols, col_lo[cols], col_up[cols])
             found = "no plan" if point is None else f"plan {float(objective @ point):.8g}"
-            self.stages.append(f"{label} neighbourhood: {note}, {found} ({time.perf_counter() - t0:.2f}s)")
+            self._stage(f"{label} neighbourhood: {note}, {found} ({time.perf_counter() - t0:.2f}s)")
         return point
 
     def _dive(
@@ -739,7 +747,7 @@ class _Stages:
             shown = objective if measure is None else measure
             lp_value = "-" if self.lp_point is None else f"{abs(float(shown @ self.lp_point)):.8g}"
             found = "no plan" if point is None else f"plan {abs(float(shown @ point)):.8g}"
-            self.stages.append(
+            self._stage(
                 f"{label} dive: LP {lp_value}, {rounds} rounds, {found} ({time.perf_counter() - t0:.2f}s)"
             )
         return point
@@ -798,7 +806,7 @@ class _Stages:
             highspy.HighsModelStatus.kTimeLimit: "time share reached",
         }.get(status, f"failed ({h.modelStatusToString(status)})")
         detail = f" gap {gap:.2%}" if gap is not None and status != highspy.HighsModelStatus.kOptimal else ""
-        self.stages.append(f"{name}: {word}{detail} ({time.perf_counter() - t:.2f}s)")
+        self._stage(f"{name}: {word}{detail} ({time.perf_counter() - t:.2f}s)")
         if status == highspy.HighsModelStatus.kInfeasible or not has_solution:
             return None
         if status != highspy.HighsModelStatus.kOptimal:
