@@ -63,6 +63,7 @@ from controlloop.state import (
     Action,
     ActionResult,
     Actuator,
+    ClusterState,
     Collector,
     ManagedServer,
     ObservedLoad,
@@ -160,7 +161,6 @@ class Controller:
         return report
 
     def _cycle(self, report: CycleReport, now: float) -> None:
-        t = time.perf_counter()
         try:
             system, settings = self.specs.current()
         except Exception as exc:  # noqa: BLE001
@@ -172,6 +172,34 @@ class Controller:
             report.outcome = "ok"
             report.errors.append("not the leader: observing only")
             return
+        state = self._collect(report)
+        if state is None:
+            return
+        rows = [self._observe(ms, now, settings) for ms in state.servers]
+        report.servers = [row for row, _ in rows]
+        self._check_specs(system, rows)
+        live = self._track(system, settings, state, rows, now)
+        moves = self._moves(rows, system, now)
+        actions = self._plan(report, system, settings, state, rows, moves, now)
+        t = time.perf_counter()
+        results = self.actuator.apply([a for _, _, a in actions]) if actions else []
+        report.durations["actuate"] = time.perf_counter() - t
+        for (row, ms, action), result in zip(actions, results, strict=True):
+            self._record(row, ms, action, result, now, report)
+        for row, ms in rows:
+            if row.verdict in ("held", "unchanged", "skipped"):
+                self._memory[ms.key] = _Memory(ms.replicas, now)
+        self._note_holds(rows, live)
+        for row, ms in rows:
+            if row.cost is None and row.verdict in ("held", "error"):
+                row.cost = current_cost(system, ms)  # a held server still costs what it runs
+        report.total_cost = sum(r.cost or 0.0 for r in report.servers)
+        if report.error_kinds and report.outcome == "ok":
+            report.outcome = "partial"
+
+    def _collect(self, report: CycleReport) -> ClusterState | None:
+        """This cycle's observations; None when the Deployment list itself failed."""
+        t = time.perf_counter()
         state = self.collector.collect()
         report.durations["collect"] = time.perf_counter() - t
         report.skipped = [
@@ -184,11 +212,18 @@ class Controller:
         if not state.complete:
             report.outcome = "failed"
             log.error("collection failed, no action this cycle: %s", "; ".join(state.errors))
-            return
+            return None
+        return state
 
-        rows = [self._observe(ms, now, settings) for ms in state.servers]
-        report.servers = [row for row, _ in rows]
-        self._check_specs(system, rows)
+    def _track(
+        self,
+        system: SystemSpec,
+        settings: ControllerSettings,
+        state: ClusterState,
+        rows: list[tuple[ServerReport, ManagedServer]],
+        now: float,
+    ) -> set[str]:
+        """Update what is kept across cycles; returns the keys of the Deployments that exist."""
         # [pending] time unschedulable pods per placement; back off the stuck ones.
         for _, ms in rows:
             acc_now = ms.accelerator or infer_accelerator(system, ms) or ""
@@ -206,61 +241,53 @@ class Controller:
         for table in (self._memory, self._hold_until):
             for key in [k for k in table if k not in live]:
                 del table[key]
-        moves = self._moves(rows, system, now)
-        early_actions = [
+        return live
+
+    def _plan(
+        self,
+        report: CycleReport,
+        system: SystemSpec,
+        settings: ControllerSettings,
+        state: ClusterState,
+        rows: list[tuple[ServerReport, ManagedServer]],
+        moves: dict[str, _MoveState],
+        now: float,
+    ) -> list[tuple[ServerReport, ManagedServer, Action]]:
+        """Optimize the servers not held and turn decisions into actions that fit."""
+        early = [
             (row, ms, move.action) for row, ms in rows
             if (move := moves.get(ms.key)) is not None and move.action is not None
         ]
-
-        active = [(row, ms) for row, ms in rows if row.verdict != "held" and row.verdict != "skipped"]
+        active = [(row, ms) for row, ms in rows if row.verdict not in ("held", "skipped")]
         records = {key: move.record for key, move in moves.items()}
         capacity, capacity_note = available_capacity(system, settings, state, rows, records)
         if capacity is None:
             for row, _ in active:
                 row.verdict, row.held_reason = "held", "capacity-unknown"
                 row.reason = capacity_note
-            active = []
+            return early
         t = time.perf_counter()
-        solution = None
+        actions: list[tuple[ServerReport, ManagedServer, Action]] = []
         if active:
-            opt_system = self._system_for(system, settings, active, capacity or {})
-            solution = self.optimize_fn(opt_system, verify=settings.verify)
+            solution = self.optimize_fn(
+                self._system_for(system, settings, active, capacity), verify=settings.verify
+            )
             report.solver = solution.solver
             report.solver_status = solution.status.value
             report.solver_message = solution.message
+            for row, ms in active:
+                decision = solution.decisions.get(row.server)
+                if decision is None:
+                    row.verdict, row.held_reason, row.reason = "held", "not-optimized", "no decision"
+                    continue
+                finishing = moves.get(ms.key)
+                action = self._decide(row, ms, decision, solution, system, settings, now,
+                                      finishing=finishing.record if finishing else None)
+                if action is not None:
+                    actions.append((row, ms, action))
         report.durations["optimize"] = time.perf_counter() - t
-
-        actions: list[tuple[ServerReport, ManagedServer, Action]] = []
-        for row, ms in active:
-            assert solution is not None
-            decision = solution.decisions.get(row.server)
-            if decision is None:
-                row.verdict, row.held_reason, row.reason = "held", "not-optimized", "no decision"
-                continue
-            finishing = moves.get(ms.key)
-            action = self._decide(row, ms, decision, solution, system, settings, now,
-                                  finishing=finishing.record if finishing else None)
-            if action is not None:
-                actions.append((row, ms, action))
-
-        if capacity is not None:
-            fit_capacity(actions, rows, system, settings, state, records)
-        actions = early_actions + actions
-        t = time.perf_counter()
-        results = self.actuator.apply([a for _, _, a in actions]) if actions else []
-        report.durations["actuate"] = time.perf_counter() - t
-        for (row, ms, action), result in zip(actions, results, strict=True):
-            self._record(row, ms, action, result, now, report)
-        for row, ms in rows:
-            if row.verdict in ("held", "unchanged", "skipped"):
-                self._memory[ms.key] = _Memory(ms.replicas, now)
-        self._note_holds(rows, live)
-        for row, ms in rows:
-            if row.cost is None and row.verdict in ("held", "error"):
-                row.cost = current_cost(system, ms)  # a held server still costs what it runs
-        report.total_cost = sum(r.cost or 0.0 for r in report.servers)
-        if report.error_kinds and report.outcome == "ok":
-            report.outcome = "partial"
+        fit_capacity(actions, rows, system, settings, state, records)
+        return early + actions
 
     def _note_holds(self, rows: list[tuple[ServerReport, ManagedServer]], live: set[str]) -> None:
         """Log every decision (changes are logged by the actuator); report a hold once
