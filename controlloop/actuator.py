@@ -253,7 +253,7 @@ class KubeActuator:
 # Holds that need someone to look (the rest are the controller being careful on purpose).
 WARNING_HOLDS = {
     "unknown-load", "unknown-model", "unknown-class", "unknown-accelerator", "capacity-unknown",
-    "no-node-selector", "bad-move-annotation", "move-stalled", "unallocated",
+    "no-node-selector", "bad-move-annotation", "move-stalled", "unallocated", "not-optimized",
 }
 
 

@@ -27,6 +27,7 @@ class ServerHistory:
     recommendations: deque[tuple[float, int]] = field(default_factory=deque)
     events: deque[tuple[float, int]] = field(default_factory=deque)  # (time, delta)
     last_move: float | None = None
+    stabilized: bool = False  # stabilize() has run for this server in this process
     # (first seen, replicas then) when we started without history: see stabilize().
     unknown_before: tuple[float, int] | None = None
 
@@ -87,12 +88,14 @@ class Stabilizer:
     def stabilize(
         self, key: str, *, now: float, current: int, recommended: int, behavior: BehaviorSpec
     ) -> Stabilized:
-        if key not in self.history:
+        hist = self._get(key)
+        if not hist.stabilized and hist.last_move is None:
             # No history (a restart, a new leader, a new server): the replicas running now
             # stand in for the scale-down window's earlier recommendations, so the first
-            # scale-down waits a full window instead of acting on one sample.
-            self._get(key).unknown_before = (now, current)
-        hist = self._get(key)
+            # scale-down waits a full window instead of acting on one sample. (After a
+            # move, the bridge count is not such a recommendation.)
+            hist.unknown_before = (now, current)
+        hist.stabilized = True
         hist.trim(now)
         reasons: list[str] = []
         rec = recommended

@@ -97,7 +97,7 @@ def fit_capacity(
         return cls.priority if cls else 100
 
     order = sorted(range(len(actions)), key=lambda i: (-priority(actions[i][1]), actions[i][1].name))
-    for i in reversed(order):  # lowest priority first
+    for i in order:  # lowest priority first
         row, ms, action = actions[i]
         if action.move_phase != "start" or action.placement is None:
             continue
@@ -115,6 +115,7 @@ def fit_capacity(
             f"{max(0, free)} free; staying on {ms.accelerator or '?'} this cycle"
         )
         row.desired_accelerator, row.desired_replicas = ms.accelerator, ms.replicas
+        row.cost = None  # filled with what it runs now
         actions[i] = (row, ms, replace(action, replicas=-1))  # dropped below
     for i in order:
         row, ms, action = actions[i]

@@ -93,9 +93,12 @@ def observed_from_reading(reading: LoadReading) -> ObservedLoad:
     )
 
 
-def _pod_counts(pods: list[Obj]) -> tuple[tuple[str, ...], int, int]:
+def _pod_counts(pods: list[Obj]) -> tuple[tuple[str, ...], int, int, dict[str, int]]:
+    """Running pod names, Pending and Unschedulable counts, and Unschedulable pods by
+    their accelerator label (a move's new pods carry the new one)."""
     running: list[str] = []
     pending = unschedulable = 0
+    by_accelerator: dict[str, int] = {}
     for pod in pods:
         meta = pod.get("metadata") or {}
         if meta.get("deletionTimestamp"):
@@ -113,8 +116,10 @@ def _pod_counts(pods: list[Obj]) -> tuple[tuple[str, ...], int, int]:
                     and cond.get("reason") == "Unschedulable"
                 ):
                     unschedulable += 1
+                    acc = str((meta.get("labels") or {}).get(LABEL_ACCELERATOR, ""))
+                    by_accelerator[acc] = by_accelerator.get(acc, 0) + 1
                     break
-    return tuple(sorted(running)), pending, unschedulable
+    return tuple(sorted(running)), pending, unschedulable, by_accelerator
 
 
 def _rollout(replicas: int, meta: Obj, status: Obj) -> Rollout | None:
@@ -257,8 +262,9 @@ class KubeCollector:
         except KubeError as exc:
             load = ObservedLoad("unknown", f"listing pods: {exc}", source="none")
             return ManagedServer(**base, load=fallback_load(labels, load.reason) or load)
-        running, pending, unschedulable = _pod_counts(pods)
-        base.update(running_pods=running, pending_pods=pending, unschedulable_pods=unschedulable)
+        running, pending, unschedulable, by_accelerator = _pod_counts(pods)
+        base.update(running_pods=running, pending_pods=pending, unschedulable_pods=unschedulable,
+                    unschedulable_by_accelerator=by_accelerator)
         if not running:
             if replicas == 0:
                 load = ObservedLoad("unknown", "scaled to zero: no pods to read load from", source="none")

@@ -227,7 +227,11 @@ class Controller:
         # [pending] time unschedulable pods per placement; back off the stuck ones.
         for _, ms in rows:
             acc_now = ms.accelerator or infer_accelerator(system, ms) or ""
-            self.pending.observe(ms, acc_now, now, settings.pending)
+            # During a move only the new placement's pods count: Kubernetes may first scale
+            # the old ReplicaSet up (a scaling event), and those pods wait by design.
+            moving = MOVE_ANNOTATION in ms.annotations
+            stuck = ms.unschedulable_by_accelerator.get(acc_now, 0) if moving else None
+            self.pending.observe(ms, acc_now, now, settings.pending, stuck)
         # Forget Deployments that are gone (bounded memory); a skipped one keeps its
         # history, so a temporary bad label does not erase an external-change hold.
         live = {ms.key for _, ms in rows} | {f"{s.namespace}/{s.deployment}" for s in state.skipped}
@@ -270,7 +274,7 @@ class Controller:
         actions: list[tuple[ServerReport, ManagedServer, Action]] = []
         if active:
             solution = self.optimize_fn(
-                self._system_for(system, settings, active, capacity), verify=settings.verify
+                self._system_for(system, settings, active, capacity, now), verify=settings.verify
             )
             report.solver = solution.solver
             report.solver_status = solution.status.value
@@ -342,17 +346,22 @@ class Controller:
             moves[ms.key] = state
             if ms.rollout is not None and ms.rollout.complete:
                 continue  # finished by this cycle's action
-            if row.verdict == "held":
+            if row.verdict == "held":  # held for another reason: say a move is under way
+                row.reason = f"{row.reason}; {progress(record, ms.rollout)}"
                 continue
             row.verdict, row.held_reason = "held", "move-in-progress"
             row.reason = progress(record, ms.rollout)
-            if not record.rollback and self.pending.backed_off(ms.key, record.to_accelerator):
+            if record.rollback and self.pending.backed_off(ms.key, record.to_accelerator):
+                row.held_reason = "move-stalled"
+                row.reason += (f"; the way back cannot schedule either ({record.to_accelerator} "
+                               "pods unschedulable): free cards or `kubectl rollout undo`")
+            elif not record.rollback and self.pending.backed_off(ms.key, record.to_accelerator):
                 back_to = self._placement(system, ms, record.from_accelerator,
                                           record.from_batch or ms.max_batch)
                 if back_to is None:
                     row.held_reason = "move-stalled"
-                    row.reason += (f"; stalled and {record.from_accelerator} has no nodeSelector "
-                                   "to go back to")
+                    row.reason += (f"; stalled and {record.from_accelerator or 'the old placement'}"
+                                   " has no nodeSelector to go back to")
                     continue
                 state.action = roll_back(
                     ms, record, back_to=back_to, now=now,
@@ -422,6 +431,7 @@ class Controller:
         settings: ControllerSettings,
         active: list[tuple[ServerReport, ManagedServer]],
         capacity: dict[str, int],
+        now: float,
     ) -> SystemSpec:
         movable = [a.name for a in system.accelerators if a.node_selector]
         servers = []
@@ -438,13 +448,13 @@ class Controller:
                     model=ms.model,
                     keep_accelerator=False,
                     min_num_replicas=min_replicas,
-                    allowed_accelerators=self._allowed(ms, movable, current, behavior),
+                    allowed_accelerators=self._allowed(ms, movable, current, behavior, now),
                     current_alloc=AllocationSpec(
                         accelerator=current,
                         num_replicas=ms.replicas,
                         max_batch=ms.max_batch,
                         load=LoadSpec(
-                            arrival_rate=self._demand(ms, settings),
+                            arrival_rate=self._demand(ms, settings, now),
                             avg_in_tokens=load.avg_in_tokens or 0.0,
                             avg_out_tokens=load.avg_out_tokens or 0.0,
                         ),
@@ -463,11 +473,11 @@ class Controller:
             }
         )
 
-    def _demand(self, ms: ManagedServer, settings: ControllerSettings) -> float:
+    def _demand(self, ms: ManagedServer, settings: ControllerSettings, now: float) -> float:
         """What to size for: arrivals, the backlog's drain rate, and a rising load's lead."""
         demand = demand_rpm(ms.load, settings.backlog_drain_seconds)
         cfg = settings.forecast
-        slope = self.trend.slope_rpm_per_s(ms.key, self.clock(), cfg.window_seconds)
+        slope = self.trend.slope_rpm_per_s(ms.key, now, cfg.window_seconds)
         lead = lead_rpm(slope, ms.load.arrival_rate_rpm or 0.0, cfg)
         if lead > 0 and slope is not None:
             self._notes.setdefault(ms.key, []).append(
@@ -477,14 +487,15 @@ class Controller:
         return demand + lead
 
     def _allowed(
-        self, ms: ManagedServer, movable: list[str], current: str, behavior: BehaviorSpec
+        self, ms: ManagedServer, movable: list[str], current: str, behavior: BehaviorSpec,
+        now: float,
     ) -> list[str]:
         # A server moved recently stays put: the optimizer then sizes it on its current
         # accelerator within capacity (not the controller after the fact).
         notes = self._notes.setdefault(ms.key, [])
-        may_move, why_not = self.stabilizer.move_allowed(ms.key, self.clock(), behavior)
+        may_move, why_not = self.stabilizer.move_allowed(ms.key, now, behavior)
         if current and not may_move:
-            notes.append(f"only {current} considered: {why_not}")
+            notes.append(f"accelerator changes paused ({why_not}): sized on {current}")
             return [current]
         allowed = set(movable) | ({current} if current else set())
         # [pending] leave out backed-off placements, unless nothing would be left.
@@ -638,6 +649,7 @@ class Controller:
         row.patch = result.patch
         row.sent = result.sent
         if result.ok:
+            row.held_reason = ""  # e.g. a finish patched while the decision was held
             row.verdict = "moved" if action.placement is not None else (
                 "scaled" if action.replicas != action.from_replicas else "unchanged"
             )
@@ -654,6 +666,8 @@ class Controller:
             return
         row.verdict = "error" if result.error_kind != "changed-externally" else "held"
         row.error, row.error_kind = result.error, result.error_kind
+        if row.verdict == "held":
+            row.held_reason, row.reason = "changed-externally", result.error
         report.errors.append(f"{describe(action)}: {result.error}")
         report.error_kinds[result.error_kind or "actuate"] = (
             report.error_kinds.get(result.error_kind or "actuate", 0) + 1

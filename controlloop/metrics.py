@@ -92,14 +92,14 @@ class ControllerMetrics:
         self.last_cycle.set(report.started_at)
         for kind, n in report.error_kinds.items():
             self.errors.labels(kind).inc(n)
-        if not report.servers:
-            return
-        # Per-server series are replaced each cycle so servers that went away disappear.
+        # Per-server series are replaced each cycle so servers that went away disappear,
+        # and a standby or a cycle that could not collect exports none (not stale ones).
         for gauge in (
             self.desired, self.current, self.accelerator, self.predicted_itl,
             self.predicted_ttft, self.observed_itl, self.observed_ttft, self.load_known, self.cost,
         ):
             gauge.clear()
+        self.total_cost.set(report.total_cost)
         for s in report.servers:
             labels = (s.server, s.namespace, s.deployment)
             reason = s.held_reason or s.error_kind or s.verdict
@@ -120,7 +120,6 @@ class ControllerMetrics:
                 if value is not None:
                     gauge.labels(*labels).set(value)
             self.load_known.labels(*labels).set(0 if s.load.get("status") == "unknown" else 1)
-        self.total_cost.set(report.total_cost)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

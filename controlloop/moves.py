@@ -121,8 +121,11 @@ def start_move(
         from_replicas=ms.replicas, bridge_replicas=bridge, target_replicas=action.replicas,
         started_at=now, original_strategy=original_strategy, from_batch=ms.max_batch,
     )
-    if needed_on_current is None:
-        needed = f"all {ms.replicas} running on {current}"
+    where = current or "an unknown placement"
+    if ms.replicas == 0:
+        needed = "nothing running now"
+    elif needed_on_current is None:
+        needed = f"all {ms.replicas} running on {where}"
     elif needed_on_current > ms.replicas:
         needed = f"the {ms.replicas} running on {current} ({needed_on_current} needed there)"
     else:
@@ -188,4 +191,5 @@ def _replicas(n: int) -> str:
 def progress(record: MoveRecord, rollout: Rollout | None) -> str:
     what = "moving back" if record.rollback else "moving"
     status = rollout.describe() if rollout else "rollout status unknown"
-    return f"{what} {record.from_accelerator}→{record.to_accelerator} make-before-break: {status}"
+    source = record.from_accelerator or "an unknown placement"
+    return f"{what} {source}→{record.to_accelerator} make-before-break: {status}"

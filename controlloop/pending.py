@@ -33,13 +33,22 @@ class PendingTracker:
         self._until: dict[Pair, float] = {}  # back-off end
         self.now = 0.0
 
-    def observe(self, ms: ManagedServer, accelerator: str, now: float, cfg: PendingConfig) -> None:
-        """Record this cycle's unschedulable count of ``ms`` on ``accelerator``."""
+    def observe(
+        self,
+        ms: ManagedServer,
+        accelerator: str,
+        now: float,
+        cfg: PendingConfig,
+        unschedulable: int | None = None,
+    ) -> None:
+        """Record this cycle's unschedulable count of ``ms`` on ``accelerator``
+        (``unschedulable``: only the pods of that placement, during a move)."""
         self.now = now
         pair = (ms.key, accelerator)
         if not accelerator:
             return
-        if ms.unschedulable_pods <= 0:
+        stuck = ms.unschedulable_pods if unschedulable is None else unschedulable
+        if stuck <= 0:
             self._since.pop(pair, None)
             return
         since = self._since.setdefault(pair, now)
@@ -47,7 +56,7 @@ class PendingTracker:
             self._until[pair] = now + cfg.backoff_seconds
             log.warning(
                 "%s: %d pod(s) unschedulable on %s for %.0fs: backing off that placement "
-                "for %.0fs", ms.key, ms.unschedulable_pods, accelerator, now - since,
+                "for %.0fs", ms.key, stuck, accelerator, now - since,
                 cfg.backoff_seconds, extra={"server": ms.name},
             )
 

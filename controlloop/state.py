@@ -81,6 +81,8 @@ class ManagedServer:
     ready_replicas: int
     pending_pods: int = 0  # Pending (any reason)
     unschedulable_pods: int = 0  # Pending with PodScheduled=False/Unschedulable
+    # ... by the pods' accelerator label ("" unlabelled); tells a move's new pods apart
+    unschedulable_by_accelerator: dict[str, int] = field(default_factory=dict)
     running_pods: tuple[str, ...] = ()
     load: ObservedLoad = ObservedLoad("unknown", "not read")
     labels: dict[str, str] = field(default_factory=dict)

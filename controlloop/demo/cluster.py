@@ -391,6 +391,7 @@ class EmulatedCluster:
             max_batch=s.max_batch, replicas=len(s.replicas),
             ready_replicas=sum(1 for r in s.replicas if r.state == "serving"),
             pending_pods=pending, unschedulable_pods=pending,
+            unschedulable_by_accelerator={s.accelerator: pending} if pending else {},
             running_pods=tuple(r.name for r in s.replicas if r.state != "pending"),
             load=s.last_load, labels=labels, resource_version=str(s.generation),
             generation=s.generation,

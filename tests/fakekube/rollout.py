@@ -56,6 +56,7 @@ class ReplicaSet:
     acc_type: str
     cards: int
     replicas: int = 0
+    labels: dict[str, str] = field(default_factory=dict)  # its pod template's
     pods: list[Pod] = field(default_factory=list)
 
     def available(self, now: float) -> int:
@@ -125,7 +126,8 @@ class ClusterEmulator:
             if pod["metadata"]["name"].startswith(f"{name}-"):
                 self.fake.store.delete(find_resource("Pod"), ns, pod["metadata"]["name"])
         acc, acc_type, cards = self.placement(dep)
-        rs = ReplicaSet(_template_key(dep), acc, acc_type, cards, replicas=int(dep["spec"]["replicas"]))
+        rs = ReplicaSet(_template_key(dep), acc, acc_type, cards, replicas=int(dep["spec"]["replicas"]),
+                        labels=_pod_labels(dep))
         for _ in range(rs.replicas):
             pod = self._new_pod(name, acc, acc_type, cards)
             pod.bound, pod.ready_at = True, (self.now if ready else self.now + self.startup_s)
@@ -165,7 +167,7 @@ class ClusterEmulator:
                 raise AssertionError(f"{name}: replicas changed mid-rollout ({st.seen_replicas}→{replicas})")
             st.seen_replicas = replicas
         if new is None:
-            new = ReplicaSet(key, *self.placement(dep))
+            new = ReplicaSet(key, *self.placement(dep), labels=_pod_labels(dep))
             st.replica_sets.append(new)
         strategy = spec.get("strategy") or {"type": "RollingUpdate"}
         if strategy.get("type") == "Recreate":
@@ -245,12 +247,13 @@ class ClusterEmulator:
 
     def _publish(self, ns: str, name: str, dep: Obj) -> None:
         st = self.state[f"{ns}/{name}"]
-        labels = ((dep["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
         pod_res = find_resource("Pod")
         want: dict[str, Obj] = {}
+        labels_of: dict[str, dict[str, str]] = {}
         for rs in st.replica_sets:
             for p in rs.pods:
                 want[p.name] = _pod_status(p.bound, p.ready(self.now))
+                labels_of[p.name] = rs.labels
         published = st.published
         for pname in [n for n in published if n not in want]:
             self.fake.store.delete(pod_res, ns, pname)
@@ -262,7 +265,7 @@ class ClusterEmulator:
                 self.fake.store.delete(pod_res, ns, pname)
             self.fake.put({
                 "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": pname, "namespace": ns, "labels": dict(labels)},
+                "metadata": {"name": pname, "namespace": ns, "labels": dict(labels_of[pname])},
                 "spec": {"containers": [{"name": "vllm"}]},
                 "status": status,
             })
@@ -292,3 +295,7 @@ def _pod_status(bound: bool, ready: bool) -> Obj:
 
 def _template_key(dep: Obj) -> str:
     return json.dumps(dep["spec"].get("template") or {}, sort_keys=True)
+
+
+def _pod_labels(dep: Obj) -> dict[str, str]:
+    return dict(((dep["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {})

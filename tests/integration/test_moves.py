@@ -313,3 +313,30 @@ def test_a_move_that_needs_more_cards_than_are_free_is_deferred(
     after = h.deployment()
     assert after["spec"] == before["spec"]
     assert MOVE_ANNOTATION not in (after["metadata"].get("annotations") or {})
+
+
+def test_old_pods_waiting_in_a_scaling_event_do_not_roll_back_a_healthy_move(
+    fake_kube: FakeKubeServer, kube: KubeClient, prom: FakeProm,
+) -> None:
+    """H100→L40S (R > n_old) with no spare H100 cards and a 300 s model start-up:
+    Kubernetes first scales the old ReplicaSet to R, and those H100 pods wait
+    Unschedulable longer than unschedulableAfterSeconds. They are not the new
+    placement's pods: the move must complete, not roll back."""
+    prom.rpm = RPM
+    steering = Steering(["H100"])
+    capacity = {**SYSTEM.capacity_by_type(), "H100": 2}  # what the 2 H100 replicas use
+    h = Harness(fake_kube, kube, prom, start="H100", replicas=1, steering=steering,
+                capacity=capacity)
+    h.cluster.startup_s = 300.0
+    h.settle_on_start()
+    steering.allowed, steering.expensive = ["H100", "L40S"], ("H100",)
+    h.run(CYCLE_S)
+    assert h.row().verdict == "moved"
+    h.run(4 * CYCLE_S)
+    assert h.row().held_reason == "move-in-progress" and h.row().pending_pods >= 16
+    h.run(6 * CYCLE_S)
+    assert all("rolling back" not in r.servers[0].reason for r in h.reports)
+    dep = h.deployment()
+    assert MOVE_ANNOTATION not in (dep["metadata"].get("annotations") or {})
+    assert {p.accelerator for p in h.cluster.serving(NS, NAME)} == {"L40S"}
+    assert h.min_margin >= 0, h.explain()
