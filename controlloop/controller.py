@@ -521,8 +521,17 @@ class Controller:
             if settings.actuation.move_strategy == "make-before-break":
                 current = action.from_placement.accelerator if action.from_placement else ms.accelerator
                 stay = _candidate(solution, ms.name, current) if current else None
+                needed = None
+                if stay is not None:
+                    # The old placement's pods go no faster than a scale-down there would:
+                    # the stabilisation window holds them like any other replicas.
+                    needed = self.stabilizer.stabilize(
+                        ms.key, now=now, current=ms.replicas,
+                        recommended=min(stay.replicas, ms.replicas),
+                        behavior=self.behavior_for(settings, ms),
+                    ).replicas
                 action = start_move(
-                    action, ms, needed_on_current=stay.replicas if stay is not None else None,
+                    action, ms, needed_on_current=needed,
                     now=now,
                     original_strategy=finishing.original_strategy if finishing else ms.strategy,
                 )

@@ -129,7 +129,7 @@ def start_move(
     elif needed_on_current > ms.replicas:
         needed = f"the {ms.replicas} running on {current} ({needed_on_current} needed there)"
     else:
-        needed = f"{needed_on_current} needed on {current}"
+        needed = f"{needed_on_current} to keep on {current}"
     why = (
         f"{action.reason}; make-before-break: {_replicas(bridge)} during the rollout "
         f"(the larger of {action.replicas} on {record.to_accelerator} and {needed}), "

@@ -353,6 +353,7 @@ def test_conflict_after_someone_else_scaled_leaves_it(
     loop.controller.collector.collect = collect_then_kubectl_scale  # type: ignore[method-assign]
     (row,) = loop.cycle().servers
     assert row.verdict == "held" and row.error_kind == "changed-externally"
+    assert row.held_reason == "changed-externally" and "someone else" in row.reason
     assert fake_kube.get("Deployment", "llm", "granite")["spec"]["replicas"] == 3
 
 
@@ -542,3 +543,18 @@ def test_a_hold_is_recorded_as_one_event_per_reason(
     loop.cycle()  # held again: a new event
     assert len(held_events()) == 2
     assert any("arrival rate is nan" in e["message"] for e in held_events())
+
+
+def test_a_standby_exports_no_stale_per_server_series(
+    fake_kube: FakeKubeServer, kube: KubeClient, prom: FakeProm
+) -> None:
+    granite(fake_kube)
+    loop = Loop(kube, prom.url)
+    loop.cycle()
+    assert loop.metric("controlloop_server_current_replicas", server="granite",
+                       namespace="llm", deployment="granite") == 1
+    loop.controller.is_leader = lambda: False  # lost the lease
+    loop.cycle()
+    exposition = loop.metrics.exposition().decode()
+    assert "controlloop_server_current_replicas{" not in exposition
+    assert "controlloop_total_cost_cents_per_hour 0.0" in exposition

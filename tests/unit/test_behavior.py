@@ -331,3 +331,24 @@ def test_an_idle_server_with_scale_to_zero_goes_to_zero_through_the_controller()
     (row,) = controller.run_cycle().servers
     (action,) = fake.applied
     assert action.replicas == 0, row.reason
+
+
+def test_a_restarted_controller_does_not_scale_down_on_its_first_cycle() -> None:
+    """Through the controller (which asks the stabiliser about moves first): 18 replicas
+    for a load that needs 5 stay 18 until a full scale-down window has passed."""
+    from controlloop.config import load_system
+    from controlloop.controller import Controller, StaticSpecs
+    from controlloop.state import ObservedLoad
+    from tests.e2e.helpers import CONFIG
+    from tests.unit.test_moves import OneServer, _server
+
+    now = [1000.0]
+    load = ObservedLoad("ok", arrival_rate_rpm=10.0, avg_in_tokens=128, avg_out_tokens=1024)
+    fake = OneServer(_server(accelerator="L40S", replicas=18, load=load, rollout=None,
+                             max_batch=0))
+    controller = Controller(specs=StaticSpecs(load_system(CONFIG), ControllerSettings(verify="none")),
+                            collector=fake, actuator=fake, clock=lambda: now[0])
+    (row,) = controller.run_cycle().servers
+    # Whether it stays or starts a move (the bridge keeps the old pods), nothing goes.
+    assert all(a.replicas >= 18 for a in fake.applied), row.reason
+    assert "18" in row.reason

@@ -260,3 +260,52 @@ def test_in_place_moves_carry_no_record() -> None:
     assert action.placement is not None and action.placement.accelerator == "H100"
     assert action.annotations == {} and action.strategy is None and not action.move_phase
     assert action.replicas == 2
+
+
+class Servers:
+    """Collector and Actuator for several Deployments."""
+
+    def __init__(self, *servers: ManagedServer) -> None:
+        self.servers = servers
+        self.applied: list[Action] = []
+
+    def collect(self) -> ClusterState:
+        return ClusterState(servers=self.servers)
+
+    def apply(self, actions: list[Action]) -> list[ActionResult]:
+        self.applied.extend(actions)
+        return [ActionResult(a, ok=True, sent=True) for a in actions]
+
+
+def test_deferral_gives_way_lowest_priority_first() -> None:
+    """Two servers leave 18 L40S replicas for H100; the H100 cards hold one bridge:
+    Premium (priority 1) moves, Free (priority 3) waits and reports what it runs."""
+    from controlloop.config import load_system
+    from controlloop.optimizer import optimize
+    from controlloop.specs import CapacityEntry, CapacitySpec
+
+    system = load_system(CONFIG)
+    capacity = {**system.capacity_by_type(), "H100": 20}
+    system = system.model_copy(update={"capacity": CapacitySpec(
+        count=[CapacityEntry(type=t, count=c) for t, c in sorted(capacity.items())])})
+    load = ObservedLoad("ok", arrival_rate_rpm=40.0, avg_in_tokens=128, avg_out_tokens=1024)
+    prem = _server(deployment="prem", name="prem", accelerator="L40S", load=load, rollout=None)
+    free = _server(deployment="free", name="free", service_class="Free", accelerator="L40S",
+                   load=load, rollout=None)
+    fake = Servers(prem, free)
+
+    def steer(s: Any, **kw: Any) -> Any:
+        accs = [a.model_copy(update={"cost": a.cost * 100}) if a.name == "L40S" else a
+                for a in s.accelerators]
+        servers = [x.model_copy(update={"allowed_accelerators": ["L40S", "H100"]})
+                   for x in s.servers]
+        return optimize(s.model_copy(update={"accelerators": accs, "servers": servers}), **kw)
+
+    controller = Controller(specs=StaticSpecs(system, ControllerSettings(verify="none")),
+                            collector=fake, actuator=fake, clock=lambda: 2000.0, optimize_fn=steer)
+    rows = {r.server: r for r in controller.run_cycle().servers}
+    assert [(a.server, a.move_phase) for a in fake.applied] == [("prem", "start")]
+    assert (rows["free"].verdict, rows["free"].held_reason) == ("held", "move-deferred")
+    from controlloop.capacity import current_cost
+
+    assert rows["free"].cost == current_cost(system, free) > 1000  # 18 L40S, not the H100 plan
