@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -244,7 +245,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from controlloop.actuator import DryRunActuator, KubeActuator, note_held
     from controlloop.collector import KubeCollector
     from controlloop.kube import KubeClient, KubeError
-    from controlloop.prom import PrometheusLoadSource, PrometheusSettings, QueryTemplates
 
     metrics = ControllerMetrics()
     overrides = {
@@ -267,17 +267,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     except KubeError as exc:
         raise ConfigError([f"kubernetes: {exc}"]) from None
-    p = settings.prometheus
     try:
-        prom_settings = PrometheusSettings(
-            url=p.url, bearer_token_file=p.bearer_token_file, ca_file=p.ca_file,
-            insecure=p.insecure, timeout_s=p.timeout_seconds, retries=p.retries, window=p.window,
-            staleness_s=p.staleness_seconds, queries=QueryTemplates(**p.queries),
-        )
+        prom_settings = prometheus_settings(settings.prometheus)
     except (ValueError, TypeError) as exc:
         where = controller_file(Path(args.config)) or args.config
         raise ConfigError([f"{where}: controller.{exc}"]) from None
-    load_source = PrometheusLoadSource(prom_settings)
+    load_source = ReloadingLoadSource(lambda: specs.current()[1].prometheus, prom_settings)
     collector = KubeCollector(kube, load_source, lambda: specs.current()[1])  # reloaded
     actuator: Any = (
         DryRunActuator(kube.get_deployment, settings.actuation)
@@ -325,8 +320,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         elector = LeaderElector(kube, settings.leader_election, on_change=metrics.is_leader.set)
         controller.is_leader = elector.is_leader
         elector.start()
+    # Reloaded actuation settings apply from the next cycle.
+    controller.on_report.append(lambda _report: setattr(actuator, "config", specs.current()[1].actuation))
     try:
-        run_scheduler(controller, settings.interval_seconds)
+        run_scheduler(controller, settings.interval_seconds, lambda: specs.current()[1].interval_seconds)
     finally:
         if elector is not None:
             elector.stop()
@@ -335,10 +332,63 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_scheduler(controller: Controller, interval: float) -> None:
+class ReloadingLoadSource:
+    """The Prometheus load source for the current ``controller.prometheus`` settings:
+    rebuilt when an edit changes them (an invalid one keeps the last good source)."""
+
+    def __init__(self, current: Callable[[], Any], initial: Any) -> None:
+        from controlloop.prom import PrometheusLoadSource
+
+        self._current = current
+        self._config = current()
+        self._source = PrometheusLoadSource(initial)
+
+    def read_load(self, *, namespace: str, pods: Sequence[str], model: str | None = None) -> Any:
+        config = self._current()
+        if config != self._config:
+            from controlloop.prom import PrometheusLoadSource
+
+            try:
+                self._source = PrometheusLoadSource(prometheus_settings(config))
+                log.info("prometheus settings reloaded: %s", self._source.settings.describe())
+            except (ValueError, TypeError) as exc:
+                log.error("invalid prometheus settings, keeping the last good ones: %s", exc)
+            self._config = config
+        return self._source.read_load(namespace=namespace, pods=pods, model=model)
+
+
+def prometheus_settings(p: Any) -> Any:
+    from controlloop.prom import PrometheusSettings, QueryTemplates
+
+    return PrometheusSettings(
+        url=p.url, bearer_token_file=p.bearer_token_file, ca_file=p.ca_file,
+        insecure=p.insecure, timeout_s=p.timeout_seconds, retries=p.retries, window=p.window,
+        staleness_s=p.staleness_seconds, queries=QueryTemplates(**p.queries),
+    )
+
+
+def follow_interval(scheduler: Any, interval_of: Callable[[], float], interval: float) -> Any:
+    """A report hook that reschedules the cycle when ``intervalSeconds`` is edited."""
+    current = [interval]
+
+    def hook(_report: Any) -> None:
+        wanted = interval_of()
+        if wanted != current[0]:
+            scheduler.reschedule_job("cycle", trigger="interval", seconds=wanted)
+            log.info("interval changed: %.0fs -> %.0fs", current[0], wanted)
+            current[0] = wanted
+
+    return hook
+
+
+def run_scheduler(
+    controller: Controller, interval: float, interval_of: Callable[[], float] | None = None
+) -> None:
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     scheduler = BlockingScheduler()
+    if interval_of is not None:
+        controller.on_report.append(follow_interval(scheduler, interval_of, interval))
     scheduler.add_job(
         controller.run_cycle,
         "interval",
