@@ -266,10 +266,13 @@ class KubeCollector:
         base.update(running_pods=running, pending_pods=pending, unschedulable_pods=unschedulable,
                     unschedulable_by_accelerator=by_accelerator)
         if not running:
-            if replicas == 0:
-                load = ObservedLoad("unknown", "scaled to zero: no pods to read load from", source="none")
-            else:
-                load = ObservedLoad("unknown", "no running pods to read load from", source="none")
+            # Pod-independent queries (e.g. a gateway's metrics) still tell the load, which
+            # is how a server scaled to zero comes back; otherwise it is unknown.
+            reading = self.load_source.read_load(namespace=ns, pods=(), model=model)
+            load = observed_from_reading(reading)
+            if not load.known:
+                why = "scaled to zero" if replicas == 0 else "no running pods"
+                load = ObservedLoad("unknown", f"{why}: no pods to read load from", source="none")
         else:
             reading = self.load_source.read_load(namespace=ns, pods=running, model=model)
             load = observed_from_reading(reading)

@@ -101,6 +101,14 @@ class QueryTemplates:
                     f"allowed: {', '.join('$' + p for p in sorted(_PLACEHOLDERS))}"
                 )
 
+    def pod_independent(self) -> bool:
+        """True when the load (arrivals, tokens, freshness) is read without pod names,
+        e.g. from a gateway: then it is known even with no pod running."""
+        return all(
+            "$pods" not in getattr(self, name)
+            for name in ("arrival_rpm", "avg_in_tokens", "avg_out_tokens", "freshness")
+        )
+
     def render(
         self, *, namespace: str, pods: Sequence[str], window: str, model: str | None
     ) -> dict[str, str]:
@@ -370,7 +378,7 @@ class PrometheusLoadSource:
         st = self.settings
         rendered = st.queries.render(namespace=namespace, pods=pods, window=st.window, model=model)
         queries = tuple(rendered.items())
-        if not pods:
+        if not pods and not st.queries.pod_independent():
             return LoadReading("unknown", f"no running pods in {namespace}", queries=queries)
         now = self._clock()
         try:

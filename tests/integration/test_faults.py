@@ -558,3 +558,34 @@ def test_a_standby_exports_no_stale_per_server_series(
     exposition = loop.metrics.exposition().decode()
     assert "controlloop_server_current_replicas{" not in exposition
     assert "controlloop_total_cost_cents_per_hour 0.0" in exposition
+
+
+GATEWAY_QUERIES = {  # pod-independent, as from a gateway in front of the server
+    "arrival_rpm": 'sum(rate(vllm:request_success_total{namespace="$namespace"}[$window])) * 60',
+    "avg_in_tokens": 'sum(rate(vllm:prompt_tokens_total{namespace="$namespace"}[$window]))',
+    "avg_out_tokens": 'sum(rate(vllm:generation_tokens_total{namespace="$namespace"}[$window]))',
+    "freshness": 'max(timestamp(vllm:request_success_total{namespace="$namespace"}))',
+}
+
+
+@pytest.mark.parametrize("queries,known", [({}, False), (GATEWAY_QUERIES, True)])
+def test_a_server_at_zero_replicas_comes_back_on_pod_independent_queries(
+    queries: dict[str, str], known: bool, fake_kube: FakeKubeServer, kube: KubeClient,
+    prom: FakeProm,
+) -> None:
+    from controlloop.prom import QueryTemplates
+
+    add_server(fake_kube, "llm", "granite", model="granite_13b", cls="Premium", replicas=0)
+    settings = ControllerSettings(verify="none")
+    source = PrometheusLoadSource(PrometheusSettings(
+        url=prom.url, timeout_s=0.5, retries=0, queries=QueryTemplates(**queries)))
+    loop = Loop(kube, prom.url, settings)
+    loop.controller.collector = KubeCollector(kube, source, settings)
+    (row,) = loop.cycle().servers
+    if not known:
+        assert row.held_reason == "unknown-load" and "scaled to zero" in row.reason
+        assert patches(fake_kube) == []
+    else:
+        assert row.load["status"] == "ok" and row.verdict in ("scaled", "moved"), row.reason
+        (patch,) = patches(fake_kube)
+        assert patch.body["spec"]["replicas"] >= 1
