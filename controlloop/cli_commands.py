@@ -59,6 +59,7 @@ def register(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
     _serve(sub, add_common, lazy)
     _demo(sub, add_common, lazy)
     _fidelity(sub, add_common, lazy)
+    _export_crs(sub, add_common, lazy)
 
 
 def _plan_options(p: argparse.ArgumentParser) -> None:
@@ -290,3 +291,26 @@ def _fidelity(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
     )
     add_common(p)
     p.set_defaults(handler=lazy("controlloop.fidelity", "cmd_fidelity"))
+
+
+def _export_crs(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
+    p = sub.add_parser(
+        "export-crs",
+        help="print a config as custom resources (multi-document YAML)",
+        description="Print the Accelerator, Capacity, Model, ServiceClass, Server and "
+        "Optimizer resources (controlloop.io/v1alpha1) of a config in any form, ready for "
+        "`kubectl create -f -`; a directory's controller.yaml goes into the Optimizer's "
+        "spec.controller. --definitions prints the CustomResourceDefinitions instead.",
+    )
+    p.add_argument("path", type=Path, nargs="?", help="config directory or system file")
+    p.add_argument("--namespace", "-n", default="", type=text,
+                   help="metadata.namespace of every resource (default: none, kubectl's)")
+    p.add_argument("--optimizer-name", default="default", type=text,
+                   help="name of the Optimizer resource (default: %(default)s)")
+    p.add_argument("--no-servers", action="store_true",
+                   help="leave out Server resources (the controller finds servers from "
+                   "labelled Deployments)")
+    p.add_argument("--definitions", action="store_true",
+                   help="print the CustomResourceDefinitions (manifests/crds/) and exit")
+    add_common(p)
+    p.set_defaults(handler=lazy("controlloop.crds", "cmd_export_crs"))

@@ -31,7 +31,7 @@ CONFIG = ROOT / "config"
 NAMESPACE = "controlloop-system"
 # Oldest Kubernetes we claim to support, and the newest the installed schemas know.
 K8S_VERSIONS = ("1.28.0", kv.latest_version())
-CRD_GROUPS = {"monitoring.coreos.com", "keda.sh"}
+CRD_GROUPS = {"monitoring.coreos.com", "keda.sh", "controlloop.io"}
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "Node"}
 OVERLAYS = ("cluster", "namespaced")
 
@@ -172,6 +172,15 @@ def structural_check(doc: Obj, where: str) -> None:
         for ep in endpoints:
             assert isinstance(ep.get("port"), str), f"{where}: endpoints need a named port"
             assert ep.get("path", "/metrics").startswith("/"), where
+    elif doc["apiVersion"] == "controlloop.io/v1alpha1":
+        # Our own kinds: against the definitions we ship (manifests/crds).
+        from controlloop.crds import KIND_BY_NAME, crd_document
+        from tests.fakekube.crd import validation_errors
+
+        assert doc["kind"] in KIND_BY_NAME, f"{where}: unknown kind {doc['kind']}"
+        crd = crd_document(KIND_BY_NAME[doc["kind"]])
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        assert validation_errors(doc, schema) == [], where
     else:
         pytest.fail(f"{where}: no structural check for CRD kind {doc['kind']}")
 
