@@ -326,7 +326,7 @@ def crd_document(kind: Kind) -> Obj:
         ["spec"],
         kind.description,
     )
-    return {
+    return copy.deepcopy({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": kind.crd_name, "labels": {"app.kubernetes.io/part-of": "controlloop"}},
@@ -352,11 +352,11 @@ def crd_document(kind: Kind) -> Obj:
                 }
             ],
         },
-    }
+    })
 
 
 def crd_documents() -> list[Obj]:
-    return [crd_document(k) for k in KINDS]
+    return [crd_document(k) for k in KINDS]  # fresh copies: callers may edit them
 
 
 # --- names ------------------------------------------------------------------------------------
