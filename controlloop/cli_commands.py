@@ -214,8 +214,61 @@ def _run(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
         help="hold a Lease so only one replica of the controller acts "
         "(env CONTROLLOOP_LEADER_ELECT; default: controller.yaml leaderElection.enabled)",
     )
+    _run_crd_and_http_options(p)
     add_common(p)
     p.set_defaults(handler=lazy("controlloop.daemon", "cmd_run"))
+
+
+def _run_crd_and_http_options(p: argparse.ArgumentParser) -> None:
+    """``run``: where specs come from (docs/crds.md) and who may call the HTTP endpoints."""
+    p.add_argument(
+        "--specs", choices=["files", "crd"], default=env_default("SPECS", "files"),
+        help="read the static specs from --config files, or from the controlloop.io custom "
+        "resources through the API (env CONTROLLOOP_SPECS; default files)",
+    )
+    p.add_argument(
+        "--crd-namespace", type=text, default=env_default("CRD_NAMESPACE"),
+        help="(--specs crd) namespace of the spec resources (env CONTROLLOOP_CRD_NAMESPACE; "
+        "default: the pod's namespace in-cluster, else controlloop-system)",
+    )
+    p.add_argument(
+        "--optimizer", type=text, default=env_default("OPTIMIZER", "default"),
+        help="(--specs crd) name of the Optimizer resource (env CONTROLLOOP_OPTIMIZER; "
+        "default %(default)s)",
+    )
+    p.add_argument(
+        "--debounce", type=positive_float, metavar="SECONDS",
+        default=env_default("DEBOUNCE", "2"),
+        help="(--specs crd) a change to the resources starts a cycle this long after the "
+        "last change, > 0 (env CONTROLLOOP_DEBOUNCE; default %(default)s)",
+    )
+    p.add_argument(
+        "--http-auth", choices=["auto", "none", "token", "tokenreview"],
+        default=env_default("HTTP_AUTH", "auto"),
+        help="who may POST /invoke (and GET /metrics with --metrics-auth): tokenreview = a "
+        "bearer token the API server authenticates and RBAC allows (nonResourceURLs), token = "
+        "the token in --http-token-file, none = anyone; auto = token with a token file, "
+        "tokenreview in-cluster, none otherwise (env CONTROLLOOP_HTTP_AUTH)",
+    )
+    p.add_argument(
+        "--http-token-file", type=text, default=env_default("HTTP_TOKEN_FILE"),
+        help="file with the shared bearer token, e.g. a mounted Secret "
+        "(env CONTROLLOOP_HTTP_TOKEN_FILE)",
+    )
+    p.add_argument(
+        "--invoke", choices=["on", "off"], default=env_default("INVOKE", "on"),
+        help="serve POST /invoke (env CONTROLLOOP_INVOKE; default on)",
+    )
+    p.add_argument(
+        "--invoke-rate", type=positive_float, metavar="PER_MINUTE",
+        default=env_default("INVOKE_RATE", "6"),
+        help="at most this many POST /invoke per minute, > 0; more get 429 "
+        "(env CONTROLLOOP_INVOKE_RATE; default %(default)s)",
+    )
+    p.add_argument(
+        "--metrics-auth", action=FlagAction, default=env_flag("METRICS_AUTH"),
+        help="serve /metrics only to callers --http-auth accepts (env CONTROLLOOP_METRICS_AUTH)",
+    )
 
 
 def _serve(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:

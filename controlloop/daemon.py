@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from controlloop.config import ConfigError, load_config
 from controlloop.config import _describe_error as describe_error
 from controlloop.controller import Controller, CycleReport, SpecSource
+from controlloop.httpauth import EndpointPolicy
 from controlloop.metrics import ControllerMetrics
 from controlloop.settings import ControllerSettings, controller_file, load_controller_settings
 from controlloop.specs import SystemSpec
@@ -161,7 +162,8 @@ class CycleLog:
 class HttpState:
     controller: Controller
     metrics: ControllerMetrics
-    specs: FileSpecSource | None = None
+    specs: Any = None  # a SpecSource with ``_good`` (files or custom resources)
+    policy: EndpointPolicy | None = None  # None: everything open (tests, loopback)
 
 
 def make_http_server(host: str, port: int, state: HttpState) -> ThreadingHTTPServer:
@@ -176,6 +178,26 @@ def make_http_server(host: str, port: int, state: HttpState) -> ThreadingHTTPSer
             self.end_headers()
             self.wfile.write(body)
 
+        def _refused(self, path: str, verb: str) -> bool:
+            """Answers and returns True when the policy refuses this call."""
+            policy = state.policy
+            if policy is None:
+                return False
+            decision = policy.authorizer.check(self.headers.get("Authorization", ""), path, verb)
+            if decision.allowed:
+                return False
+            log.warning("http: refused %s %s from %s (%d): %s", verb.upper(), path,
+                        decision.user or self.client_address[0], decision.code, decision.reason)
+            body = json.dumps({"error": decision.reason}).encode()
+            self.send_response(decision.code)
+            if decision.code == 401:
+                self.send_header("WWW-Authenticate", 'Bearer realm="controlloop"')
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return True
+
         def do_GET(self) -> None:  # noqa: N802 - http.server API
             if self.path == "/healthz":
                 self._send(200, b"ok\n")
@@ -185,13 +207,38 @@ def make_http_server(host: str, port: int, state: HttpState) -> ThreadingHTTPSer
             elif self.path == "/metrics":
                 from prometheus_client import CONTENT_TYPE_LATEST
 
+                if state.policy and state.policy.metrics_protected and self._refused(
+                        "/metrics", "get"):
+                    return
                 self._send(200, state.metrics.exposition(), CONTENT_TYPE_LATEST)
             else:
                 self._send(404, b"not found\n")
 
+        def _mutating(self) -> None:
+            self._send(405, b"method not allowed\n")
+
+        do_PUT = do_DELETE = do_PATCH = _mutating  # noqa: N815
+
         def do_POST(self) -> None:  # noqa: N802
             if self.path != "/invoke":
                 self._send(404, b"not found\n")
+                return
+            policy = state.policy
+            if policy is not None and not policy.invoke_enabled:
+                self._send(403, b'{"error": "POST /invoke is disabled (--invoke off)"}',
+                           "application/json")
+                return
+            if self._refused("/invoke", "post"):
+                return
+            wait = policy.invoke_limiter.acquire() if policy and policy.invoke_limiter else 0.0
+            if wait > 0:
+                self.send_response(429)
+                self.send_header("Retry-After", str(max(1, round(wait))))
+                body = b'{"error": "too many /invoke calls"}'
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
                 return
             report = state.controller.run_cycle()
             body = json.dumps(
@@ -305,14 +352,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     listen = parse_listen(args.listen, in_cluster=args.in_cluster)
     http = None
     if listen:
+        policy = endpoint_policy(args, kube)
         try:
-            http = make_http_server(listen[0], listen[1], HttpState(controller, metrics, specs))
+            http = make_http_server(listen[0], listen[1],
+                                    HttpState(controller, metrics, specs, policy))
         except OSError as exc:
             raise ConfigError([
                 f"--listen {listen[0]}:{listen[1]}: cannot listen: {exc.strerror or exc}"
             ]) from None
         threading.Thread(target=http.serve_forever, name="http", daemon=True).start()
-        log.info("serving /healthz /readyz /metrics POST /invoke on %s:%d", *listen)
+        log.info("serving /healthz /readyz /metrics POST /invoke on %s:%d (%s)", *listen,
+                 policy.describe())
     elector = None
     if settings.leader_election.enabled:
         from controlloop.leader import LeaderElector
@@ -330,6 +380,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         if http is not None:
             http.shutdown()
     return 0
+
+
+def endpoint_policy(args: argparse.Namespace, kube: Any) -> EndpointPolicy:
+    """``run``'s HTTP policy from its flags (docs/deploy.md, "Endpoints")."""
+    from controlloop.httpauth import build_policy
+
+    try:
+        return build_policy(
+            mode=getattr(args, "http_auth", "auto"), in_cluster=bool(args.in_cluster),
+            token_file=getattr(args, "http_token_file", None),
+            invoke=getattr(args, "invoke", "on") == "on",
+            invoke_per_minute=float(getattr(args, "invoke_rate", 6.0)),
+            metrics_auth=bool(getattr(args, "metrics_auth", False)),
+            api_client=kube.api_client)
+    except ValueError as exc:
+        raise ConfigError([str(exc)]) from None
 
 
 class ReloadingLoadSource:

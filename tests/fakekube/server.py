@@ -103,6 +103,9 @@ class FakeKubeServer:
         self.keda_installed = keda_installed
         self.kubeconfig: Path | None = None
         self._faults: list[Fault] = []
+        # TokenReview / SubjectAccessReview: token -> user info; (subject, path, verb) grants.
+        self.users: dict[str, Obj] = {}
+        self.grants: set[tuple[str, str, str]] = set()
         self._forbidden: list[tuple[str, frozenset[str] | None, str | None]] = []
         self._requests: list[Request] = []
         self._lock = threading.Lock()
@@ -187,6 +190,48 @@ class FakeKubeServer:
             if low in (res.kind.lower(), res.plural, res.key.lower(), *res.short_names):
                 return res
         return find_resource(name)
+
+    def add_user(self, token: str, username: str, groups: tuple[str, ...] = ()) -> None:
+        """A bearer token that TokenReview authenticates as ``username``."""
+        with self._lock:
+            self.users[token] = {"username": username, "uid": f"uid-{username}",
+                                 "groups": [*groups, "system:authenticated"]}
+
+    def grant(self, subject: str, path: str, verb: str) -> None:
+        """RBAC for a non-resource URL: ``subject`` (user or group) may ``verb`` ``path``."""
+        with self._lock:
+            self.grants.add((subject, path, verb))
+
+    def _review(self, path: str, body: Any) -> tuple[int, Any] | None:
+        reviews = {"/apis/authentication.k8s.io/v1/tokenreviews": ("tokenreviews", "TokenReview"),
+                   "/apis/authorization.k8s.io/v1/subjectaccessreviews":
+                       ("subjectaccessreviews", "SubjectAccessReview")}
+        if path not in reviews:
+            return None
+        plural, kind = reviews[path]
+        group = path.split("/")[2]
+        res = Resource(group, "v1", plural, kind, namespaced=False)
+        if self._is_forbidden(res, "create", ""):
+            return 403, self._forbidden_body(res, "create", "", "")
+        spec = (body or {}).get("spec") if isinstance(body, dict) else None
+        if not isinstance(spec, dict):
+            return 400, status_body(400, "BadRequest", f"{kind}: spec is required")
+        if kind == "TokenReview":
+            with self._lock:
+                user = self.users.get(str(spec.get("token", "")))
+            status: Obj = ({"authenticated": True, "user": user} if user
+                           else {"authenticated": False, "error": "invalid bearer token"})
+        else:
+            attrs = spec.get("nonResourceAttributes") or {}
+            subjects = {spec.get("user", ""), *(spec.get("groups") or [])}
+            with self._lock:
+                allowed = any((s, attrs.get("path"), attrs.get("verb")) in self.grants
+                              for s in subjects)
+            status = {"allowed": allowed}
+            if not allowed:
+                status["reason"] = "no RBAC policy matched"
+        return 201, {"apiVersion": f"{group}/v1", "kind": kind, "metadata": {},
+                     "spec": spec, "status": status}
 
     def put(self, obj: Obj) -> Obj:
         """Create any object (kind/apiVersion from the body); returns the stored copy."""
@@ -286,9 +331,13 @@ class FakeKubeServer:
                          "serverAddressByClientCIDRs": []}
         if path in ("/apis", "/apis/"):
             return 200, self._discovery()
-        found = self._discover_path(path)
+        found = self._discover_path(path) if method == "GET" else None
         if found is not None:
             return found
+        if method == "POST":
+            review = self._review(path, body)
+            if review is not None:
+                return review
         route = self._route(path)
         if route is None:
             return 404, status_body(404, "NotFound",
