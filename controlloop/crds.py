@@ -40,7 +40,7 @@ from controlloop.config import (
     cross_check,
     validate_section,
 )
-from controlloop.settings import ControllerSettings
+from controlloop.loop.settings import ControllerSettings
 from controlloop.specs import (
     AcceleratorSpec,
     CapacitySpec,
@@ -664,7 +664,7 @@ def cmd_export_crs(args: Any) -> int:
     from pathlib import Path
 
     from controlloop.config import load_config
-    from controlloop.settings import controller_file, load_controller_settings
+    from controlloop.loop.settings import controller_file, load_controller_settings
 
     if args.definitions:
         sys.stdout.write(dump_yaml(crd_documents()))
@@ -682,3 +682,26 @@ def cmd_export_crs(args: Any) -> int:
         loaded.system, namespace=args.namespace, settings=settings,
         optimizer_name=args.optimizer_name, include_servers=not args.no_servers)))
     return 0
+
+
+HEADER = ("# Generated from the spec models by `python -m controlloop.crds manifests/crds` "
+          "(controlloop/crds.py); do not edit.\n")
+
+
+def write_definitions(directory: Any) -> list[Any]:
+    """Write one ``<plural>.yaml`` per kind into ``directory`` (manifests/crds)."""
+    from pathlib import Path
+
+    out = []
+    for kind in KINDS:
+        path = Path(directory) / f"{kind.plural}.yaml"
+        path.write_text(HEADER + dump_yaml([crd_document(kind)]), encoding="utf-8")
+        out.append(path)
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    for written in write_definitions(sys.argv[1] if len(sys.argv) > 1 else "manifests/crds"):
+        print(written)

@@ -102,10 +102,9 @@ class KubeReviewer:
         self.timeout_s = timeout_s
 
     def token_review(self, token: str) -> dict[str, Any]:
-        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+        body: Any = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                 "spec": {"token": token}}
-        out = self._authn.create_token_review(  # type: ignore[arg-type]
-            body, _request_timeout=self.timeout_s)
+        out = self._authn.create_token_review(body, _request_timeout=self.timeout_s)
         return dict(self._api.sanitize_for_serialization(out).get("status") or {})
 
     def access_review(self, user: dict[str, Any], path: str, verb: str) -> dict[str, Any]:
@@ -116,10 +115,9 @@ class KubeReviewer:
             spec["uid"] = user["uid"]
         if user.get("extra"):
             spec["extra"] = user["extra"]
-        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        body: Any = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
                 "spec": spec}
-        out = self._authz.create_subject_access_review(  # type: ignore[arg-type]
-            body, _request_timeout=self.timeout_s)
+        out = self._authz.create_subject_access_review(body, _request_timeout=self.timeout_s)
         return dict(self._api.sanitize_for_serialization(out).get("status") or {})
 
 

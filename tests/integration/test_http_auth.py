@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from controlloop.actuator import KubeActuator
-from controlloop.collector import KubeCollector
+from controlloop.cluster.actuator import KubeActuator
+from controlloop.cluster.collector import KubeCollector
 from controlloop.config import load_system
-from controlloop.controller import Controller, StaticSpecs
 from controlloop.daemon import HttpState, make_http_server
 from controlloop.httpauth import EndpointPolicy, RateLimiter, build_policy
+from controlloop.loop.controller import Controller, StaticSpecs
+from controlloop.loop.settings import ControllerSettings
 from controlloop.metrics import ControllerMetrics
-from controlloop.settings import ControllerSettings
 from tests.e2e.helpers import CONFIG, FakeLoadSource
 from tests.fakekube import FakeKubeServer
 

@@ -30,7 +30,7 @@ NS = "controlloop-system"
 
 @pytest.fixture
 def api(fake_kube: FakeKubeServer) -> Iterator[k8s.ApiClient]:
-    from controlloop.kube import KubeClient
+    from controlloop.cluster.kube import KubeClient
 
     kube = KubeClient.from_kubeconfig(fake_kube.kubeconfig, timeout_s=5.0)
     yield kube.api_client

@@ -27,7 +27,7 @@ from controlloop.crds import (
     dump_yaml,
     system_to_crs,
 )
-from controlloop.settings import load_controller_settings
+from controlloop.loop.settings import load_controller_settings
 from tests.fakekube.crd import structural_problems, validation_errors
 
 kv = pytest.importorskip("kubernetes_validate")
@@ -57,7 +57,7 @@ def test_committed_definition_is_the_generated_one(kind: Any) -> None:
     (committed,) = load_all(CRDS / f"{kind.plural}.yaml")
     assert committed == crd_document(kind), (
         f"manifests/crds/{kind.plural}.yaml is stale: regenerate with "
-        "`controlloop export-crs --definitions`")
+        "`python -m controlloop.crds manifests/crds`")
 
 
 @pytest.mark.parametrize("version", ("1.28.0", kv.latest_version()))
