@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -532,6 +533,8 @@ def crs_to_system(
     for items in by_kind.values():
         items.sort(key=lambda o: str((o.get("metadata") or {}).get("name", "")))
 
+    # (ref, path) of each item, to name the resource in cross-reference problems
+    origins: dict[str, list[tuple[str, str]]] = {k: [] for k in by_kind}
     accelerators: list[Any] = []
     models: list[Any] = []
     classes: list[Any] = []
@@ -554,9 +557,12 @@ def crs_to_system(
                               "Server": servers}.get(kind)
                     if target is not None:
                         target.append(item)
+                        origins[kind].append((ref(obj), "spec"))
                     else:
                         assert isinstance(item, CapacitySpec)
                         capacity.extend(item.count)
+                        origins["Capacity"] += [(ref(obj), f"spec.count[{j}]")
+                                                for j in range(len(item.count))]
             bad(obj, lines)
     for obj in by_kind["Model"]:
         lines = []
@@ -581,6 +587,7 @@ def crs_to_system(
                 lines += row_problems
                 if perf is not None:
                     models.append(perf)
+                    origins["Model"].append((ref(obj), f"spec.perf[{i}]"))
         bad(obj, lines)
 
     optimizer = OptimizerSpec()
@@ -628,12 +635,35 @@ def crs_to_system(
     where = {s.key: f"{KINDS_BY_SECTION[s.key]} resources" for s in SECTIONS}
     cross_problems, cross_warnings = cross_check(system, where, {})
     if cross_problems:
-        raise ConfigError(cross_problems)
+        lines = [_attribute(p, origins) for p in cross_problems]
+        for line, _ in lines:
+            problems.append(line)
+        for line, who in lines:
+            if who:
+                invalid.setdefault(who, []).append(line)
+        raise CrConfigError(problems, invalid)
     return CrSpecs(LoadedConfig(system=system, warnings=warnings + cross_warnings),
                    settings=settings, optimizer=dict(chosen) if chosen else None)
 
 
 KINDS_BY_SECTION = {k.section: k.kind for k in KINDS}
+_LIST_KIND = {"accelerators": "Accelerator", "models": "Model", "serviceClasses": "ServiceClass",
+              "servers": "Server", "count": "Capacity"}
+_CROSS = re.compile(r"^\w+ resources: (\w+)\[(\d+)\]\.?([^:]*): (.*)$")
+
+
+def _attribute(problem: str, origins: Mapping[str, list[tuple[str, str]]]) -> tuple[str, str]:
+    """``Model resources: models[3].acc: ...`` -> ``Model/x: spec.perf[0].acc: ...``."""
+    m = _CROSS.match(problem)
+    if not m or m[1] not in _LIST_KIND:
+        return problem, ""
+    items = origins.get(_LIST_KIND[m[1]], [])
+    index = int(m[2])
+    if index >= len(items):
+        return problem, ""
+    who, path = items[index]
+    sub = m[3].strip(".")
+    return f"{who}: {path}{'.' + sub if sub else ''}: {m[4]}", who
 
 
 def canonical(system: SystemSpec) -> SystemSpec:
@@ -653,6 +683,80 @@ def canonical(system: SystemSpec) -> SystemSpec:
         "service_classes": sorted(system.service_classes, key=lambda c: cls_k8s[c.name]),
         "servers": sorted(system.servers, key=lambda s: srv_k8s[s.name]),
     })
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+def condition(type_: str, status: bool, reason: str, message: str, *, now: str,
+              generation: int, previous: Iterable[Mapping[str, Any]] = ()) -> Obj:
+    """A condition; ``lastTransitionTime`` moves only when ``status`` flips."""
+    value = "True" if status else "False"
+    old = next((c for c in previous if c.get("type") == type_), None)
+    since = old.get("lastTransitionTime", now) if old and old.get("status") == value else now
+    return {"type": type_, "status": value, "reason": reason, "message": message[:1024],
+            "lastTransitionTime": since, "observedGeneration": generation}
+
+
+def _num(value: Any) -> float | None:
+    """A finite number or None (JSON has no inf/NaN; the schema allows null)."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def optimizer_status(report: Any, *, generation: int, now: str, specs_error: str = "",
+                     previous: Iterable[Mapping[str, Any]] = ()) -> Obj:
+    """The Optimizer's status for one cycle report (:class:`~controlloop.loop.cycle.CycleReport`):
+    the solution per server, totals, and conditions Ready (the cycle produced a solution from
+    valid specs) and Degraded (it did so only in part, or the specs are the last good ones)."""
+    servers = []
+    for s in report.servers:
+        replicas = next((r for r in (s.desired_replicas, s.recommended_replicas)
+                         if r is not None), s.current_replicas)
+        servers.append({
+            "name": s.server, "namespace": s.namespace, "deployment": s.deployment,
+            "model": s.model, "class": s.service_class,
+            "currentAccelerator": s.current_accelerator, "currentReplicas": s.current_replicas,
+            "accelerator": s.desired_accelerator or s.recommended_accelerator
+            or s.current_accelerator,
+            "replicas": max(0, int(replicas)), "batch": s.batch, "cost": _num(s.cost),
+            "predictedItlMs": _num(s.predicted_itl_ms),
+            "predictedTtftMs": _num(s.predicted_ttft_ms),
+            "sloItlMs": _num(s.slo_itl_ms), "sloTtftMs": _num(s.slo_ttft_ms),
+            "decision": s.verdict, "reason": s.reason[:1024],
+        })
+    errors = sum(report.error_kinds.values()) if report.error_kinds else len(report.errors)
+    totals = {"servers": len(servers), "replicas": sum(x["replicas"] for x in servers),
+              "cost": round(max(0.0, _num(report.total_cost) or 0.0), 4),
+              "scaled": report.count("scaled"), "moved": report.count("moved"),
+              "held": report.count("held"), "unchanged": report.count("unchanged"),
+              "errors": errors}
+    previous = list(previous)
+    if report.outcome == "failed":
+        ready = condition("Ready", False, "CycleFailed",
+                          "; ".join(report.errors)[:1024] or "the cycle failed", now=now,
+                          generation=generation, previous=previous)
+    else:
+        ready = condition("Ready", True, "SolutionApplied" if not report.dry_run
+                          else "SolutionComputed", report.summary(), now=now,
+                          generation=generation, previous=previous)
+    if specs_error:
+        degraded = condition("Degraded", True, "InvalidSpecs",
+                             f"using the last good specs: {specs_error}", now=now,
+                             generation=generation, previous=previous)
+    elif report.outcome == "partial" or errors:
+        degraded = condition("Degraded", True, "PartialCycle",
+                             "; ".join(report.errors)[:1024] or "some servers failed", now=now,
+                             generation=generation, previous=previous)
+    else:
+        degraded = condition("Degraded", False, "AsExpected", "", now=now,
+                             generation=generation, previous=previous)
+    return {"observedGeneration": generation, "lastCycleTime": now, "cycleId": report.cycle_id,
+            "outcome": report.outcome, "dryRun": bool(report.dry_run), "solver": report.solver,
+            "solverStatus": report.solver_status, "totals": totals, "servers": servers,
+            "conditions": [ready, degraded]}
 
 
 # --- command (the only I/O here) --------------------------------------------------------------

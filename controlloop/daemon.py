@@ -301,10 +301,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         "prometheus_url": args.prometheus_url,
         "leader_elect": args.leader_elect,
     }
-    if not Path(args.config).exists():
-        raise ConfigError([f"{args.config}: no such config directory (--config)"])
-    specs = FileSpecSource(Path(args.config), overrides=overrides, metrics=metrics)
-    system, settings = specs.current()
+    from_crs = getattr(args, "specs", "files") == "crd"
+    specs: Any
+    if not from_crs:
+        if not Path(args.config).exists():
+            raise ConfigError([f"{args.config}: no such config directory (--config)"])
+        specs = FileSpecSource(Path(args.config), overrides=overrides, metrics=metrics)
     if not args.in_cluster:
         check_kubeconfig(args.kubeconfig)
     try:
@@ -315,6 +317,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     except KubeError as exc:
         raise ConfigError([f"kubernetes: {exc}"]) from None
+    if from_crs:
+        specs = crd_spec_source(args, kube, overrides, metrics)
+    system, settings = specs.current()
     try:
         prom_settings = prometheus_settings(settings.prometheus)
     except (ValueError, TypeError) as exc:
@@ -346,6 +351,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         ",".join(settings.namespaces) or "all", settings.interval_seconds, prom_settings.describe(),
         system.optimizer.solver, settings.capacity.source,
     )
+    if from_crs:
+        controller.on_report.append(specs.write_status)
     if args.once:
         report = controller.run_cycle()
         return 0 if report.outcome != "failed" else 1
@@ -373,14 +380,54 @@ def cmd_run(args: argparse.Namespace) -> int:
         elector.start()
     # Reloaded actuation settings apply from the next cycle.
     controller.on_report.append(lambda _report: setattr(actuator, "config", specs.current()[1].actuation))
+    def watch_specs(scheduler: Any) -> None:
+        # A debounced change to the resources runs a cycle now (the same job, so never two
+        # at once); the periodic schedule goes on from there.
+        import datetime
+
+        specs.on_change = lambda: scheduler.modify_job("cycle",
+                                                       next_run_time=datetime.datetime.now())
+        specs.start()
+
     try:
-        run_scheduler(controller, settings.interval_seconds, lambda: specs.current()[1].interval_seconds)
+        run_scheduler(controller, settings.interval_seconds,
+                      lambda: specs.current()[1].interval_seconds,
+                      on_start=watch_specs if from_crs else None)
     finally:
+        if from_crs:
+            specs.stop()
         if elector is not None:
             elector.stop()
         if http is not None:
             http.shutdown()
     return 0
+
+
+SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def crd_spec_source(args: argparse.Namespace, kube: Any, overrides: dict[str, Any],
+                    metrics: ControllerMetrics) -> Any:
+    """``--specs crd``: the custom resources of --crd-namespace (default: the pod's own
+    namespace in-cluster, else controlloop-system); loop settings from the Optimizer's
+    spec.controller, else --config's controller.yaml, else the defaults."""
+    from controlloop.cluster.crdspecs import CrdSpecSource
+
+    namespace = getattr(args, "crd_namespace", None)
+    if not namespace and args.in_cluster and SA_NAMESPACE.is_file():
+        namespace = SA_NAMESPACE.read_text(encoding="utf-8").strip()
+    namespace = namespace or "controlloop-system"
+    config = Path(args.config)
+    base = (load_controller_settings(config)
+            if config.is_dir() and controller_file(config) is not None else None)
+    emit = not args.dry_run
+    source = CrdSpecSource(
+        kube.api_client, namespace, optimizer_name=getattr(args, "optimizer", "default"),
+        base_settings=base, overrides=lambda s: apply_overrides(s, overrides), metrics=metrics,
+        debounce_s=float(getattr(args, "debounce", 2.0)), events=kube if emit else None)
+    log.info("specs from %s custom resources in namespace %s (Optimizer/%s)", "controlloop.io",
+             namespace, source.optimizer_name)
+    return source
 
 
 def endpoint_policy(args: argparse.Namespace, kube: Any) -> EndpointPolicy:
@@ -449,7 +496,8 @@ def follow_interval(scheduler: Any, interval_of: Callable[[], float], interval: 
 
 
 def run_scheduler(
-    controller: Controller, interval: float, interval_of: Callable[[], float] | None = None
+    controller: Controller, interval: float, interval_of: Callable[[], float] | None = None,
+    on_start: Callable[[Any], None] | None = None,
 ) -> None:
     from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -474,4 +522,6 @@ def run_scheduler(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if on_start is not None:
+        on_start(scheduler)
     scheduler.start()

@@ -518,9 +518,11 @@ class FakeKubeServer:
         if problems:
             raise _invalid("CustomResourceDefinition", obj["metadata"].get("name", ""), problems)
 
-    def _admit(self, res: Resource, obj: Obj) -> Obj:
+    def _admit(self, res: Resource, obj: Obj, old: Obj | None) -> Obj:
         """Admission of every stored object: CRDs are checked, custom objects pruned and
-        validated against their schema (422 Invalid naming each field)."""
+        validated against their schema (422 Invalid naming each field). Like the API server's
+        validation ratcheting, a field left as stored is not re-judged (a status write to an
+        object whose spec no longer validates goes through)."""
         if res.kind == "CustomResourceDefinition" and res.group == "apiextensions.k8s.io":
             self._check_crd(obj)
             return obj
@@ -528,6 +530,11 @@ class FakeKubeServer:
             return obj
         obj = crd.prune_object(obj, res.schema)
         problems = crd.validation_errors(obj, res.schema)
+        if old is not None:
+            unchanged = [k for k in obj if k not in ("metadata",) and obj.get(k) == old.get(k)]
+            problems = [p for p in problems
+                        if not any(p == k or p.startswith((f"{k}.", f"{k}[", f"{k}:"))
+                                   for k in unchanged)]
         if problems:
             raise _invalid(res.kind, obj["metadata"].get("name", ""), problems, res)
         return obj

@@ -105,7 +105,8 @@ class Store:
         self.changed = threading.Condition(self.lock)
         # Admission: called with each object about to be stored (create and update, after
         # status handling); returns the object to store or raises StoreError (422).
-        self.admit: Callable[[Resource, Obj], Obj] | None = None
+        # ``old`` is the stored object on an update, None on create.
+        self.admit: Callable[[Resource, Obj, Obj | None], Obj] | None = None
 
     def compact(self) -> None:
         """Forget the watch history, as etcd compaction does."""
@@ -165,7 +166,7 @@ class Store:
             if res.kind == "Deployment":
                 obj.setdefault("spec", {}).setdefault("replicas", 1)
             if self.admit is not None:
-                obj = self.admit(res, obj)
+                obj = self.admit(res, obj, None)
             self.objects[key] = obj
             self._emit("ADDED", res, ns, obj)
             return copy.deepcopy(obj)
@@ -206,7 +207,7 @@ class Store:
                     meta[field] = old_meta[field]
             obj["kind"], obj["apiVersion"] = res.kind, res.api_version
             if self.admit is not None:
-                obj = self.admit(res, obj)
+                obj = self.admit(res, obj, old)
                 meta = obj["metadata"]
 
             def body(o: Obj) -> Obj:
