@@ -635,10 +635,9 @@ def crs_to_system(
     where = {s.key: f"{KINDS_BY_SECTION[s.key]} resources" for s in SECTIONS}
     cross_problems, cross_warnings = cross_check(system, where, {})
     if cross_problems:
-        lines = [_attribute(p, origins) for p in cross_problems]
-        for line, _ in lines:
+        attributed = [_attribute(p, origins) for p in cross_problems]
+        for line, who in attributed:
             problems.append(line)
-        for line, who in lines:
             if who:
                 invalid.setdefault(who, []).append(line)
         raise CrConfigError(problems, invalid)
