@@ -173,6 +173,22 @@ def structural_check(doc: Obj, where: str) -> None:
         for ep in endpoints:
             assert isinstance(ep.get("port"), str), f"{where}: endpoints need a named port"
             assert ep.get("path", "/metrics").startswith("/"), where
+    elif doc["kind"] == "ScaledObject":
+        assert doc["apiVersion"] == "keda.sh/v1alpha1", where
+        assert spec["scaleTargetRef"]["name"], where
+        assert spec.get("minReplicaCount", 0) >= 1, f"{where}: never scale a model to zero"
+        fallback = spec.get("fallback") or {}
+        assert fallback.get("failureThreshold", 0) >= 1 and fallback.get("replicas", 0) >= 1, (
+            f"{where}: fallback must be set so a dead controller does not scale to zero")
+        for trigger in spec["triggers"]:
+            meta = trigger["metadata"]
+            assert trigger["type"] == "prometheus" and meta["serverAddress"].startswith("http")
+            assert "controlloop_target_replicas" in meta["query"], where
+            # An empty result must be an error (fallback), not 0; AverageValue threshold 1
+            # makes the HPA set exactly the published target.
+            assert meta.get("ignoreNullValues") == "false", where
+            assert trigger.get("metricType", "AverageValue") == "AverageValue", where
+            assert float(meta["threshold"]) == 1.0, where
     elif doc["apiVersion"] == "controlloop.io/v1alpha1":
         # Our own kinds: against the definitions we ship (manifests/crds).
         from controlloop.crds import KIND_BY_NAME, crd_document
