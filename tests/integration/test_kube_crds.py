@@ -238,14 +238,12 @@ def test_table_has_the_printer_columns(api: k8s.ApiClient, fake_kube: FakeKubeSe
 
 def kubectl(fake: FakeKubeServer, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("kubectl")
-    assert exe
+    assert exe, "kubectl missing: scripts/install-system-deps.sh installs Debian's kubernetes-client"
     return subprocess.run(
         [exe, f"--kubeconfig={fake.kubeconfig}", f"--cache-dir={tmp / 'cache'}", *args],
         capture_output=True, text=True, timeout=60, check=False)
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None,
-                    reason="kubectl not installed (Debian: kubernetes-client)")
 def test_kubectl_lists_our_resources_with_printer_columns(fake_kube: FakeKubeServer,
                                                           tmp_path: Path) -> None:
     crds = tmp_path / "crds.yaml"
