@@ -290,6 +290,20 @@ def _serve(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
         "--stateful", action="store_true", help="keep the system in the server; full verb set"
     )
     p.add_argument("--config", type=Path, help="preload the system from a config (stateful)")
+    p.add_argument(
+        "--token-file", type=text, default=env_default("SERVE_TOKEN_FILE"),
+        help="require `Authorization: Bearer <token>` (the file's content) on every request "
+        "but /healthz (env CONTROLLOOP_SERVE_TOKEN_FILE; default: no auth, for loopback)",
+    )
+    p.add_argument(
+        "--tls-cert", type=text, default=env_default("SERVE_TLS_CERT"),
+        help="serve HTTPS with this PEM certificate (with --tls-key; env "
+        "CONTROLLOOP_SERVE_TLS_CERT; default plain HTTP)",
+    )
+    p.add_argument(
+        "--tls-key", type=text, default=env_default("SERVE_TLS_KEY"),
+        help="PEM private key of --tls-cert (env CONTROLLOOP_SERVE_TLS_KEY)",
+    )
     add_common(p)
     p.set_defaults(handler=lazy("controlloop.server", "cmd_serve"))
 
