@@ -1,7 +1,7 @@
 """An emulated cluster: the Collector and Actuator of the demo, in simulated time.
 
 Each managed server is a Deployment whose replicas are token-level simulated
-vLLM replicas (:class:`controlloop.sim.ReplicaSimulator`, MODEL.md section 7).
+vLLM replicas (:class:`controlloop.sim.ReplicaSimulator`, docs/model-spec.md section 7).
 Life of a replica: ``pending`` (no free cards of its type; it serves nothing)
 -> ``starting`` (scheduled, holds its cards, loads the model for
 ``startup_s``) -> ``serving`` (receives its share of the load). The load
