@@ -22,10 +22,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from controlloop.cluster.kube_errors import KubeError
-from controlloop.config import ConfigError, load_config
+from controlloop.cluster.httpauth import EndpointPolicy
+from controlloop.cluster.kube_errors import KubeConfigError, KubeError
+from controlloop.config import ConfigError, StartupError, load_config
 from controlloop.config import _describe_error as describe_error
-from controlloop.httpauth import EndpointPolicy
 from controlloop.loop.controller import Controller, CycleReport, SpecSource
 from controlloop.loop.settings import ControllerSettings, controller_file, load_controller_settings
 from controlloop.metrics import ControllerMetrics
@@ -315,8 +315,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.in_cluster
             else KubeClient.from_kubeconfig(args.kubeconfig, args.context)
         )
-    except KubeError as exc:
+    except KubeConfigError as exc:  # the kubeconfig / in-cluster config given is unusable
         raise ConfigError([f"kubernetes: {exc}"]) from None
+    except KubeError as exc:
+        raise StartupError(f"kubernetes: {exc}") from None
     if from_crs:
         specs = crd_spec_source(args, kube, overrides, metrics)
     system, settings = specs.current()
@@ -365,9 +367,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             http = make_http_server(listen[0], listen[1],
                                     HttpState(controller, metrics, specs, policy))
         except OSError as exc:
-            raise ConfigError([
+            raise StartupError(
                 f"--listen {listen[0]}:{listen[1]}: cannot listen: {exc.strerror or exc}"
-            ]) from None
+            ) from None
         threading.Thread(target=http.serve_forever, name="http", daemon=True).start()
         log.info("serving /healthz /readyz /metrics POST /invoke on %s:%d (%s)", *listen,
                  policy.describe())
@@ -421,10 +423,17 @@ def crd_spec_source(args: argparse.Namespace, kube: Any, overrides: dict[str, An
     base = (load_controller_settings(config)
             if config.is_dir() and controller_file(config) is not None else None)
     emit = not args.dry_run
-    source = CrdSpecSource(
-        kube.api_client, namespace, optimizer_name=getattr(args, "optimizer", "default"),
-        base_settings=base, overrides=lambda s: apply_overrides(s, overrides), metrics=metrics,
-        debounce_s=float(getattr(args, "debounce", 2.0)), events=kube if emit else None)
+    try:
+        source = CrdSpecSource(
+            kube.api_client, namespace, optimizer_name=getattr(args, "optimizer", "default"),
+            base_settings=base, overrides=lambda s: apply_overrides(s, overrides),
+            metrics=metrics, debounce_s=float(getattr(args, "debounce", 2.0)),
+            events=kube if emit else None)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the API server unreachable: one line, exit 1
+        raise StartupError(f"kubernetes: cannot read the {namespace} spec resources: "
+                           f"{type(exc).__name__}: {exc}") from None
     log.info("specs from %s custom resources in namespace %s (Optimizer/%s)", "controlloop.io",
              namespace, source.optimizer_name)
     return source
@@ -432,7 +441,7 @@ def crd_spec_source(args: argparse.Namespace, kube: Any, overrides: dict[str, An
 
 def endpoint_policy(args: argparse.Namespace, kube: Any) -> EndpointPolicy:
     """``run``'s HTTP policy from its flags (docs/deploy.md, "Endpoints")."""
-    from controlloop.httpauth import build_policy
+    from controlloop.cluster.httpauth import build_policy
 
     try:
         return build_policy(

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from controlloop.cli import main
-from tests.e2e.helpers import CONFIG, managed_labels
+from tests.helpers.cluster import CONFIG, managed_labels
 from tests.promharness.fixtures import DEPLOYMENT_A, WINDOW
 
 

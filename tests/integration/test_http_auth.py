@@ -17,14 +17,14 @@ import pytest
 
 from controlloop.cluster.actuator import KubeActuator
 from controlloop.cluster.collector import KubeCollector
+from controlloop.cluster.httpauth import EndpointPolicy, RateLimiter, build_policy
 from controlloop.config import load_system
 from controlloop.daemon import HttpState, make_http_server
-from controlloop.httpauth import EndpointPolicy, RateLimiter, build_policy
 from controlloop.loop.controller import Controller, StaticSpecs
 from controlloop.loop.settings import ControllerSettings
 from controlloop.metrics import ControllerMetrics
-from tests.e2e.helpers import CONFIG, FakeLoadSource
 from tests.fakekube import FakeKubeServer
+from tests.helpers.cluster import CONFIG, FakeLoadSource
 
 pytestmark = pytest.mark.integration
 

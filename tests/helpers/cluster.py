@@ -5,8 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from controlloop.cluster.actuator import DryRunActuator, KubeActuator
+from controlloop.cluster.collector import KubeCollector
 from controlloop.cluster.prom import LoadReading
+from controlloop.config import load_system
+from controlloop.loop.controller import Controller, StaticSpecs
+from controlloop.loop.settings import ControllerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
@@ -81,4 +87,25 @@ def reading(rpm: float, in_tokens: float = 128, out_tokens: float = 1024) -> Loa
     return LoadReading(
         status, "", arrival_rate_rpm=rpm, avg_in_tokens=in_tokens, avg_out_tokens=out_tokens,
         itl_ms=30.0, ttft_ms=200.0, running=3, waiting=0,
+    )
+
+
+def make_controller(kube_client: Any, load: FakeLoadSource, *, dry_run: bool = False,
+                    clock: Any = None, settings: ControllerSettings | None = None) -> Controller:
+    settings = settings or ControllerSettings()
+    system = load_system(CONFIG)
+    actuator: Any = (
+        DryRunActuator(kube_client.get_deployment, settings.actuation)
+        if dry_run
+        else KubeActuator(kube_client, settings.actuation, sleep=lambda s: None)
+    )
+    kwargs: dict[str, Any] = {}
+    if clock is not None:
+        kwargs["clock"] = clock
+    return Controller(
+        specs=StaticSpecs(system, settings),
+        collector=KubeCollector(kube_client, load, settings),
+        actuator=actuator,
+        dry_run=dry_run,
+        **kwargs,
     )
