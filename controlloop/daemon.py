@@ -354,7 +354,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         system.optimizer.solver, settings.capacity.source,
     )
     if from_crs:
-        controller.on_report.append(specs.write_status)
+        # Only the leader's solution goes on the Optimizer (a standby's cycles are empty).
+        controller.on_report.append(
+            lambda report: specs.write_status(report) if controller.is_leader() else None)
     if args.once:
         report = controller.run_cycle()
         return 0 if report.outcome != "failed" else 1

@@ -127,7 +127,8 @@ class ControllerMetrics:
                 if value is not None:
                     gauge.labels(*labels).set(value)
             self.load_known.labels(*labels).set(0 if s.load.get("status") == "unknown" else 1)
-            if getattr(report, "actuation_mode", "patch") == "metrics":
+            # Publishing is actuating in metrics mode: never in dry-run.
+            if getattr(report, "actuation_mode", "patch") == "metrics" and not report.dry_run:
                 decided = s.verdict in ("scaled", "moved", "unchanged")
                 target = s.desired_replicas if decided else None
                 self.target.labels(s.namespace, s.deployment, s.server, acc or "").set(

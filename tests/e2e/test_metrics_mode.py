@@ -99,6 +99,16 @@ def test_unknown_load_publishes_the_current_replicas(fake_kube: Any, kube_client
     assert hpa_step(fake_kube, metrics) == 4
 
 
+def test_dry_run_publishes_nothing(fake_kube: Any, kube_client: Any) -> None:
+    add_server(fake_kube, "llm", "granite", model="granite_13b", cls="Premium", replicas=1)
+    fake_kube.add_hpa("llm", "granite", target="granite")
+    controller, metrics = make(kube_client, FakeLoadSource({"granite": reading(200)}), "metrics")
+    controller.dry_run = True
+    (row,) = controller.run_cycle().servers
+    assert row.verdict == "scaled"
+    assert published(metrics) == {}, "dry-run changes nothing, the series included"
+
+
 def test_patch_mode_still_holds_autoscaled_deployments(fake_kube: Any, kube_client: Any) -> None:
     add_server(fake_kube, "llm", "granite", model="granite_13b", cls="Premium", replicas=1)
     fake_kube.add_hpa("llm", "granite", target="granite")

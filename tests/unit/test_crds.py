@@ -244,3 +244,59 @@ def test_export_crs_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert [d for d in yaml.safe_load_all(out.getvalue()) if d] == crd_documents()
     assert main(["export-crs", str(tmp_path / "missing")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
+
+
+# --- the Optimizer's status -----------------------------------------------------------------
+
+
+def _report(outcome: str = "ok", errors: list[str] | None = None) -> Any:
+    from controlloop.loop.cycle import CycleReport, ServerReport
+
+    held = ServerReport(server="b", namespace="llm", deployment="b", model="m",
+                        service_class="Free", current_accelerator="L4", current_replicas=3,
+                        ready_replicas=3, pending_pods=0, load={}, verdict="held",
+                        held_reason="unknown-load", reason="load unknown", cost=12.0)
+    scaled = ServerReport(server="a", namespace="llm", deployment="a", model="m",
+                          service_class="Premium", current_accelerator="L4", current_replicas=1,
+                          ready_replicas=1, pending_pods=0, load={}, verdict="scaled",
+                          reason="why", desired_accelerator="L4", desired_replicas=4, batch=8,
+                          predicted_itl_ms=20.0, predicted_ttft_ms=float("inf"), cost=24.0)
+    return CycleReport(cycle_id="1-x", started_at=0.0, outcome=outcome,  # type: ignore[arg-type]
+                       servers=[scaled, held], errors=errors or [], total_cost=36.0,
+                       error_kinds={"actuate": 1} if errors else {})
+
+
+def test_optimizer_status_solution_totals_and_conditions() -> None:
+    from controlloop.crds import optimizer_status
+
+    status = optimizer_status(_report(), generation=3, now="2026-01-01T00:00:00Z")
+    assert validation_errors({"apiVersion": API_VERSION, "kind": "Optimizer", "metadata": {},
+                              "spec": {}, "status": status}, schema_of("Optimizer")) == []
+    a, b = status["servers"]
+    assert (a["accelerator"], a["replicas"], a["batch"], a["decision"]) == ("L4", 4, 8, "scaled")
+    assert a["predictedTtftMs"] is None, "inf is not JSON: null"
+    assert (b["replicas"], b["decision"]) == (3, "held"), "held: the current replicas"
+    assert status["totals"] == {"servers": 2, "replicas": 7, "cost": 36.0, "scaled": 1,
+                                "moved": 0, "held": 1, "unchanged": 0, "errors": 0}
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("True", "SolutionApplied")
+    assert (conds["Degraded"]["status"], conds["Degraded"]["reason"]) == ("False", "AsExpected")
+    assert status["observedGeneration"] == 3 == conds["Ready"]["observedGeneration"]
+    # A later cycle keeps lastTransitionTime while a condition keeps its status ...
+    later = optimizer_status(_report(), generation=3, now="2026-01-01T00:01:00Z",
+                             previous=status["conditions"])
+    assert {c["type"]: c["lastTransitionTime"] for c in later["conditions"]} == {
+        "Ready": "2026-01-01T00:00:00Z", "Degraded": "2026-01-01T00:00:00Z"}
+    # ... and moves it when one flips.
+    bad = optimizer_status(_report("partial", ["x: 500"]), generation=3,
+                           now="2026-01-01T00:02:00Z", specs_error="Model/m: spec.perf[0]: bad",
+                           previous=later["conditions"])
+    conds = {c["type"]: c for c in bad["conditions"]}
+    assert conds["Ready"]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert (conds["Degraded"]["status"], conds["Degraded"]["reason"]) == ("True", "InvalidSpecs")
+    assert conds["Degraded"]["lastTransitionTime"] == "2026-01-01T00:02:00Z"
+    assert "Model/m" in conds["Degraded"]["message"] and bad["totals"]["errors"] == 1
+    failed = optimizer_status(_report("failed", ["internal error"]), generation=4,
+                              now="2026-01-01T00:03:00Z")
+    conds = {c["type"]: c for c in failed["conditions"]}
+    assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("False", "CycleFailed")
