@@ -470,6 +470,7 @@ class FakeKubeServer:
                         columns=tuple(v.get("additionalPrinterColumns") or ()),
                         short_names=tuple(names.get("shortNames") or ()))
                for v in spec.get("versions") or [] if v.get("served", True)]
+        self.store.keep_history()
         with self._lock:
             self.resources = [r for r in self.resources
                               if not (r.custom and (r.group, r.plural)
@@ -637,6 +638,7 @@ class FakeKubeServer:
         except SelectorError as err:
             return 400, status_body(400, "BadRequest", str(err)), None
         timeout = float(query.get("timeoutSeconds") or 1800)
+        self.store.keep_history()
 
         def matches(obj: Obj) -> bool:
             return (match_labels(labels, obj["metadata"].get("labels"))

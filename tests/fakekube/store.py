@@ -102,6 +102,7 @@ class Store:
         self.revision = 0
         self.events: list[Event] = []  # every change, oldest first (watch history)
         self.compacted = 0  # watches from an older resourceVersion get 410 Gone
+        self.recording = False
         self.changed = threading.Condition(self.lock)
         # Admission: called with each object about to be stored (create and update, after
         # status handling); returns the object to store or raises StoreError (422).
@@ -114,9 +115,25 @@ class Store:
             self.events.clear()
             self.compacted = self.revision
 
+    # Watch history is kept only once something may watch (a CRD registered or a watch
+    # opened), and at most HISTORY events: tests that never watch (the soak's memory bounds)
+    # pay nothing. A watch from before the kept history gets 410 Gone, as after compaction.
+    HISTORY = 5000
+
+    def keep_history(self) -> None:
+        with self.lock:
+            if not self.recording:
+                self.recording = True
+                self.compacted = self.revision
+
     def _emit(self, kind: str, res: Resource, ns: str, obj: Obj) -> None:
-        self.events.append(Event(int(obj["metadata"]["resourceVersion"]), kind, res.key, ns,
-                                 copy.deepcopy(obj)))
+        if self.recording:
+            self.events.append(Event(int(obj["metadata"]["resourceVersion"]), kind, res.key,
+                                     ns, copy.deepcopy(obj)))
+            if len(self.events) > self.HISTORY:
+                dropped = self.events[: self.HISTORY // 5]
+                del self.events[: self.HISTORY // 5]
+                self.compacted = dropped[-1].revision
         self.changed.notify_all()
 
     def _next_rv(self) -> str:
