@@ -264,6 +264,18 @@ def _demo(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
         help="report directory, created if missing (default: %(default)s)",
     )
     p.add_argument("--seed", type=integer, default=1, help="random seed (default: %(default)s)")
+    from controlloop.ui.listen import serve_address
+
+    p.add_argument(
+        "--serve", type=serve_address, metavar="[HOST:]PORT",
+        help="serve the live dashboard at http://HOST:PORT/ui/ (host default 127.0.0.1, "
+        "port 0: any free one) while the run goes on in paced time, and after it until "
+        "interrupted",
+    )
+    p.add_argument(
+        "--pace", type=positive_float, default=1.0, metavar="SECONDS",
+        help="with --serve: wall seconds per cycle (default: %(default)s)",
+    )
     add_common(p)
     p.set_defaults(handler=lazy("controlloop.demo.command", "cmd_demo"))
 

@@ -154,7 +154,7 @@ def dashboard() -> dict[str, Any]:
     y += 8
     panels += [
         panel("timeseries", "Decisions by verdict", [
-            target(f"sum by (verdict) (increase(controlloop_decisions_total{{server=~\"$server\"}}"
+            target("sum by (verdict) (increase(controlloop_decisions_total{server=~\"$server\"}"
                    "[$__rate_interval]))", "{{verdict}}")],
             0, y, 8, 8),
         panel("timeseries", "Held, by reason", [
