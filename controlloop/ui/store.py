@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from controlloop.cycle import CycleReport, ServerReport
@@ -67,20 +68,34 @@ def gpu_usage(system: SystemSpec, report: CycleReport) -> dict[str, dict[str, in
     capacity = {} if system.optimizer.unlimited else system.capacity_by_type()
     out: dict[str, dict[str, int | None]] = {}
 
-    def add(acc_name: str, replicas: int | None, key: str) -> None:
+    def add(model: str, acc_name: str, replicas: int | None, key: str) -> None:
         acc = accs.get(acc_name)
         if acc is None or not replicas:
             return
+        # a replica holds accCount units of multiplicity cards each (as the scheduler asks)
+        perf = system.perf(model, acc_name)
+        cards = (perf.acc_count if perf else 1) * acc.multiplicity
         entry = out.setdefault(acc.type, {"used": 0, "desired": 0, "capacity": None})
-        entry[key] = int(entry[key] or 0) + replicas * acc.multiplicity
+        entry[key] = int(entry[key] or 0) + replicas * cards
 
     for s in report.servers:
-        add(s.current_accelerator, s.current_replicas, "used")
+        add(s.model, s.current_accelerator, s.current_replicas, "used")
         desired = s.desired_replicas if s.desired_replicas is not None else s.current_replicas
-        add(s.desired_accelerator or s.current_accelerator, desired, "desired")
+        add(s.model, s.desired_accelerator or s.current_accelerator, desired, "desired")
     for type_, count in capacity.items():
         out.setdefault(type_, {"used": 0, "desired": 0, "capacity": None})["capacity"] = count
     return dict(sorted(out.items()))
+
+
+def publisher(
+    store: ReportStore, system_of: Callable[[], SystemSpec]
+) -> Callable[[CycleReport], None]:
+    """A Controller ``on_report`` hook for the daemon: cards per type from the current specs."""
+
+    def hook(report: CycleReport) -> None:
+        store.publish(report, gpus=gpu_usage(system_of(), report))
+
+    return hook
 
 
 class ReportStore:
