@@ -144,13 +144,13 @@ def cycles_shown(drv: Any) -> int:
     return int(drv.find_element(By.TAG_NAME, "body").get_attribute("data-cycles") or 0)
 
 
-def save(drv: Any, name: str) -> Path:
+def save(drv: Any, name: str, *, full_page: bool = True) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / name
-    # the whole page: grow the window to the document's height first
-    height = drv.execute_script("return document.documentElement.scrollHeight")
-    drv.set_window_size(1400, max(900, int(height)))
-    time.sleep(0.3)  # charts re-size on the resize event
+    if full_page:  # grow the window to the document's height first
+        height = drv.execute_script("return document.documentElement.scrollHeight")
+        drv.set_window_size(1400, max(900, int(height)))
+        time.sleep(0.3)  # charts re-size on the resize event
     drv.save_screenshot(str(path))
     if os.environ.get("CONTROLLOOP_UPDATE_DOCS"):
         DOC_IMAGES.mkdir(parents=True, exist_ok=True)
@@ -177,10 +177,11 @@ def test_dashboard_live_then_after_the_run(demo: DemoServer, browser: Any) -> No
     browser.get(url)
     wait = WebDriverWait(browser, 60, poll_frequency=0.2)
     # live: cycles arrive while the run goes on (paced at 0.3 s per cycle)
-    wait.until(lambda d: cycles_shown(d) >= 2)
+    wait.until(lambda d: cycles_shown(d) >= 4)
     seen_live = cycles_shown(browser)
     assert seen_live < CYCLES, "the page should be showing a run in progress"
     assert "live" in browser.find_element(By.ID, "status").get_attribute("class")
+    save(browser, "dashboard-live.png", full_page=False)
     wait.until(lambda d: cycles_shown(d) == CYCLES and "run finished" in
                d.find_element(By.ID, "status").text)
     demo.wait_for("run finished; still serving")

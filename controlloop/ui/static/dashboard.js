@@ -32,8 +32,11 @@
 
   function xAxis() {
     var axis = { stroke: "#6b7384", grid: { stroke: "#eef0f3" } };
-    if (isSim()) {
-      axis.values = function (u, splits) { return splits.map(function (s) { return Math.round(s / 60) + "m"; }); };
+    if (isSim()) { // simulated seconds: ticks on whole minutes
+      axis.incrs = [60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400];
+      axis.values = function (u, splits) {
+        return splits.map(function (s) { return s >= 7200 ? (s / 3600).toFixed(1) + "h" : Math.round(s / 60) + "m"; });
+      };
     }
     return axis;
   }
