@@ -29,6 +29,9 @@ from controlloop.loop.controller import Controller, CycleReport, SpecSource
 from controlloop.loop.settings import ControllerSettings, controller_file, load_controller_settings
 from controlloop.metrics import ControllerMetrics
 from controlloop.specs import SystemSpec
+from controlloop.ui import ReportStore, UiApp
+from controlloop.ui.app import send as send_ui
+from controlloop.ui.store import publisher
 
 log = logging.getLogger("controlloop.daemon")
 
@@ -163,6 +166,16 @@ class HttpState:
     controller: Controller
     metrics: ControllerMetrics
     specs: FileSpecSource | None = None
+    ui: UiApp | None = None  # the web dashboard at /ui (controlloop.ui), read-only
+
+
+def ui_allowed(handler: BaseHTTPRequestHandler, state: HttpState) -> bool:
+    """Request check for /ui: the same as for the other endpoints.
+
+    AUTH HOOK (issue 17): when the daemon checks requests, call that check here (for
+    ``GET`` of ``urlsplit(handler.path).path``), answering and returning False on refusal.
+    """
+    return True
 
 
 def make_http_server(host: str, port: int, state: HttpState) -> ThreadingHTTPServer:
@@ -187,6 +200,9 @@ def make_http_server(host: str, port: int, state: HttpState) -> ThreadingHTTPSer
                 from prometheus_client import CONTENT_TYPE_LATEST
 
                 self._send(200, state.metrics.exposition(), CONTENT_TYPE_LATEST)
+            elif state.ui is not None and state.ui.owns(self.path):
+                if ui_allowed(self, state):
+                    send_ui(self, state.ui.handle(self.path))
             else:
                 self._send(404, b"not found\n")
 
@@ -284,6 +300,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if settings.actuation.emit_events and not args.dry_run:
         controller.on_held = partial(note_held, kube)
     controller.on_report.append(metrics.observe)
+    ui = daemon_ui(controller, specs, dry_run=args.dry_run)
     if args.cycle_log:
         try:
             controller.on_report.append(CycleLog(Path(args.cycle_log)))
@@ -307,13 +324,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     http = None
     if listen:
         try:
-            http = make_http_server(listen[0], listen[1], HttpState(controller, metrics, specs))
+            http = make_http_server(listen[0], listen[1], HttpState(controller, metrics, specs, ui=ui))
         except OSError as exc:
             raise ConfigError([
                 f"--listen {listen[0]}:{listen[1]}: cannot listen: {exc.strerror or exc}"
             ]) from None
         threading.Thread(target=http.serve_forever, name="http", daemon=True).start()
-        log.info("serving /healthz /readyz /metrics POST /invoke on %s:%d", *listen)
+        log.info("serving /healthz /readyz /metrics /ui POST /invoke on %s:%d", *listen)
     elector = None
     if settings.leader_election.enabled:
         from controlloop.cluster.leader import LeaderElector
@@ -331,6 +348,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if http is not None:
             http.shutdown()
     return 0
+
+
+def daemon_ui(controller: Controller, specs: SpecSource, *, dry_run: bool) -> UiApp:
+    """The dashboard over the daemon's last cycles (a bounded history, in memory)."""
+    store = ReportStore(title="controlloop (dry-run)" if dry_run else "controlloop")
+    controller.on_report.append(publisher(store, lambda: specs.current()[0]))
+    return UiApp(store)
 
 
 class ReloadingLoadSource:

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from controlloop.cycle import CycleReport, ServerReport
+from controlloop.loop.cycle import CycleReport, ServerReport
 from controlloop.specs import SystemSpec
 
 DEFAULT_HISTORY = 720  # cycles: 12 h at the default 60 s interval
@@ -72,9 +72,8 @@ def gpu_usage(system: SystemSpec, report: CycleReport) -> dict[str, dict[str, in
         acc = accs.get(acc_name)
         if acc is None or not replicas:
             return
-        # a replica holds accCount units of multiplicity cards each (as the scheduler asks)
-        perf = system.perf(model, acc_name)
-        cards = (perf.acc_count if perf else 1) * acc.multiplicity
+        # accCount x multiplicity cards a replica; unknown perf: one unit (still counted)
+        cards = system.cards_per_replica(model, acc_name) or acc.multiplicity
         entry = out.setdefault(acc.type, {"used": 0, "desired": 0, "capacity": None})
         entry[key] = int(entry[key] or 0) + replicas * cards
 

@@ -22,12 +22,12 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from controlloop.actuator import KubeActuator
-from controlloop.collector import KubeCollector
+from controlloop.cluster.actuator import KubeActuator
+from controlloop.cluster.collector import KubeCollector
 from controlloop.config import load_system
-from controlloop.controller import Controller, StaticSpecs
+from controlloop.loop.controller import Controller, StaticSpecs
+from controlloop.loop.settings import ControllerSettings
 from controlloop.metrics import ControllerMetrics
-from controlloop.settings import ControllerSettings
 from tests.e2e.helpers import CONFIG, ROOT, FakeLoadSource, add_server, reading
 from tests.fakekube import FakeKubeServer
 
@@ -87,7 +87,7 @@ def exposition(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
 
 
 def _cycles_exposition(kube_server: FakeKubeServer, kubeconfig: Path) -> dict[str, set[str]]:
-    from controlloop.kube import KubeClient
+    from controlloop.cluster.kube import KubeClient
 
     kube_server.write_kubeconfig(kubeconfig)
     add_server(kube_server, "llm", "granite", model="granite_13b", cls="Premium", replicas=1)

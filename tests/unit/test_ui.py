@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from controlloop.cli import main
-from controlloop.controller import Controller, CycleReport, StaticSpecs
-from controlloop.cycle import ServerReport
 from controlloop.demo.cluster import EmulatedCluster
 from controlloop.demo.command import build_system, controller_settings
 from controlloop.demo.loadscript import parse_scenario
+from controlloop.loop.controller import Controller, CycleReport, StaticSpecs
+from controlloop.loop.cycle import ServerReport
 from controlloop.ui import ReportStore, UiApp, gpu_usage, make_ui_server
 from controlloop.ui.app import STATIC
 from controlloop.ui.listen import serve_address
