@@ -81,7 +81,7 @@ class DemoServer:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "controlloop", "demo", str(scenario), "--serve", "127.0.0.1:0",
-             "--pace", "0.3", "--out", str(self.out)],
+             "--pace", "0.6", "--out", str(self.out)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
@@ -176,7 +176,7 @@ def test_dashboard_live_then_after_the_run(demo: DemoServer, browser: Any) -> No
     url = demo.wait_for("dashboard: ").split()[1]
     browser.get(url)
     wait = WebDriverWait(browser, 60, poll_frequency=0.2)
-    # live: cycles arrive while the run goes on (paced at 0.3 s per cycle)
+    # live: cycles arrive while the run goes on (paced at 0.6 s per cycle)
     wait.until(lambda d: cycles_shown(d) >= 4)
     seen_live = cycles_shown(browser)
     assert seen_live < CYCLES, "the page should be showing a run in progress"

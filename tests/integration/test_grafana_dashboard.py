@@ -274,3 +274,26 @@ def test_committed_dashboard_is_what_the_script_writes() -> None:
     assert DASHBOARD.read_text(encoding="utf-8") == module.render(), (
         "run python scripts/make-grafana-dashboard.py"
     )
+
+
+def test_dashboard_layout_and_variables() -> None:
+    """What Grafana needs to load it: unique ids, panels on the 24-column grid without
+    overlapping, a Prometheus datasource on every query, every variable used defined."""
+    doc = dashboard()
+    panels = doc["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    cells: dict[tuple[int, int], str] = {}
+    for p in panels:
+        g = p["gridPos"]
+        assert g["x"] >= 0 and g["w"] > 0 and g["x"] + g["w"] <= 24, p["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = p["title"]
+        for t in p.get("targets", []):
+            assert t["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
+    defined = {v["name"] for v in doc["templating"]["list"]}
+    used = set(re.findall(r"\$\{?(\w+)", json.dumps(panels))) - {"__rate_interval", "__range"}
+    assert used <= defined, used - defined
+    assert {v["type"] for v in doc["templating"]["list"]} == {"datasource", "query"}
