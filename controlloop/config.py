@@ -43,11 +43,17 @@ log = logging.getLogger(__name__)
 
 
 class ConfigError(Exception):
-    """Invalid input. Each entry of ``problems`` is one self-contained line."""
+    """Invalid user input (files, flags, variables): the CLI exits 2. Each entry of
+    ``problems`` is one self-contained line naming where and what."""
 
     def __init__(self, problems: list[str]):
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+class StartupError(Exception):
+    """The environment failed us at start-up (an API server unreachable, a port taken):
+    not the user's input, so the CLI exits 1, not 2."""
 
 
 @dataclass(frozen=True)

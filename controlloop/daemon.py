@@ -22,8 +22,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from controlloop.cluster.kube_errors import KubeError
-from controlloop.config import ConfigError, load_config
+from controlloop.cluster.kube_errors import KubeConfigError, KubeError
+from controlloop.config import ConfigError, StartupError, load_config
 from controlloop.config import _describe_error as describe_error
 from controlloop.loop.controller import Controller, CycleReport, SpecSource
 from controlloop.loop.settings import ControllerSettings, controller_file, load_controller_settings
@@ -282,8 +282,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.in_cluster
             else KubeClient.from_kubeconfig(args.kubeconfig, args.context)
         )
-    except KubeError as exc:
+    except KubeConfigError as exc:  # the kubeconfig / in-cluster config given is unusable
         raise ConfigError([f"kubernetes: {exc}"]) from None
+    except KubeError as exc:
+        raise StartupError(f"kubernetes: {exc}") from None
     try:
         prom_settings = prometheus_settings(settings.prometheus)
     except (ValueError, TypeError) as exc:
@@ -326,9 +328,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             http = make_http_server(listen[0], listen[1], HttpState(controller, metrics, specs, ui=ui))
         except OSError as exc:
-            raise ConfigError([
+            raise StartupError(
                 f"--listen {listen[0]}:{listen[1]}: cannot listen: {exc.strerror or exc}"
-            ]) from None
+            ) from None
         threading.Thread(target=http.serve_forever, name="http", daemon=True).start()
         log.info("serving /healthz /readyz /metrics /ui POST /invoke on %s:%d", *listen)
     elector = None

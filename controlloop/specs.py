@@ -102,7 +102,7 @@ class PrefillParms(Spec):
 
 
 class PerfParms(Spec):
-    """Iteration-time model (MODEL.md section 8): ``alpha`` fixed overhead (ms),
+    """Iteration-time model (docs/model-spec.md section 8): ``alpha`` fixed overhead (ms),
     ``beta`` per token computed, ``gamma`` per token of KV cache read (ms)."""
 
     alpha: PositiveFloat
@@ -229,7 +229,7 @@ class OptimizerSpec(Spec):
     # MILP limits: wall-clock seconds and relative optimality gap.
     time_limit: PositiveFloat = Field(10.0, alias="timeLimit")
     mip_gap: Annotated[float, Field(ge=0, lt=1)] = Field(1e-4, alias="mipGap")
-    # Service-time model: "decode-prefill" (MODEL.md section 2) or "iteration" (section 8).
+    # Service-time model: "decode-prefill" (docs/model-spec.md section 2) or "iteration" (section 8).
     service_model: Literal["decode-prefill", "iteration"] = Field(
         "decode-prefill", alias="serviceModel"
     )

@@ -23,7 +23,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from controlloop.cluster.actuator import describe
 from controlloop.loop.annotations import BehaviorResolver  # per-Deployment overrides
 from controlloop.loop.behavior import Stabilizer
 from controlloop.loop.capacity import (
@@ -55,6 +54,7 @@ from controlloop.loop.state import (
     ClusterState,
     Collector,
     ManagedServer,
+    describe,
 )
 from controlloop.optimizer import Solution, optimize
 from controlloop.specs import (

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
-from controlloop.cluster.actuator import placement_for
 from controlloop.loop.behavior import Stabilizer
 from controlloop.loop.capacity import current_accelerator
 from controlloop.loop.cycle import ServerReport
@@ -26,7 +25,7 @@ from controlloop.loop.moves import (
 )
 from controlloop.loop.pending import PendingTracker
 from controlloop.loop.settings import BehaviorSpec, ControllerSettings
-from controlloop.loop.state import Action, ManagedServer, ObservedLoad, Placement
+from controlloop.loop.state import Action, ManagedServer, ObservedLoad, Placement, placement_for
 from controlloop.optimizer.solution import Candidate, DecisionStatus, ServerDecision, Solution
 from controlloop.specs import (
     AllocationSpec,

@@ -16,7 +16,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from controlloop.model.queue import ChainParams, ChainStats, FloatArray, IntArray
 
-DEFAULT_TOKEN_BUDGET = 8192  # tokens per iteration (MODEL.md section 8)
+DEFAULT_TOKEN_BUDGET = 8192  # tokens per iteration (docs/model-spec.md section 8)
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class _ArrayFields:
 
 @dataclass(frozen=True)
 class DecodePrefillPerf(_ArrayFields):
-    """MODEL.md section 2: decode ``alpha + beta*n`` per token, prefill ``gamma + delta*I*n``.
+    """docs/model-spec.md section 2: decode ``alpha + beta*n`` per token, prefill ``gamma + delta*I*n``.
 
     ``T(n) = prefill(n) + (K-1)*decode(n)``, so ``a = gamma + (K-1)*alpha``
     and ``b = delta*I + (K-1)*beta`` (prefill is zero, ``gamma`` included,
@@ -160,7 +160,7 @@ class DecodePrefillPerf(_ArrayFields):
 
 @dataclass(frozen=True)
 class IterationPerf(_ArrayFields):
-    """MODEL.md section 8: iteration time ``alpha + beta*tokens + gamma*KV tokens read``.
+    """docs/model-spec.md section 8: iteration time ``alpha + beta*tokens + gamma*KV tokens read``.
 
     A prompt is prefilled in ``c`` chunks, the fewest ``m >= 1`` with
     ``N <= floor((m + K)*(M - I/m)/(I + K))``: the chunk count is evaluated at

@@ -1,4 +1,4 @@
-"""Safety margins learned from the token-level simulation (MODEL.md section 7).
+"""Safety margins learned from the token-level simulation (docs/model-spec.md section 7).
 
 The birth-death chain of section 2 is optimistic about queueing at high load
 and with small batches, so a replica sized to its ``lam*`` can miss the TTFT

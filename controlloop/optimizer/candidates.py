@@ -1,4 +1,4 @@
-"""Candidate allocations per server (MODEL.md section 4), sized in one vectorised call."""
+"""Candidate allocations per server (docs/model-spec.md section 4), sized in one vectorised call."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Greedy solvers of MODEL.md section 5: unlimited, and limited with priorities,
+"""Greedy solvers of docs/model-spec.md section 5: unlimited, and limited with priorities,
 regret ordering and the best-effort (saturation) policies.
 
 Ties are broken deterministically: candidates by (value, accelerator name);

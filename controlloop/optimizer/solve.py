@@ -340,7 +340,7 @@ def _explain(
         mix = " + ".join(f"{n}x{c.accelerator}" for c, n in parts)
         return f"mixed placement {mix} (heterogeneous MILP)"
     rank = next((i for i, c in enumerate(cands) if c.accelerator == main.accelerator), 0)
-    # value: cost change plus move penalty, cents/h (MODEL.md section 4); lower is better.
+    # value: cost change plus move penalty, cents/h (docs/model-spec.md section 4); lower is better.
     if rank == 0:
         alt = f", next best {cands[1].accelerator} {cands[1].value:.4g}" if len(cands) > 1 else ""
         why_acc = (

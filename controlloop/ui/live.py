@@ -8,7 +8,7 @@ import time
 from contextlib import suppress
 from typing import Any, TextIO
 
-from controlloop.config import ConfigError
+from controlloop.config import StartupError
 from controlloop.specs import SystemSpec
 from controlloop.ui.app import UiApp, make_ui_server
 from controlloop.ui.store import DEFAULT_HISTORY, ReportStore, gpu_usage
@@ -39,7 +39,8 @@ class LiveDashboard:
         try:
             self.server = make_ui_server(host, port, UiApp(self.store))
         except OSError as exc:
-            raise ConfigError([f"--serve {host}:{port}: cannot listen: {exc.strerror or exc}"]) from None
+            # a port taken is the environment, not the user's input: exit 1 (as run --listen)
+            raise StartupError(f"--serve {host}:{port}: cannot listen: {exc.strerror or exc}") from None
         self._thread = threading.Thread(
             target=self.server.serve_forever, name="ui-http", daemon=True
         )

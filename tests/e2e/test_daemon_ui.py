@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 
 from controlloop.config import load_system
-from tests.e2e.helpers import CONFIG, ROOT
-from tests.e2e.test_run_once import add_vllm_a, config_dir
+from tests.helpers.cluster import CONFIG, ROOT, add_vllm_a, daemon_config_dir
 from tests.promharness import free_port
 
 pytestmark = pytest.mark.integration
@@ -37,7 +36,7 @@ def test_daemon_serves_the_dashboard(vllm_prom: Any, fake_kube: Any, tmp_path: P
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "controlloop", "run",
-         "--config", str(config_dir(tmp_path, vllm_prom.url)),
+         "--config", str(daemon_config_dir(tmp_path, vllm_prom.url)),
          "--kubeconfig", str(fake_kube.kubeconfig), "--interval", "60", "--dry-run",
          "--listen", f"127.0.0.1:{port}"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import ROOT
+from tests.helpers.cluster import ROOT
 
 pytestmark = pytest.mark.integration
 

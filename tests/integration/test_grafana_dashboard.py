@@ -28,8 +28,8 @@ from controlloop.config import load_system
 from controlloop.loop.controller import Controller, StaticSpecs
 from controlloop.loop.settings import ControllerSettings
 from controlloop.metrics import ControllerMetrics
-from tests.e2e.helpers import CONFIG, ROOT, FakeLoadSource, add_server, reading
 from tests.fakekube import FakeKubeServer
+from tests.helpers.cluster import CONFIG, ROOT, FakeLoadSource, add_server, reading
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import pytest
 from controlloop.config import load_system
 from controlloop.server import create_app
 from controlloop.server.testing import LiveServer
-from tests.integration.test_rest_stateless import EXAMPLES, EXPECTED_COST, sample_doc
+from tests.helpers.rest import EXAMPLES, EXPECTED_COST, sample_doc
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@
 
 Import them from ``tests/conftest.py``::
 
-    from tests.promharness.fixtures import prom_stack_factory, prometheus_bin, vllm_prom  # noqa: F401
+    from tests.promharness.fixtures import prom_stack_factory, prometheus_bin, vllm_prom
 
 or list the module in ``pytest_plugins`` there.
 """

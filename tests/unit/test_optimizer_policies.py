@@ -22,7 +22,7 @@ from __future__ import annotations
 import pytest
 
 from controlloop.optimizer import DecisionStatus, optimize
-from tests.unit.test_optimizer_fixtures import per_min, replicas, server, system
+from tests.helpers.optimizer_fixtures import per_min, replicas, server, system
 
 SERVERS = [
     server("A", per_min(6.6), "hi"),  # 33 req/s -> 7 replicas
