@@ -202,7 +202,8 @@ def make_http_server(host: str, port: int, state: HttpState) -> ThreadingHTTPSer
                 self._send(200, state.metrics.exposition(), CONTENT_TYPE_LATEST)
             elif state.ui is not None and state.ui.owns(self.path):
                 if ui_allowed(self, state):
-                    send_ui(self, state.ui.handle(self.path))
+                    encoding = self.headers.get("Accept-Encoding", "")
+                    send_ui(self, state.ui.handle(self.path, accept_encoding=encoding))
             else:
                 self._send(404, b"not found\n")
 

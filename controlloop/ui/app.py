@@ -3,6 +3,7 @@ server (the daemon's handler calls it behind its own checks; the demo serves it 
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ STATIC = {
     "uPlot.min.css": "text/css; charset=utf-8",
     "uPlot.LICENSE": "text/plain; charset=utf-8",
 }
+GZIP_MIN_BYTES = 1024
 # The page and its scripts come from us only: no CDN, no inline script.
 CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
 
@@ -52,7 +54,16 @@ class UiApp:
         p = urlsplit(path).path
         return p == PREFIX or p.startswith(PREFIX + "/")
 
-    def handle(self, path: str) -> Response:
+    def handle(self, path: str, *, accept_encoding: str = "") -> Response:
+        """The response to ``GET path``; gzip-compressed when the client accepts it (a page
+        opening on a full history of 10 servers loads ~5 MiB of JSON, ~0.75 MiB gzipped)."""
+        resp = self._route(path)
+        if len(resp.body) >= GZIP_MIN_BYTES and _accepts_gzip(accept_encoding):
+            resp.body = gzip.compress(resp.body, compresslevel=1)  # fast; most of the gain
+            resp.headers.update({"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+        return resp
+
+    def _route(self, path: str) -> Response:
         url = urlsplit(path)
         p = url.path
         if p == PREFIX:
@@ -84,6 +95,14 @@ class UiApp:
         return Response(status, body, "application/json", {"Cache-Control": "no-store"})
 
 
+def _accepts_gzip(header: str) -> bool:
+    for item in header.split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip().lower() in ("gzip", "*"):
+            return params.replace(" ", "").lower() not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
 def send(handler: BaseHTTPRequestHandler, resp: Response, *, head: bool = False) -> None:
     """Write ``resp`` through a ``BaseHTTPRequestHandler`` (the daemon's or ours)."""
     handler.send_response(resp.status)
@@ -107,7 +126,8 @@ def make_ui_server(host: str, port: int, app: UiApp) -> ThreadingHTTPServer:
             if urlsplit(self.path).path == "/":
                 send(self, Response(302, b"", headers={"Location": PREFIX + "/"}))
             elif app.owns(self.path):
-                send(self, app.handle(self.path))
+                send(self, app.handle(self.path,
+                                      accept_encoding=self.headers.get("Accept-Encoding", "")))
             else:
                 send(self, Response(404, b"not found\n"))
 

@@ -145,6 +145,26 @@ def test_routes() -> None:
     assert not UiApp.owns("/uix") and not UiApp.owns("/metrics")
 
 
+def test_gzip_when_accepted() -> None:
+    import gzip
+
+    store = ReportStore()
+    for i in range(20):
+        store.publish(report(i))
+    app = UiApp(store)
+    plain = app.handle("/ui/api/cycles")
+    assert "Content-Encoding" not in plain.headers
+    for header in ("gzip", "deflate, gzip;q=0.8", "br, *"):
+        packed = app.handle("/ui/api/cycles", accept_encoding=header)
+        assert packed.headers["Content-Encoding"] == "gzip", header
+        assert gzip.decompress(packed.body) == plain.body
+        assert len(packed.body) < len(plain.body) / 3
+    for header in ("", "br", "gzip;q=0", "identity"):
+        assert "Content-Encoding" not in app.handle("/ui/api/cycles", accept_encoding=header).headers
+    small = app.handle("/ui/api/cycles?since=999", accept_encoding="gzip")  # not worth it
+    assert "Content-Encoding" not in small.headers
+
+
 def test_page_references_only_served_files() -> None:
     """No CDN: every src/href of the page is one of ours."""
     import re
