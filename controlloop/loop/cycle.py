@@ -88,6 +88,7 @@ class CycleReport:
     total_cost: float = 0.0
     durations: dict[str, float] = field(default_factory=dict)
     dry_run: bool = False
+    actuation_mode: str = "patch"  # metrics: replicas are published, never patched
 
     def count(self, verdict: Verdict) -> int:
         return sum(1 for s in self.servers if s.verdict == verdict)

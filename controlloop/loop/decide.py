@@ -92,6 +92,10 @@ def allowed_accelerators(
     ctx: CycleContext, ms: ManagedServer, movable: list[str], current: str, notes: list[str]
 ) -> list[str]:
     """Where the optimizer may place a server this cycle."""
+    if current and ctx.settings.actuation.mode == "metrics":
+        # An autoscaler scales replicas through our series; it cannot change the pod template.
+        notes.append(f"metrics mode: sized on {current} (no accelerator moves)")
+        return [current]
     # A server moved recently stays put: the optimizer then sizes it on its current
     # accelerator within capacity (not the controller after the fact).
     may_move, why_not = ctx.stabilizer.move_allowed(ms.key, ctx.now, ctx.behavior(ms))

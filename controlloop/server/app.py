@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -39,8 +40,13 @@ SYSTEM_BODY: dict[str, Any] = {
 }
 
 
-def create_app(*, stateful: bool = False, system: SystemSpec | None = None) -> FastAPI:
-    """The API; ``system`` preloads the stored system (stateful) or the last-held one."""
+OPEN_PATHS = ("/healthz", "/readyz")  # probes answer without a token
+
+
+def create_app(*, stateful: bool = False, system: SystemSpec | None = None,
+               token: str | None = None) -> FastAPI:
+    """The API; ``system`` preloads the stored system (stateful) or the last-held one;
+    ``token``: every request but the probes needs ``Authorization: Bearer <token>``."""
     store = Store()
     if system is not None:
         store.replace_system(system)
@@ -54,10 +60,48 @@ def create_app(*, stateful: bool = False, system: SystemSpec | None = None) -> F
     app.state.ctx = ctx
     install_handlers(app)
     _install_metrics_middleware(app, ctx)
+    if token:
+        _install_token_check(app, token)
     _optimize_routes(app, ctx)
     app.include_router(build_router(ctx))
     _install_openapi(app, ctx)
     return app
+
+
+def _install_token_check(app: FastAPI, token: str) -> None:
+    import hmac
+
+    from fastapi.responses import JSONResponse
+
+    expected = token.encode()
+
+    @app.middleware("http")
+    async def check_token(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if request.url.path in OPEN_PATHS:
+            return await call_next(request)
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                                 expected):
+            return JSONResponse({"error": "a valid bearer token is required"}, status_code=401,
+                                headers={"WWW-Authenticate": 'Bearer realm="controlloop"'})
+        return await call_next(request)
+
+
+def read_token(path: str) -> str:
+    """The token of ``--token-file``; a clear error when unreadable or empty."""
+    from pathlib import Path
+
+    from controlloop.config import ConfigError
+
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError([f"--token-file {path}: cannot read: {exc.strerror or exc}"]) from None
+    if not token:
+        raise ConfigError([f"--token-file {path}: the file is empty"])
+    return token
 
 
 def _install_metrics_middleware(app: FastAPI, ctx: ApiContext) -> None:
@@ -207,21 +251,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for warning in loaded.warnings:
             log.warning("%s", warning)
         system, source = loaded.system, str(args.config)
-    app = create_app(stateful=args.stateful, system=system)
+    from controlloop.config import ConfigError
+
+    token_file = getattr(args, "token_file", None)
+    cert, key = getattr(args, "tls_cert", None), getattr(args, "tls_key", None)
+    if bool(cert) != bool(key):
+        raise ConfigError(["--tls-cert and --tls-key go together"])
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if path and not os.path.isfile(path):
+            raise ConfigError([f"{flag} {path}: no such file"])
+    token = read_token(token_file) if token_file else None
+    app = create_app(stateful=args.stateful, system=system, token=token)
     mode = "stateful" if args.stateful else "stateless"
+    scheme = "https" if cert else "http"
     log.info(
-        "serving the optimizer REST API on http://%s:%d (%s mode, system: %s, %d servers); "
+        "serving the optimizer REST API on %s://%s:%d (%s mode, system: %s, %d servers, %s); "
         "docs at /docs",
+        scheme,
         args.host,
         args.port,
         mode,
         source,
         len(system.servers) if system else 0,
+        "token required" if token else "no auth",
     )
+    if not token and args.host not in ("localhost", "127.0.0.1", "::1"):
+        log.warning("serving on %s without --token-file: anyone who reaches the port may "
+                    "use the API", args.host)
     config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
+        ssl_certfile=cert,
+        ssl_keyfile=key,
         log_config=None,
         # uvicorn's own start-up chatter only at debug: our line above says it all.
         log_level="debug" if getattr(args, "log_level", "info") == "debug" else "warning",
