@@ -202,6 +202,8 @@ def normalize_keys(
         key = str(raw_key)
         canonical = known.get(_fold(key))
         if canonical is None:
+            if len(key) > 80:  # a junk key: no fuzzy match, shown by its start and length
+                key = f"{key[:40]}… ({len(key)} chars)"
             suggestions = difflib.get_close_matches(
                 key, sorted(set(known.values())), n=1, cutoff=0.6
             )
@@ -259,7 +261,8 @@ def _describe_error(err: Mapping[str, Any]) -> str:
     kind = err.get("type", "")
     ctx = err.get("ctx") or {}
     value = err.get("input")
-    got = f", got {json.dumps(value) if _jsonable(value) else repr(value)}"
+    shown = json.dumps(value) if _jsonable(value) else repr(value)
+    got = f", got {shown if len(shown) <= 80 else shown[:60] + f'… ({len(shown)} chars)'}"
     if kind == "missing":
         return "required field is missing"
     bounds = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge")}
@@ -269,6 +272,10 @@ def _describe_error(err: Mapping[str, Any]) -> str:
         return f"must be {op} {_number(ctx.get(key))}{got}"
     if kind == "string_too_short":
         return f"must not be empty{got}"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters{got}"
+    if kind == "finite_number":
+        return f"must be a finite number{got}"
     if kind in ("enum", "literal_error"):
         return f"must be one of {ctx.get('expected')}{got}"
     if kind in _TYPE_WORDS:

@@ -42,6 +42,7 @@ def optimize(
     time_limit: float | None = None,
     cache: SizingCache | None = None,
     margin: str | None = None,  # [fidelity] "none" | "calibrated"
+    saturated_latency: str | None = None,  # "sized" (reference) | "offered"
 ) -> Solution:
     """Decide accelerator, replicas and batch size for every server of ``system``.
 
@@ -57,6 +58,7 @@ def optimize(
         verify=verify,
         time_limit=time_limit,
         margin=margin,
+        saturated_latency=saturated_latency,
     )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -90,7 +92,8 @@ def effective_options(base: OptimizerSpec, **overrides: Any) -> OptimizerSpec:
     update: dict[str, Any] = {}
     if overrides.get("solver") is not None:
         update["milp_solver"] = overrides["solver"] == "milp"
-    for key in ("unlimited", "service_model", "verify", "time_limit", "margin"):
+    for key in ("unlimited", "service_model", "verify", "time_limit", "margin",
+                "saturated_latency"):
         if overrides.get(key) is not None:
             update[key] = overrides[key]
     if overrides.get("saturation_policy") is not None:
@@ -229,7 +232,12 @@ def build_solution(
         parts = _parts(assigned.get(name))
         if parts and any(n < c.replicas for c, n in parts) and len(parts) == 1:
             partial_rows.append((name, parts[0][0], parts[0][1]))
-    repredicted = _repredict(system, cset, partial_rows, options.service_model)
+    # The reference reports a best-effort allocation at the rate it was sized to;
+    # "offered" re-predicts it at the higher per-replica load it really gets.
+    repredicted = (
+        _repredict(system, cset, partial_rows, options.service_model)
+        if options.saturated_latency == "offered" else {}
+    )
 
     for name, ctx in cset.servers.items():
         parts = _parts(assigned.get(name))
@@ -368,6 +376,9 @@ def _decision(
     else:
         served = min(1.0, capacity_rate / ctx.demand) if ctx.demand > 0 else 1.0
     full = all(n >= c.replicas for c, n in parts) or served >= 1.0 - 1e-12
+    # never meets-slo without the capacity for the demand (e.g. replicas rounded from
+    # an overflowing ratio): the served fraction decides
+    full = full and (ctx.zero_load or served >= 1.0 - 1e-6)
     if len(parts) == 1 and not full and repredicted is not None:
         itl, ttft, rho = repredicted
     else:

@@ -177,7 +177,10 @@ def build_candidates(
         result.candidates[row.server.name].append(_zero_load_candidate(row))
 
     for name, cands in result.candidates.items():
-        cands.sort(key=lambda c: (c.value, c.accelerator))
+        # ties in value go to the accelerator name in reverse order, as in the reference
+        # (its total on large-capacity-div4, 10049, needs exactly this order)
+        cands.sort(key=lambda c: c.accelerator, reverse=True)
+        cands.sort(key=lambda c: c.value)
         if not cands and name not in result.no_candidate_reason:
             ctx = result.servers[name]
             if ctx.zero_load and ctx.spec.min_num_replicas == 0:
