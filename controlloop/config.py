@@ -274,6 +274,8 @@ def _describe_error(err: Mapping[str, Any]) -> str:
         return f"must not be empty{got}"
     if kind == "string_too_long":
         return f"must be at most {ctx.get('max_length')} characters{got}"
+    if kind == "value_error":
+        return f"{str(err.get('msg', 'invalid')).removeprefix('Value error, ')}{got}"
     if kind == "finite_number":
         return f"must be a finite number{got}"
     if kind in ("enum", "literal_error"):
@@ -283,6 +285,15 @@ def _describe_error(err: Mapping[str, Any]) -> str:
     if kind == "extra_forbidden":
         return "unknown key"
     return f"{err.get('msg', 'invalid')}{got}"
+
+
+# Problems that name a value beyond its physical bound (controlloop.bounds), as worded by
+# _describe_error; the REST API answers them 422 (400 for every other problem).
+_BOUND_WORDS = ("must be <", "must be a finite number", "characters, got", "or >= 1 token")
+
+
+def is_bound_problem(line: str) -> bool:
+    return any(word in line for word in _BOUND_WORDS)
 
 
 def _number(value: Any) -> str:

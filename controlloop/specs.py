@@ -189,6 +189,14 @@ class LoadSpec(Spec):
     avg_in_tokens: Tokens = Field(0, alias="avgInTokens")
     avg_out_tokens: Tokens = Field(0, alias="avgOutTokens")
 
+    @field_validator("avg_out_tokens")
+    @classmethod
+    def _at_least_one_token(cls, value: float) -> float:
+        # every request generates at least one token; 0 means "no load"
+        if 0 < value < 1:
+            raise ValueError("must be 0 (no load) or >= 1 token")
+        return value
+
 
 class AllocationSpec(Spec):
     """An allocation as the reference format carries it (current or desired)."""
