@@ -180,13 +180,19 @@ def _nested_models(annotation: Any) -> tuple[str, type[BaseModel]] | None:
     return None
 
 
+def _clip_key(key: str) -> str:
+    """A junk key (a typo does not make 80 characters) shown by its start and length."""
+    return key if len(key) <= 80 else f"{key[:40]}… ({len(key)} chars)"
+
+
 def _path_str(path: Iterable[str | int]) -> str:
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            part = _clip_key(str(part))
+            out += f".{part}" if out else part
     return out or "(top level)"
 
 
@@ -202,8 +208,7 @@ def normalize_keys(
         key = str(raw_key)
         canonical = known.get(_fold(key))
         if canonical is None:
-            if len(key) > 80:  # a junk key: no fuzzy match, shown by its start and length
-                key = f"{key[:40]}… ({len(key)} chars)"
+            key = _clip_key(key)  # a junk key: no fuzzy match on 100k characters
             suggestions = difflib.get_close_matches(
                 key, sorted(set(known.values())), n=1, cutoff=0.6
             )
@@ -537,7 +542,9 @@ def parse_system_document(doc: Any, *, where: str) -> LoadedConfig:
     if system_key is not None:
         extra = [k for k in doc if k != system_key]
         if extra:
-            raise ConfigError([f"{where}: {extra[0]}: unknown top-level key; expected 'system'"])
+            raise ConfigError(
+                [f"{where}: {_clip_key(str(extra[0]))}: unknown top-level key; expected 'system'"]
+            )
         body = doc[system_key]
         prefix = (system_key,)
         if not isinstance(body, Mapping):
@@ -552,7 +559,7 @@ def parse_system_document(doc: Any, *, where: str) -> LoadedConfig:
         if canonical is None:
             problems.append(
                 f"{where}: {_path_str((*prefix, str(raw_key)))}: unknown section"
-                f"{_did_you_mean(str(raw_key), keys.values())}"
+                f"{_did_you_mean(_clip_key(str(raw_key)), keys.values())}"
             )
             continue
         raw_sections[canonical] = value
