@@ -17,7 +17,7 @@ from controlloop.specs import SystemSpec
 
 @dataclass(frozen=True)
 class SizingWork:
-    pairs: int  # (server, accelerator) pairs to size
+    pairs: int  # (server, accelerator) pairs (a server without perf data counts one)
     states: int  # sum of N + 1 over the pairs: floats per chain evaluation
 
     def too_large(self, *, max_pairs: int, max_states: int) -> str | None:
@@ -46,12 +46,13 @@ def sizing_work(system: SystemSpec) -> SizingWork:
             perf_by_model.setdefault(perf.name, []).append((perf.max_batch_size, perf.at_tokens))
     pairs = states = 0
     for server in system.servers:
+        perfs = perf_by_model.get(server.model, ())
+        pairs += max(1, len(perfs))  # every server costs work, sized or not
         load = server.load
         if load.arrival_rate <= 0 or load.avg_out_tokens <= 0:
             continue  # zero load: no chain is evaluated
         k = max(load.avg_out_tokens, 1.0)
-        for max_batch, at_tokens in perf_by_model.get(server.model, ()):
+        for max_batch, at_tokens in perfs:
             n = server.max_batch_size or max(1, math.floor(max_batch * at_tokens / k))
-            pairs += 1
             states += min(n, MAX_BATCH) + 1
     return SizingWork(pairs, states)

@@ -240,7 +240,7 @@ def test_every_number_at_its_bound_is_accepted_and_optimized() -> None:
 
 
 def test_more_replicas_than_a_deployment_holds_is_no_candidate() -> None:
-    """1e9 req/min on replicas of batch 1 that take ~61 s per request: ~1e12 replicas
+    """1e9 req/min on replicas of batch 1 at a minute per token: ~2e13 replicas
     (the old int64 cast overflowed to 1 replica, meets-slo); now rejected with a reason."""
     doc = base_doc()
     sysd = doc["system"]
