@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -150,3 +151,19 @@ def test_a_heavy_request_does_not_block_small_ones(serve: Any) -> None:
     thread.join()
     assert status == [200]
     assert done == ["healthz", "small", "heavy"]
+
+
+@pytest.mark.parametrize(("overrides", "problem"), [
+    ({"loadFactor": 1e300}, "body: overrides.loadFactor: must be <= 1000000000, got 1e+300"),
+    ({"loadFactor": 1e8}, "body: overrides: loadFactor 1e+08 makes server Premium-llama_7b's "
+                          "arrival rate 1.2e+10 req/min, must be <= 1e+09"),
+    ({"slo": [{"class": "Premium", "model": "llama_7b", "slo-ttft": math.inf}]},
+     "body: overrides.slo[0].slo-ttft: must be a finite number, got Infinity"),
+])
+def test_whatif_overrides_beyond_the_bounds_are_422(
+    serve: Any, overrides: dict[str, Any], problem: str
+) -> None:
+    r = serve(Limits()).post("/whatif", content=json.dumps(
+        {"system": scenario()["system"], "overrides": overrides}))
+    assert r.status_code == 422, r.text
+    assert problem in r.json()["problems"]
