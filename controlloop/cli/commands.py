@@ -112,6 +112,13 @@ def _optimize(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
         help=SATURATION_HELP,
     )
     p.add_argument(
+        "--saturated-latency",
+        choices=["sized", "offered"],
+        help="ITL/TTFT shown for a best-effort allocation: at the rate it was sized to "
+        "(sized, the reference's figures) or at the load its fewer replicas get (offered) "
+        "(default: the config's saturatedLatency, sized)",
+    )
+    p.add_argument(
         "--time-limit", type=positive_float, metavar="SECONDS",
         help="MILP time limit in seconds, > 0 (default: the config's timeLimit, 10)",
     )
