@@ -30,6 +30,9 @@ from controlloop.loop.controller import Controller, CycleReport, SpecSource
 from controlloop.loop.settings import ControllerSettings, controller_file, load_controller_settings
 from controlloop.metrics import ControllerMetrics
 from controlloop.specs import SystemSpec
+from controlloop.ui import ReportStore, UiApp
+from controlloop.ui.app import send as send_ui
+from controlloop.ui.store import publisher
 
 log = logging.getLogger("controlloop.daemon")
 
@@ -164,7 +167,16 @@ class HttpState:
     controller: Controller
     metrics: ControllerMetrics
     specs: Any = None  # a SpecSource with ``_good`` (files or custom resources)
+    ui: UiApp | None = None  # the web dashboard at /ui (controlloop.ui), read-only
     policy: EndpointPolicy | None = None  # None: everything open (tests, loopback)
+
+
+def ui_allowed(handler: Any, state: HttpState) -> bool:
+    """/ui reads what /metrics shows: it is behind the same check (``--metrics-auth``).
+    Answers and returns False on refusal."""
+    if state.policy is None or not state.policy.metrics_protected:
+        return True
+    return not handler._refused("/ui", "get")
 
 
 def make_http_server(host: str, port: int, state: HttpState) -> ThreadingHTTPServer:
@@ -212,6 +224,10 @@ def make_http_server(host: str, port: int, state: HttpState) -> ThreadingHTTPSer
                         "/metrics", "get"):
                     return
                 self._send(200, state.metrics.exposition(), CONTENT_TYPE_LATEST)
+            elif state.ui is not None and state.ui.owns(self.path):
+                if ui_allowed(self, state):
+                    encoding = self.headers.get("Accept-Encoding", "")
+                    send_ui(self, state.ui.handle(self.path, accept_encoding=encoding))
             else:
                 self._send(404, b"not found\n")
 
@@ -338,6 +354,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if settings.actuation.emit_events and not args.dry_run:
         controller.on_held = partial(note_held, kube)
     controller.on_report.append(metrics.observe)
+    ui = daemon_ui(controller, specs, dry_run=args.dry_run)
     if args.cycle_log:
         try:
             controller.on_report.append(CycleLog(Path(args.cycle_log)))
@@ -367,13 +384,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         policy = endpoint_policy(args, kube)
         try:
             http = make_http_server(listen[0], listen[1],
-                                    HttpState(controller, metrics, specs, policy))
+                                    HttpState(controller, metrics, specs, ui=ui, policy=policy))
         except OSError as exc:
             raise StartupError(
                 f"--listen {listen[0]}:{listen[1]}: cannot listen: {exc.strerror or exc}"
             ) from None
         threading.Thread(target=http.serve_forever, name="http", daemon=True).start()
-        log.info("serving /healthz /readyz /metrics POST /invoke on %s:%d (%s)", *listen,
+        log.info("serving /healthz /readyz /metrics /ui POST /invoke on %s:%d (%s)", *listen,
                  policy.describe())
     elector = None
     if settings.leader_election.enabled:
@@ -407,6 +424,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def daemon_ui(controller: Controller, specs: SpecSource, *, dry_run: bool) -> UiApp:
+    """The dashboard over the daemon's last cycles (a bounded history, in memory)."""
+    store = ReportStore(title="controlloop (dry-run)" if dry_run else "controlloop")
+    controller.on_report.append(publisher(store, lambda: specs.current()[0]))
+    return UiApp(store)
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 

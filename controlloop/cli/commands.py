@@ -112,6 +112,13 @@ def _optimize(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
         help=SATURATION_HELP,
     )
     p.add_argument(
+        "--saturated-latency",
+        choices=["sized", "offered"],
+        help="ITL/TTFT shown for a best-effort allocation: at the rate it was sized to "
+        "(sized, the reference's figures) or at the load its fewer replicas get (offered) "
+        "(default: the config's saturatedLatency, sized)",
+    )
+    p.add_argument(
         "--time-limit", type=positive_float, metavar="SECONDS",
         help="MILP time limit in seconds, > 0 (default: the config's timeLimit, 10)",
     )
@@ -332,6 +339,18 @@ def _demo(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
         help="report directory, created if missing (default: %(default)s)",
     )
     p.add_argument("--seed", type=integer, default=1, help="random seed (default: %(default)s)")
+    from controlloop.ui.listen import serve_address
+
+    p.add_argument(
+        "--serve", type=serve_address, metavar="[HOST:]PORT",
+        help="serve the live dashboard at http://HOST:PORT/ui/ (host default 127.0.0.1, "
+        "port 0: any free one) while the run goes on in paced time, and after it until "
+        "interrupted",
+    )
+    p.add_argument(
+        "--pace", type=positive_float, default=1.0, metavar="SECONDS",
+        help="with --serve: wall seconds per cycle (default: %(default)s)",
+    )
     add_common(p)
     p.set_defaults(handler=lazy("controlloop.demo.command", "cmd_demo"))
 

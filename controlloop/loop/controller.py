@@ -415,7 +415,11 @@ class Controller:
             if row.verdict in ("held", "skipped"):
                 continue
             cls = system.service_class(ms.service_class)
-            if ms.model not in models:
+            if ms.bad_labels:  # [bounds] a number no real deployment has: do not size on it
+                row.verdict, row.held_reason = "held", "bad-label"
+                row.reason = "; ".join(ms.bad_labels) + ": leaving as is"
+                log.warning("%s: %s", ms.key, row.reason, extra={"server": ms.name})
+            elif ms.model not in models:
                 row.verdict, row.held_reason = "held", "unknown-model"
                 row.reason = f"model '{ms.model}' has no perf data in the specs"
             elif cls is None:

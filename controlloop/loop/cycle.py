@@ -22,6 +22,7 @@ HeldReason = Literal[
     "unknown-model",
     "unknown-class",
     "unknown-accelerator",
+    "bad-label",  # a label's number is beyond its physical bound (controlloop.bounds)
     "capacity-unknown",  # node capacity could not be read
     "not-optimized",  # the optimizer returned no decision for it
     "unallocated",  # the optimizer could not fit it: keep current

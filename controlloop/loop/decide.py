@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
+from controlloop.bounds import MAX_ARRIVAL_RPM
 from controlloop.loop.behavior import Stabilizer
 from controlloop.loop.capacity import current_accelerator
 from controlloop.loop.cycle import ServerReport
@@ -143,7 +144,8 @@ def sizing_request(
                     num_replicas=ms.replicas,
                     max_batch=ms.max_batch,
                     load=LoadSpec(
-                        arrival_rate=sized_demand(ctx, ms, trend, own),
+                        # [bounds] backlog and forecast lead may add up past the bound
+                        arrival_rate=min(sized_demand(ctx, ms, trend, own), MAX_ARRIVAL_RPM),
                         avg_in_tokens=load.avg_in_tokens or 0.0,
                         avg_out_tokens=load.avg_out_tokens or 0.0,
                     ),

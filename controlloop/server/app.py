@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 
 from controlloop import __version__
@@ -23,6 +22,7 @@ from controlloop.optimizer.api import optimize
 from controlloop.optimizer.solution import Solution
 from controlloop.server.context import ApiContext
 from controlloop.server.errors import ApiError, install_handlers, invalid, read_json
+from controlloop.server.limits import Limits
 from controlloop.server.metrics import CONTENT_TYPE
 from controlloop.server.payloads import parse, parse_optimizer_options, parse_system
 from controlloop.server.routes import build_router
@@ -43,14 +43,17 @@ SYSTEM_BODY: dict[str, Any] = {
 OPEN_PATHS = ("/healthz", "/readyz")  # probes answer without a token
 
 
-def create_app(*, stateful: bool = False, system: SystemSpec | None = None,
-               token: str | None = None) -> FastAPI:
+def create_app(
+    *, stateful: bool = False, system: SystemSpec | None = None, token: str | None = None,
+    limits: Limits | None = None,
+) -> FastAPI:
     """The API; ``system`` preloads the stored system (stateful) or the last-held one;
-    ``token``: every request but the probes needs ``Authorization: Bearer <token>``."""
+    ``token``: every request but the probes needs ``Authorization: Bearer <token>``;
+    ``limits``: body size, work per request and time (default :class:`Limits`)."""
     store = Store()
     if system is not None:
         store.replace_system(system)
-    ctx = ApiContext(store=store, stateful=stateful)
+    ctx = ApiContext(store=store, stateful=stateful, limits=limits or Limits())
     app = FastAPI(
         title="controlloop optimizer API",
         version=__version__,
@@ -138,8 +141,11 @@ def _install_openapi(app: FastAPI, ctx: ApiContext) -> None:
 
 
 def _run_optimizer(ctx: ApiContext, system: SystemSpec, endpoint: str) -> Solution:
+    ctx.limits.check_work(system)  # 422 before any memory is spent
     t0 = time.perf_counter()
-    solution = optimize(system)
+    # the MILP stops in time for the request's own limit (sizing and the rest fit in 20 %)
+    limit = min(system.optimizer.time_limit, 0.8 * ctx.limits.request_seconds)
+    solution = optimize(system, time_limit=limit)
     ctx.metrics.optimize_seconds.labels(endpoint).observe(time.perf_counter() - t0)
     ctx.metrics.last_total_cost.set(solution.total_cost)
     return solution
@@ -172,7 +178,7 @@ def _optimize_routes(app: FastAPI, ctx: ApiContext) -> None:
                 ctx.store.replace_system(loaded.system)
             return {**solution.to_json(), "warnings": loaded.warnings}
 
-        return await run_in_threadpool(work)
+        return await ctx.slots.run(work, seconds=ctx.limits.request_seconds)
 
     @app.post("/optimize", tags=["optimize"], openapi_extra=ctx.body(OptimizerData, required=False))
     async def optimize_stored(request: Request) -> dict[str, Any]:
@@ -187,7 +193,9 @@ def _optimize_routes(app: FastAPI, ctx: ApiContext) -> None:
             )
         options = parse_optimizer_options(raw, snap.system.optimizer)
         system = snap.system.model_copy(update={"optimizer": options})
-        solution = await run_in_threadpool(_run_optimizer, ctx, system, "optimize")
+        solution = await ctx.slots.run(
+            lambda: _run_optimizer(ctx, system, "optimize"), seconds=ctx.limits.request_seconds
+        )
         return solution.to_json()
 
     @app.post(
@@ -230,7 +238,7 @@ def _optimize_routes(app: FastAPI, ctx: ApiContext) -> None:
                 "warnings": warnings,
             }
 
-        return await run_in_threadpool(work)
+        return await ctx.slots.run(work, seconds=ctx.limits.request_seconds)
 
     ctx.schemas["WhatIfOverrides"] = WhatIfOverrides.model_json_schema(
         by_alias=True, ref_template="#/components/schemas/{model}"

@@ -173,6 +173,16 @@ def structural_check(doc: Obj, where: str) -> None:
         for ep in endpoints:
             assert isinstance(ep.get("port"), str), f"{where}: endpoints need a named port"
             assert ep.get("path", "/metrics").startswith("/"), where
+    elif doc["kind"] == "PrometheusRule":  # the PromQL is checked by promtool in
+        # tests/integration/test_grafana_dashboard.py
+        assert doc["apiVersion"] == "monitoring.coreos.com/v1", where
+        groups = spec.get("groups")
+        assert isinstance(groups, list) and groups, f"{where}: groups required"
+        for group in groups:
+            assert isinstance(group.get("name"), str), f"{where}: a group needs a name"
+            for rule in group.get("rules") or []:
+                assert isinstance(rule.get("alert") or rule.get("record"), str), where
+                assert isinstance(rule.get("expr"), str), f"{where}: {rule}: expr required"
     elif doc["kind"] == "ScaledObject":
         assert doc["apiVersion"] == "keda.sh/v1alpha1", where
         assert spec["scaleTargetRef"]["name"], where
@@ -417,7 +427,7 @@ def test_node_capacity_component_adds_only_node_reads() -> None:
     assert {(g, r, v) for _, g, r, v in rules_of(docs)} == {("", "nodes", ("get", "list"))}
 
 
-@pytest.mark.parametrize("component", ["node-capacity", "servicemonitor"])
+@pytest.mark.parametrize("component", ["node-capacity", "servicemonitor", "monitoring"])
 def test_components_are_valid(component: str) -> None:
     for doc in render(MANIFESTS / "components" / component):
         check_doc(doc, K8S_VERSIONS[0], f"component {component}")
