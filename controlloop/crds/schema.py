@@ -81,6 +81,19 @@ def _convert(node: Any, defs: Mapping[str, Any]) -> Any:
             out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
             out[key] = True
             continue
+        if key == "propertyNames":
+            # Not in a structural schema: map-key lengths as a CEL rule (the loader checks too).
+            rules = []
+            if "minLength" in value:
+                rules.append(f"size(k) >= {int(value['minLength'])}")
+            if "maxLength" in value:
+                rules.append(f"size(k) <= {int(value['maxLength'])}")
+            if rules:
+                out["x-kubernetes-validations"] = [{
+                    "rule": f"self.all(k, {' && '.join(rules)})",
+                    "message": f"keys must be {value.get('minLength', 0)}.."
+                               f"{value.get('maxLength', 'any')} characters"}]
+            continue
         if key == "const":
             out["enum"] = [value]
             continue
