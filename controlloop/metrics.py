@@ -34,6 +34,12 @@ class ControllerMetrics:
             "Per-server decisions by verdict (scaled, moved, unchanged, held, error) and reason",
             ["server", "verdict", "reason"], registry=r,
         )
+        self.target = Gauge(
+            "controlloop_target_replicas",
+            "actuation.mode metrics: replicas an HPA/ScaledObject should set on the Deployment "
+            "(held servers: their current replicas, so the autoscaler holds too)",
+            ["namespace", "deployment", "server", "accelerator"], registry=r,
+        )
         self.desired = Gauge(
             "controlloop_server_desired_replicas", "Replicas the controller wants", SERVER_LABELS,
             registry=r,
@@ -111,7 +117,7 @@ class ControllerMetrics:
         for gauge in (
             self.desired, self.current, self.accelerator, self.predicted_itl,
             self.predicted_ttft, self.observed_itl, self.observed_ttft, self.load_known, self.cost,
-            self.slo_itl, self.slo_ttft, self.arrival_rate,
+            self.slo_itl, self.slo_ttft, self.arrival_rate, self.target,
         ):
             gauge.clear()
         self.total_cost.set(report.total_cost)
@@ -138,6 +144,11 @@ class ControllerMetrics:
                 if value is not None:
                     gauge.labels(*labels).set(value)
             self.load_known.labels(*labels).set(0 if s.load.get("status") == "unknown" else 1)
+            if getattr(report, "actuation_mode", "patch") == "metrics":
+                decided = s.verdict in ("scaled", "moved", "unchanged")
+                target = s.desired_replicas if decided else None
+                self.target.labels(s.namespace, s.deployment, s.server, acc or "").set(
+                    s.current_replicas if target is None else target)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

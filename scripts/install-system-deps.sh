@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# System packages the integration tests need: Debian's Prometheus server (with promtool)
-# and, for the dashboard's browser test, Debian's Chromium and its WebDriver.
+# System packages the tests need, from Debian:
+#   prometheus                 a real Prometheus server with promtool (tests/promharness)
+#   chromium, chromium-driver  the dashboard's browser test (tests/e2e/test_dashboard_browser.py)
+#   kubernetes-client          kubectl against the loopback API (tests/integration/test_kube_crds.py)
 set -euo pipefail
 missing=()
 if ! command -v prometheus >/dev/null 2>&1 && [ ! -x /usr/bin/prometheus ]; then
@@ -11,6 +13,9 @@ if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
 fi
 if ! command -v chromedriver >/dev/null 2>&1 && [ ! -x /usr/bin/chromedriver ]; then
     missing+=(chromium-driver)
+fi
+if ! command -v kubectl >/dev/null 2>&1; then
+    missing+=(kubernetes-client)
 fi
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
