@@ -229,6 +229,10 @@
     var changed = (counts.scaled || 0) + (counts.moved || 0);
     $("decisions").textContent = changed + " changed";
     $("decisions-sub").textContent = Object.keys(counts).sort().map(function (k) { return counts[k] + " " + k; }).join(", ");
+    if (last.errors && last.errors.length) { // the cycle's own errors (collection, specs, patches)
+      $("decisions-sub").appendChild(el("div", { "class": "miss", "id": "cycle-errors" },
+        last.errors.length + " error" + (last.errors.length > 1 ? "s" : "") + ": " + last.errors[0]));
+    }
     var gpus = $("gpus");
     gpus.textContent = "";
     var used = usedTypes();
