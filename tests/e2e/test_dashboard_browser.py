@@ -10,6 +10,7 @@ change); with ``CONTROLLOOP_UPDATE_DOCS=1`` also to docs/images/ for docs/dashbo
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -267,11 +268,19 @@ def test_errors_held_servers_and_unknowns_in_the_daemon_clock(browser: Any) -> N
             error="llm/mistral: 409 Conflict: the object has been modified",
             load={"status": "ok", "arrivalRate": 300.0},
         )
-        store.publish(CycleReport(
+        rep = CycleReport(
             cycle_id=f"{i + 1}-abc", started_at=now - 60 * (6 - i), outcome="partial",
             servers=[ok, held, failed], total_cost=200.0, dry_run=True,
             errors=["llm/mistral: 409 Conflict: the object has been modified"],
-        ))
+        )
+        # what the online tuning (issue of its own) adds to a report: per-pair estimates
+        rep.tuning = {"mode": "on", "pairs": [{  # type: ignore[attr-defined]
+            "pair": "granite_13b/A100", "params": {"alpha": 10.0 + i, "beta": 0.5},
+            "applied": {"alpha": 1.0 + 0.05 * i, "beta": 1.0},
+            "sigma": {"alpha": 0.1, "beta": math.nan}, "warmedUp": i >= 3,
+            "observations": 10 * i, "rejected": 1,
+        }]}
+        store.publish(rep)
     server = make_ui_server("127.0.0.1", 0, UiApp(store))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -299,7 +308,15 @@ def test_errors_held_servers_and_unknowns_in_the_daemon_clock(browser: Any) -> N
         assert browser.find_element(By.ID, "server-title").text == "Server granite"
         drawn = browser.execute_script(SERIES_PIXELS, "chart-load")
         assert drawn["points"] == 6 and drawn["pixels"] > 100
-        save(browser, "dashboard-errors.png", full_page=False)
+        # the tuning's estimates for granite's (model, accelerator), and their history
+        tuned = browser.find_elements(By.CSS_SELECTOR, '#tuning tr[data-pair="granite_13b/A100"]')
+        assert [r.find_elements(By.TAG_NAME, "td")[1].text for r in tuned] == ["alpha", "beta"]
+        alpha = [td.text for td in tuned[0].find_elements(By.TAG_NAME, "td")]
+        assert alpha == ["granite_13b/A100", "alpha", "15.0000", "1.250", "0.100", "50 (1 rejected)"]
+        assert [td.text for td in tuned[1].find_elements(By.TAG_NAME, "td")][4] == "–"  # NaN
+        drawn = browser.execute_script(SERIES_PIXELS, "chart-tuning")
+        assert drawn["points"] == 6 and drawn["series"] == 2 and drawn["pixels"] > 100
+        save(browser, "dashboard-errors.png")
     finally:
         server.shutdown()
         server.server_close()

@@ -179,7 +179,44 @@
       col(function (r) { return pos(r.predictedItlMs); }), col(function (r) { return pos(r.sloItlMs); })], { log: true });
     draw("chart-ttft", name + ": TTFT (ms, log scale)", "ms", lat, [ts, col(function (r) { return pos(r.observedTtftMs); }),
       col(function (r) { return pos(r.predictedTtftMs); }), col(function (r) { return pos(r.sloTtftMs); })], { log: true });
+    tuning(name, rows);
     decisionLog(rows, ts);
+  }
+
+  /* The online tuning (when the controller tunes): the selected server's
+     (model, accelerator) multipliers over time, and every pair's estimates now. */
+  function tuning(name, rows) {
+    var last = state.cycles[state.cycles.length - 1];
+    var section = $("tuning-section");
+    if (!last || !last.tuning || !last.tuning.length) { section.hidden = true; return; }
+    section.hidden = false;
+    var row = rows[rows.length - 1];
+    var pair = row ? row.model + "/" + row.currentAccelerator : "";
+    var ts = [], byParam = {};
+    state.cycles.forEach(function (x) {
+      var p = (x.tuning || []).find(function (t) { return t.pair === pair; });
+      if (!p) { return; }
+      ts.push(x.t);
+      Object.keys(p.applied || {}).forEach(function (k) { (byParam[k] = byParam[k] || {})[ts.length - 1] = p.applied[k]; });
+    });
+    var names = Object.keys(byParam).sort();
+    draw("chart-tuning", pair + ": applied multipliers", "× profile", names.map(function (k, i) {
+      return { label: k, color: COLORS[i % COLORS.length], step: true };
+    }), [ts].concat(names.map(function (k) { return ts.map(function (_, i) { var v = byParam[k][i]; return v === undefined ? null : v; }); })));
+    var body = $("tuning").querySelector("tbody");
+    body.textContent = "";
+    last.tuning.forEach(function (p) {
+      Object.keys(p.params || {}).sort().forEach(function (k, i) {
+        var tr = el("tr", { "data-pair": p.pair, "class": p.pair === pair ? "selected" : "" });
+        tr.appendChild(el("td", {}, i === 0 ? p.pair + (p.warmedUp ? "" : " (warming up)") : ""));
+        tr.appendChild(el("td", {}, k));
+        tr.appendChild(el("td", { "class": "num" }, fmt(p.params[k], 4)));
+        tr.appendChild(el("td", { "class": "num" }, fmt((p.applied || {})[k], 3)));
+        tr.appendChild(el("td", { "class": "num" }, fmt((p.sigma || {})[k], 3)));
+        tr.appendChild(el("td", { "class": "num" }, i === 0 ? (p.observations || 0) + " (" + (p.rejected || 0) + " rejected)" : ""));
+        body.appendChild(tr);
+      });
+    });
   }
 
   function decisionLog(rows, ts) {
