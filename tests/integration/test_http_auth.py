@@ -17,9 +17,9 @@ import pytest
 
 from controlloop.cluster.actuator import KubeActuator
 from controlloop.cluster.collector import KubeCollector
+from controlloop.cluster.httpauth import EndpointPolicy, RateLimiter, build_policy
 from controlloop.config import load_system
 from controlloop.daemon import HttpState, daemon_ui, make_http_server
-from controlloop.httpauth import EndpointPolicy, RateLimiter, build_policy
 from controlloop.loop.controller import Controller, StaticSpecs
 from controlloop.loop.settings import ControllerSettings
 from controlloop.metrics import ControllerMetrics

@@ -262,10 +262,16 @@ def test_kubectl_lists_our_resources_with_printer_columns(fake_kube: FakeKubeSer
     assert lines[0].split() == ["NAME", "TYPE", "UNITS", "MEMORY", "COST", "VALID", "AGE"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["2xa100"][1:5] == ["A100", "2", "160", "80"]
+    fake_kube.set_status(f"{GROUP}/{VERSION}/Optimizer", NS, "default", {
+        "totals": {"servers": 27, "replicas": 61, "cost": 19273.0},
+        "lastCycleTime": "2026-01-01T00:00:00Z",
+        "conditions": [{"type": "Ready", "status": "True", "reason": "SolutionApplied"}]})
     proc = kubectl(fake_kube, tmp_path, "get", "opt", "-n", NS)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split()[:8] == ["NAME", "READY", "REASON", "SERVERS", "REPLICAS", "COST",
-                                       "LAST", "CYCLE"]
+    head, row = proc.stdout.splitlines()
+    assert head.split() == ["NAME", "READY", "REASON", "SERVERS", "REPLICAS", "COST", "LAST",
+                            "CYCLE", "AGE"]
+    assert row.split()[:6] == ["default", "True", "SolutionApplied", "27", "61", "19273"]
     proc = kubectl(fake_kube, tmp_path, "get", "models.controlloop.io", "-n", NS,
                    "-o", "jsonpath={.items[*].metadata.name}")
     assert proc.returncode == 0, proc.stderr
