@@ -147,9 +147,13 @@ def test_invalid_resource_is_reported_and_last_good_kept(
     wait_for(lambda: source.last_error)
     assert "NoSuchCard" in source.last_error
     assert source.current() == good, "last good specs kept"
-    obj = wait_for(lambda: (o := custom.get_namespaced_custom_object(
-        GROUP, VERSION, NS, "models", name)).get("status") and o)
-    (valid,) = [c for c in obj["status"]["conditions"] if c["type"] == "Valid"]
+    def valid_condition() -> Any:
+        obj = custom.get_namespaced_custom_object(GROUP, VERSION, NS, "models", name)
+        conds = (obj.get("status") or {}).get("conditions") or []
+        return next((c for c in conds if c["type"] == "Valid"), None)
+
+    # It was Valid=True from the first load; the failed reload writes False.
+    valid = wait_for(lambda: (c := valid_condition()) and c["status"] == "False" and c)
     assert valid["status"] == "False" and "NoSuchCard" in valid["message"]
     assert valid["message"].startswith(f"Model/{name}: spec.perf[0].acc: unknown accelerator")
     # The cycle that the edit triggered ran on the last good specs and says so.
