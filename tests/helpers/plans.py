@@ -137,6 +137,7 @@ class Replicated:
     loss: float
     loss_se: float
     arrivals: int
+    ttft_runs: tuple[float, ...]  # each replication's mean TTFT (for sign tests)
 
     def misses(self, *, ttft: float, itl: float, z: float = 3.0) -> list[str]:
         """Targets (0 = none) missed beyond ``z`` standard errors, and loss beyond the
@@ -166,4 +167,5 @@ def replicate(params: ReplicaParams, rate_per_s: float, *, requests: int, min_s:
     ttft, ttft_se = stat([r.ttft_mean_ms for r in runs])
     itl, itl_se = stat([r.itl_mean_ms for r in runs])
     loss, loss_se = stat([r.loss_fraction for r in runs])
-    return Replicated(ttft, ttft_se, itl, itl_se, loss, loss_se, sum(r.arrivals for r in runs))
+    return Replicated(ttft, ttft_se, itl, itl_se, loss, loss_se, sum(r.arrivals for r in runs),
+                      tuple(r.ttft_mean_ms for r in runs))
