@@ -174,6 +174,13 @@ class KubeActuator:
         return [self._apply_one(action) for action in actions]
 
     def _apply_one(self, action: Action) -> ActionResult:
+        if self.config.mode == "metrics":
+            # Published on /metrics (controlloop_target_replicas) for the HPA/ScaledObject;
+            # the Deployment is never written.
+            log.info("published %s/%s target %d replicas (metrics mode): %s", action.namespace,
+                     action.deployment, action.replicas, action.reason,
+                     extra={"server": action.server})
+            return ActionResult(action, ok=True, sent=True, patch=None)
         attempts = 0
         conflicts = 0
         patch: Obj | None = None

@@ -93,6 +93,8 @@ class ManagedServer:
     node_selector: dict[str, str] = field(default_factory=dict)
     rollout: Rollout | None = None  # None when the status was not read
     strategy: dict[str, Any] | None = None  # spec.strategy as found
+    # labels whose numbers are beyond their physical bounds (controlloop.bounds): held
+    bad_labels: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:

@@ -451,7 +451,8 @@ def replace_candidates(
     no_reason = dict(cset.no_candidate_reason)
     for name in {n for n, _ in updates}:
         kept = [c for j, c in enumerate(candidates[name]) if (name, j) not in dropped]
-        kept.sort(key=lambda c: (c.value, c.accelerator))
+        kept.sort(key=lambda c: c.accelerator, reverse=True)  # the candidates' order:
+        kept.sort(key=lambda c: c.value)  # value, ties by reverse name (as the reference)
         candidates[name] = kept
         if not kept:
             no_reason[name] = "; ".join(

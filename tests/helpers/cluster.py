@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from controlloop.cluster.actuator import DryRunActuator, KubeActuator
 from controlloop.cluster.collector import KubeCollector
@@ -109,3 +112,45 @@ def make_controller(kube_client: Any, load: FakeLoadSource, *, dry_run: bool = F
         dry_run=dry_run,
         **kwargs,
     )
+
+
+def daemon_config_dir(tmp_path: Path, prometheus_url: str) -> Path:
+    """A config directory for ``controlloop run``: the large sample, namespace llm, the given
+    Prometheus with the test window."""
+    from tests.promharness.fixtures import WINDOW
+
+    target = tmp_path / "config"
+    target.mkdir()
+    for name in ("accelerators.yaml", "capacity.yaml", "models.yaml", "service-classes.yaml",
+                 "optimizer.yaml"):
+        shutil.copy(CONFIG / name, target / name)
+    (target / "controller.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "controller": {
+                    "namespaces": ["llm"],
+                    "prometheus": {"url": prometheus_url, "window": WINDOW, "stalenessSeconds": 30},
+                }
+            }
+        )
+    )
+    return target
+
+
+def add_vllm_a(fake_kube: Any) -> None:
+    """The Deployment whose pods the test exporter publishes (vllm-a-1, vllm-a.2 in llm)."""
+    from tests.promharness.fixtures import DEPLOYMENT_A
+
+    labels = managed_labels("granite_13b", "Premium", "A100")
+    labels["app"] = "vllm-a"
+    fake_kube.add_deployment(
+        "llm", "vllm-a", labels=labels, replicas=2,
+        containers=[
+            {"name": "vllm", "image": "vllm/vllm-openai:v0.6.0",
+             "resources": {"limits": {"nvidia.com/gpu": "1"}}},
+            {"name": "proxy", "image": "envoyproxy/envoy:v1.31"},
+        ],
+        node_selector={"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+    )
+    for pod in DEPLOYMENT_A:
+        fake_kube.add_pod("llm", pod.pod, {"app": "vllm-a"})
