@@ -146,3 +146,19 @@ def test_candidates_capped_and_optimize_option() -> None:
     assert after.replicas * after.rate_per_replica >= cset.servers["Premium-mistral_7b"].demand
     solution = optimize(system, margin="calibrated")  # default settings: its own search
     assert solution.decisions["Premium-mistral_7b"].replicas > before.replicas
+
+
+def test_the_queue_bound_is_part_of_the_calibration_key() -> None:
+    """A bounded queue loses requests instead of queueing them: its safe rate differs,
+    so a rate learned without a bound must not be reused for one with a bound."""
+    from dataclasses import replace as _replace
+
+    from controlloop.optimizer.calibrate import Calibrator, SimOracle, SimSettings
+    from controlloop.sim import ReplicaParams
+
+    cal = Calibrator(SimOracle(SimSettings()))
+    params = ReplicaParams(alpha=10.0, beta=0.5, gamma=50.0, delta=0.01, batch=8,
+                           in_tokens=128, out_tokens=256)
+    unbounded = cal.key(params, ttft=1000.0, itl=50.0)
+    bounded = cal.key(_replace(params, queue=4), ttft=1000.0, itl=50.0)
+    assert unbounded != bounded
