@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 import numpy as np
 
+from controlloop.gcpause import gc_paused
 from controlloop.model.perf import DecodePrefillPerf, IterationPerf, PerfModel
 from controlloop.model.sizing import SizingCache, analyze
 from controlloop.optimizer.candidates import (
@@ -16,7 +18,6 @@ from controlloop.optimizer.candidates import (
     build_candidates,
 )
 from controlloop.optimizer.greedy import Assignment, GreedyResult, solve_greedy, solve_unlimited
-from controlloop.optimizer.milp import MilpServer, solve_milp
 from controlloop.optimizer.solution import (
     Candidate,
     Change,
@@ -60,7 +61,8 @@ def optimize(
     )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    cset = build_candidates(system, service_model=options.service_model, cache=cache)
+    with gc_paused():
+        cset = build_candidates(system, service_model=options.service_model, cache=cache)
     if options.margin == "calibrated":  # [fidelity] cap lam* at simulated safe rates
         from controlloop.optimizer.calibrate import calibrate_candidates, calibrator_for
 
@@ -73,7 +75,8 @@ def optimize(
         # plan and building the solution.
         spent = t1 - t0 + MILP_FINISH_S
         options = options.model_copy(update={"time_limit": max(0.5, options.time_limit - spent)})
-    solution = _solve(system, cset, options)
+    with contextlib.nullcontext() if options.milp_solver else gc_paused():
+        solution = _solve(system, cset, options)
     timings["solve"] = time.perf_counter() - t1
     if options.verify == "simulate":
         from controlloop.optimizer.verify import verify_by_simulation
@@ -141,6 +144,10 @@ def _solve_milp(
     greedy: Solution,
     start: dict[str, list[tuple[Candidate, int]]],
 ) -> Solution:
+    # Imported here: scipy.sparse and highspy cost ~0.1 s of start-up that greedy runs
+    # (the default, and every `optimize` of the CLI without --solver milp) never use.
+    from controlloop.optimizer.milp import MilpServer, solve_milp
+
     servers = [
         MilpServer(
             name=name,
