@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from controlloop.cli.args import EXIT_BAD_INPUT, EXIT_OK
 from controlloop.config import ConfigError, load_config
 from controlloop.jsonout import dumps_indented
 from controlloop.optimizer.api import optimize
@@ -21,10 +22,6 @@ from controlloop.optimizer.report import (
 from controlloop.optimizer.solution import Solution
 
 log = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-
 
 def run_optimize(args: argparse.Namespace) -> Solution:
     """The CLI overrides map one to one onto ``optimize``'s keyword arguments."""
