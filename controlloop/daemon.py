@@ -345,6 +345,13 @@ class ReloadingLoadSource:
         self._source = PrometheusLoadSource(initial)
 
     def read_load(self, *, namespace: str, pods: Sequence[str], model: str | None = None) -> Any:
+        return self._current_source().read_load(namespace=namespace, pods=pods, model=model)
+
+    def read_loads(self, requests: Sequence[Any]) -> list[Any]:
+        """All servers of a cycle at once (grouped queries, see PrometheusLoadSource)."""
+        return self._current_source().read_loads(requests)  # type: ignore[no-any-return]
+
+    def _current_source(self) -> Any:
         config = self._current()
         if config != self._config:
             from controlloop.cluster.prom import PrometheusLoadSource
@@ -355,16 +362,18 @@ class ReloadingLoadSource:
             except (ValueError, TypeError) as exc:
                 log.error("invalid prometheus settings, keeping the last good ones: %s", exc)
             self._config = config
-        return self._source.read_load(namespace=namespace, pods=pods, model=model)
+        return self._source
 
 
 def prometheus_settings(p: Any) -> Any:
-    from controlloop.cluster.prom import PrometheusSettings, QueryTemplates
+    from controlloop.cluster.prom import GroupedQueries, PrometheusSettings, QueryTemplates
 
+    grouped = getattr(p, "grouped_queries", None)
     return PrometheusSettings(
         url=p.url, bearer_token_file=p.bearer_token_file, ca_file=p.ca_file,
         insecure=p.insecure, timeout_s=p.timeout_seconds, retries=p.retries, window=p.window,
         staleness_s=p.staleness_seconds, queries=QueryTemplates(**p.queries),
+        grouped_queries=None if grouped is None else GroupedQueries(**grouped),
     )
 
 

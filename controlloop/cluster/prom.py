@@ -123,6 +123,82 @@ class QueryTemplates:
         return {f.name: Template(getattr(self, f.name)).substitute(values) for f in fields(self)}
 
 
+_GSEL = 'namespace=~"$namespaces"'
+_GROUPED_PLACEHOLDERS = frozenset({"namespaces", "window"})
+GROUP_LABELS = ("namespace", "pod")
+
+
+def _per_pod_rate(metric: str) -> str:
+    return f"sum by (namespace, pod) (rate({metric}{{{_GSEL}}}[$window]))"
+
+
+@dataclass(frozen=True)
+class GroupedQueries:
+    """PromQL templates that read one series per pod for every managed pod at once.
+
+    Used instead of :class:`QueryTemplates` (one query per quantity per *server*) when
+    those are the defaults, or when given (``prometheus.groupedQueries``). A cycle then
+    runs one query per field below, whatever the number of servers, and the collector
+    joins the series to Deployments by their ``namespace`` and ``pod`` labels.
+
+    A template states its grouping with ``by (namespace, pod)`` (``max by (namespace,
+    pod)`` for ``freshness``): every series of its result must carry both labels. Its
+    placeholders are ``$namespaces`` (regex alternation of the managed Deployments'
+    namespaces, use with ``=~``) and ``$window``; not ``$pods`` or ``$model``.
+
+    Per server, with ``P`` its running pods: arrivals = 60 * sum over ``P`` of
+    ``requests``; average input tokens = sum of ``prompt_tokens`` / sum of
+    ``requests``; output likewise with ``generation_tokens``; TTFT = 1000 * sum of
+    ``ttft_sum`` / sum of ``ttft_count``; ITL likewise; ``running``/``waiting`` summed;
+    ``freshness``: each pod's newest sample time. The same figures as the per-server
+    templates give (a sum of per-pod sums is the sum over the pods).
+    """
+
+    requests: str = _per_pod_rate("vllm:request_success_total")
+    prompt_tokens: str = _per_pod_rate("vllm:prompt_tokens_total")
+    generation_tokens: str = _per_pod_rate("vllm:generation_tokens_total")
+    ttft_sum: str = _per_pod_rate("vllm:time_to_first_token_seconds_sum")
+    ttft_count: str = _per_pod_rate("vllm:time_to_first_token_seconds_count")
+    itl_sum: str = _per_pod_rate("vllm:time_per_output_token_seconds_sum")
+    itl_count: str = _per_pod_rate("vllm:time_per_output_token_seconds_count")
+    running: str = f"sum by (namespace, pod) (vllm:num_requests_running{{{_GSEL}}})"
+    waiting: str = f"sum by (namespace, pod) (vllm:num_requests_waiting{{{_GSEL}}})"
+    freshness: str = (
+        f"max by (namespace, pod) (timestamp(vllm:request_success_total{{{_GSEL}}}))"
+    )
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            text = getattr(self, f.name)
+            tpl = Template(text)
+            where = f"prometheus.groupedQueries.{f.name}"
+            if not tpl.is_valid():
+                raise ValueError(f"{where}: invalid placeholder in {text!r}")
+            unknown = set(tpl.get_identifiers()) - _GROUPED_PLACEHOLDERS
+            if unknown:
+                raise ValueError(
+                    f"{where}: unknown placeholder(s) "
+                    f"{', '.join('$' + u for u in sorted(unknown))}; allowed: $namespaces, "
+                    "$window (a grouped query reads all pods; it must not name them)"
+                )
+
+    def render(self, *, namespaces: Sequence[str], window: str) -> dict[str, str]:
+        values = {
+            "namespaces": promql_string("|".join(_regex_escape(n) for n in sorted(namespaces))),
+            "window": window,
+        }
+        return {f.name: Template(getattr(self, f.name)).substitute(values) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """One server to read: its namespace, running pods and model."""
+
+    namespace: str
+    pods: tuple[str, ...]
+    model: str | None = None
+
+
 def promql_string(value: str) -> str:
     """Escape ``value`` for the inside of a double-quoted PromQL string."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
@@ -174,6 +250,9 @@ class PrometheusSettings:
         default 60 s is two missed scrapes at a 30 s interval.
     queries
         PromQL templates, see :class:`QueryTemplates`.
+    grouped_queries
+        Templates that read all pods at once (:class:`GroupedQueries`); ``None``: the
+        defaults when ``queries`` are the defaults, else one query per server.
     """
 
     url: str = "http://localhost:9090"
@@ -185,6 +264,14 @@ class PrometheusSettings:
     window: str = "1m"
     staleness_s: float = 60.0
     queries: QueryTemplates = field(default_factory=QueryTemplates)
+    grouped_queries: GroupedQueries | None = None
+
+    def grouped(self) -> GroupedQueries | None:
+        """The grouped templates a cycle reads with, or None: custom per-server templates
+        without grouped ones keep the per-server path (their semantics are unknown)."""
+        if self.grouped_queries is not None:
+            return self.grouped_queries
+        return GroupedQueries() if self.queries == QueryTemplates() else None
 
     def __post_init__(self) -> None:
         try:
@@ -248,6 +335,20 @@ class LoadSource(Protocol):
     def read_load(
         self, *, namespace: str, pods: Sequence[str], model: str | None = None
     ) -> LoadReading: ...
+
+
+class BatchLoadSource(LoadSource, Protocol):
+    """A source that reads many servers in a fixed number of queries."""
+
+    def read_loads(self, requests: Sequence[LoadRequest]) -> list[LoadReading]: ...
+
+
+def read_all(source: LoadSource, requests: Sequence[LoadRequest]) -> list[LoadReading]:
+    """Readings for ``requests`` in order: batched when the source can, else one by one."""
+    batch = getattr(source, "read_loads", None)
+    if batch is not None:
+        return list(batch(requests))
+    return [source.read_load(namespace=r.namespace, pods=r.pods, model=r.model) for r in requests]
 
 
 class _QueryFailed(Exception):
@@ -322,6 +423,27 @@ def _sample(result: list[Any]) -> float | None:
     return float(result[0]["value"][1])
 
 
+def _by_pod(result: list[Any], name: str) -> dict[tuple[str, str], float]:
+    """``{(namespace, pod): value}`` of a grouped query's vector result."""
+    out: dict[tuple[str, str], float] = {}
+    for item in result:
+        metric = item.get("metric") or {}
+        ns, pod = metric.get("namespace"), metric.get("pod")
+        if ns is None or pod is None:
+            raise _QueryFailed(
+                f"grouped query {name} returned a series without namespace/pod labels "
+                f"({metric}); state the grouping with 'by (namespace, pod)'"
+            )
+        key = (str(ns), str(pod))
+        if key in out:
+            raise _QueryFailed(
+                f"grouped query {name} returned two series for pod {ns}/{pod}; "
+                "aggregate them 'by (namespace, pod)'"
+            )
+        out[key] = float(item["value"][1])
+    return out
+
+
 def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
@@ -391,6 +513,70 @@ class PrometheusLoadSource:
             return LoadReading("unknown", f"malformed prometheus response: {e!r}", queries=queries)
         where = _where(namespace, pods)
         return self._classify(values, stamps, now, where=where, queries=queries)
+
+    def read_loads(self, requests: Sequence[LoadRequest]) -> list[LoadReading]:
+        """Readings of many servers; with grouped templates one query per quantity for
+        all of them (see :class:`GroupedQueries`), else :meth:`read_load` per server.
+
+        A server none of whose pods appear in a result gets what the per-server query
+        would give for it: no series (``unknown`` for arrivals, stamps), None otherwise.
+        """
+        grouped = self.settings.grouped()
+        if grouped is None or not requests:
+            return [self.read_load(namespace=r.namespace, pods=r.pods, model=r.model)
+                    for r in requests]
+        st = self.settings
+        with_pods = [r for r in requests if r.pods]
+        rendered = grouped.render(namespaces={r.namespace for r in with_pods}, window=st.window)
+        queries = tuple(rendered.items())
+        series: dict[str, dict[tuple[str, str], float]] = {}
+        failure = ""
+        now = self._clock()
+        if with_pods:
+            try:
+                for name, promql in rendered.items():
+                    series[name] = _by_pod(self._query(promql, now), name)
+            except _QueryFailed as e:
+                failure = str(e)
+            except (ValueError, KeyError, TypeError, IndexError) as e:
+                failure = f"malformed prometheus response: {e!r}"
+        out: list[LoadReading] = []
+        for r in requests:
+            if not r.pods:  # the per-server answer: defaults need pods
+                out.append(self.read_load(namespace=r.namespace, pods=r.pods, model=r.model))
+                continue
+            if failure:
+                out.append(LoadReading("unknown", failure, queries=queries))
+                continue
+            keys = [(r.namespace, pod) for pod in r.pods]
+
+            def total(name: str, keys: list[tuple[str, str]] = keys) -> float | None:
+                found = [series[name][k] for k in keys if k in series[name]]
+                return math.fsum(found) if found else None
+
+            def ratio(num: str, den: str, scale: float = 1.0) -> float | None:
+                a, b = total(num), total(den)
+                if a is None or b is None:
+                    return None
+                return scale * a / b if b != 0 else math.nan
+
+            req = total("requests")
+            values = {
+                "arrival_rpm": None if req is None else req * 60,
+                "avg_in_tokens": ratio("prompt_tokens", "requests"),
+                "avg_out_tokens": ratio("generation_tokens", "requests"),
+                "ttft_ms": ratio("ttft_sum", "ttft_count", 1000.0),
+                "itl_ms": ratio("itl_sum", "itl_count", 1000.0),
+                "running": total("running"),
+                "waiting": total("waiting"),
+            }
+            stamps = [series["freshness"][k] for k in keys if k in series["freshness"]]
+            shown = {"arrival_rpm": rendered["requests"], "freshness": rendered["freshness"],
+                     "avg_in_tokens": rendered["prompt_tokens"],
+                     "avg_out_tokens": rendered["generation_tokens"]}
+            out.append(self._classify(values, stamps, now, where=_where(r.namespace, r.pods),
+                                      queries=tuple(shown.items()) + queries))
+        return out
 
     def _query(self, promql: str, now: float) -> list[Any]:
         try:

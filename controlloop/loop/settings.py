@@ -33,7 +33,11 @@ MOVE_ANNOTATION = ANNOTATION_PREFIX + "move"
 class PrometheusConfig(Spec):
     """Where the load comes from. Query templates override the vLLM defaults by name
     (arrival_rpm, avg_in_tokens, avg_out_tokens, ttft_ms, itl_ms, running, waiting,
-    freshness); placeholders ``$namespace``, ``$pods``, ``$window``, ``$model``."""
+    freshness); placeholders ``$namespace``, ``$pods``, ``$window``, ``$model``.
+    ``groupedQueries`` override the templates that read all pods in one query per
+    quantity (requests, prompt_tokens, generation_tokens, ttft_sum, ttft_count, itl_sum,
+    itl_count, running, waiting, freshness; placeholders ``$namespaces``, ``$window``;
+    grouped ``by (namespace, pod)``); see controlloop.cluster.prom.GroupedQueries."""
 
     url: str = "http://localhost:9090"
     bearer_token_file: str | None = Field(None, alias="bearerTokenFile")
@@ -44,6 +48,7 @@ class PrometheusConfig(Spec):
     window: str = "1m"
     staleness_seconds: PositiveFloat = Field(60.0, alias="stalenessSeconds")
     queries: dict[str, str] = {}
+    grouped_queries: dict[str, str] | None = Field(None, alias="groupedQueries")
 
 
 class ScalingPolicy(Spec):

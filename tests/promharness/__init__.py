@@ -1,6 +1,7 @@
 """Real Prometheus + fake vLLM exporter for integration tests (see ``harness``)."""
 
 from .harness import (
+    CountingProxy,
     PodLoad,
     PrometheusProcess,
     PromStack,
@@ -13,6 +14,7 @@ from .harness import (
 )
 
 __all__ = [
+    "CountingProxy",
     "PodLoad",
     "PromStack",
     "PrometheusProcess",
