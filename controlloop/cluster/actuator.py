@@ -11,15 +11,27 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
 
 from controlloop.cluster.kube_errors import Conflict, KubeError, KubeTimeout, NotFound, ServerError
+from controlloop.cluster.ratelimit import TokenBucket
 from controlloop.loop.settings import LABEL_ACCELERATOR, LABEL_MAX_BATCH, ActuationConfig
 from controlloop.loop.state import Action, ActionResult, Placement
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+T = TypeVar("T")
+
+
+def in_parallel(fn: Callable[[Action], T], actions: list[Action], workers: int) -> list[T]:
+    """``[fn(a) for a in actions]`` on up to ``workers`` threads, results in order."""
+    if workers <= 1 or len(actions) <= 1:
+        return [fn(a) for a in actions]
+    with ThreadPoolExecutor(max_workers=min(workers, len(actions)),
+                            thread_name_prefix="actuate") as pool:
+        return list(pool.map(fn, actions))
 
 
 class DeploymentWriter(Protocol):
@@ -139,26 +151,28 @@ class DryRunActuator:
     def __init__(self, reader: Callable[[str, str], Obj] | None, config: ActuationConfig) -> None:
         self.reader = reader  # read-only get_deployment, to name the serving container
         self.config = config
+        self.limiter = TokenBucket(config.qps, config.burst)
 
     def apply(self, actions: list[Action]) -> list[ActionResult]:
-        results = []
-        for action in actions:
-            deployment = None
-            if action.placement is not None and self.reader is not None:
-                try:
-                    deployment = self.reader(action.namespace, action.deployment)
-                except Exception as exc:  # noqa: BLE001 - dry-run never fails a cycle
-                    log.warning("DRY-RUN: cannot read %s/%s: %s", action.namespace, action.deployment, exc)
-            patch = build_patch(action, deployment, self.config)
-            log.info(
-                "DRY-RUN: would patch %s (%s): %s",
-                describe(action),
-                action.reason,
-                json.dumps(patch, sort_keys=True),
-                extra={"server": action.server, "dry_run": True},
-            )
-            results.append(ActionResult(action, ok=True, sent=False, patch=patch))
-        return results
+        return in_parallel(self._one, actions, self.config.concurrency)
+
+    def _one(self, action: Action) -> ActionResult:
+        deployment = None
+        if action.placement is not None and self.reader is not None:
+            try:
+                self.limiter.take()
+                deployment = self.reader(action.namespace, action.deployment)
+            except Exception as exc:  # noqa: BLE001 - dry-run never fails a cycle
+                log.warning("DRY-RUN: cannot read %s/%s: %s", action.namespace, action.deployment, exc)
+        patch = build_patch(action, deployment, self.config)
+        log.info(
+            "DRY-RUN: would patch %s (%s): %s",
+            describe(action),
+            action.reason,
+            json.dumps(patch, sort_keys=True),
+            extra={"server": action.server, "dry_run": True},
+        )
+        return ActionResult(action, ok=True, sent=False, patch=patch)
 
 
 class KubeActuator:
@@ -179,9 +193,12 @@ class KubeActuator:
         self.kube = kube
         self.config = config
         self.sleep = sleep
+        self.limiter = TokenBucket(config.qps, config.burst)
 
     def apply(self, actions: list[Action]) -> list[ActionResult]:
-        return [self._apply_one(action) for action in actions]
+        """One worker per action (bounded by ``concurrency``), every request through the
+        token bucket; an action's own retries stay in order on its thread."""
+        return in_parallel(self._apply_one, actions, self.config.concurrency)
 
     def _apply_one(self, action: Action) -> ActionResult:
         attempts = 0
@@ -192,6 +209,7 @@ class KubeActuator:
             try:
                 deployment = None
                 if action.placement is not None or conflicts:
+                    self.limiter.take()
                     deployment = self.kube.get_deployment(action.namespace, action.deployment)
                     if conflicts and _replicas(deployment) != action.from_replicas:
                         return ActionResult(
@@ -202,6 +220,7 @@ class KubeActuator:
                 patch = build_patch(action, deployment, self.config)
                 if action.resource_version and not conflicts:
                     patch.setdefault("metadata", {})["resourceVersion"] = action.resource_version
+                self.limiter.take()
                 self.kube.patch_deployment(action.namespace, action.deployment, patch)
                 log.info("patched %s: %s", describe(action), action.reason, extra={"server": action.server})
                 self._event(action)
@@ -235,6 +254,7 @@ class KubeActuator:
         if action.kind == "move" and not action.move_phase:
             reason = "AcceleratorChanged"  # in place: done in one step
         try:
+            self.limiter.take()
             self.kube.create_event(
                 action.namespace,
                 {"kind": "Deployment", "apiVersion": "apps/v1", "name": action.deployment,

@@ -140,6 +140,12 @@ class ActuationConfig(Spec):
     move_strategy: Literal["make-before-break", "in-place"] = Field(
         "make-before-break", alias="moveStrategy"
     )
+    # Patches and Events of a cycle go out on this many threads, at most `qps` requests
+    # per second after a burst of `burst` (client-side, like client-go's QPS/Burst): a
+    # cycle scaling 300 Deployments does not wait for 600 round trips one after another.
+    concurrency: PositiveInt = 8
+    qps: PositiveFloat = 50.0
+    burst: PositiveInt = 100
 
 
 class OwnershipConfig(Spec):
@@ -189,6 +195,11 @@ class ControllerSettings(Spec):
     # Check each chosen allocation in token-level simulation and add replicas where it
     # misses (docs/fidelity.md: 0 SLO misses at +0.1..1.2 % cost on the samples).
     verify: Literal["none", "simulate"] = "simulate"
+    # Wall-clock seconds a cycle may spend verifying; what is not verified by then keeps
+    # its model-sized allocation and is named in the cycle's solver message. Results are
+    # reused across cycles (loads quantised up to a 2 % grid), so a stable fleet re-checks
+    # little. 0: no limit.
+    verify_budget_seconds: NonNegFloat = Field(10.0, alias="verifyBudgetSeconds")
     # Queued requests (vllm:num_requests_waiting) are added to the demand as a rate that
     # drains them within this many seconds, so a backlog built during a replica start-up
     # is worked off instead of lingering at the new arrival rate. 0 disables.

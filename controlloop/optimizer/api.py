@@ -31,6 +31,7 @@ def optimize(
     time_limit: float | None = None,
     cache: SizingCache | None = None,
     margin: str | None = None,  # [fidelity] "none" | "calibrated"
+    verify_budget: float | None = None,  # seconds for verify: simulate (None: no limit)
 ) -> Solution:
     """Decide accelerator, replicas and batch size for every server of ``system``.
 
@@ -71,7 +72,7 @@ def optimize(
         from controlloop.optimizer.verify import verify_by_simulation
 
         t2 = time.perf_counter()
-        solution = verify_by_simulation(system, cset, options, solution)
+        solution = verify_by_simulation(system, cset, options, solution, budget_s=verify_budget)
         timings["verify"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - t0
     solution.timings = {**timings, **{k: v for k, v in solution.timings.items() if k not in timings}}

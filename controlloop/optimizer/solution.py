@@ -136,6 +136,8 @@ class Solution:
     usage_by_type: dict[str, TypeUsage]
     total_cost: float
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    # verify: simulate with a time budget: servers whose allocation it could not check
+    unverified: tuple[str, ...] = ()
     gap: float | None = None  # MILP relative gap; 0 when proven optimal
     candidates: dict[str, list[Candidate]] = field(default_factory=dict)
     rejected: dict[str, list[Rejected]] = field(default_factory=dict)
