@@ -276,7 +276,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     load_source = ReloadingLoadSource(lambda: specs.current()[1].prometheus, prom_settings)
     collector = KubeCollector(kube, load_source, lambda: specs.current()[1])  # reloaded
     actuator: Any = (
-        DryRunActuator(kube.get_deployment, settings.actuation)
+        DryRunActuator(
+            lambda ns, name: kube.cached_deployment(ns, name) or kube.get_deployment(ns, name),
+            settings.actuation)
         if args.dry_run
         else KubeActuator(kube, settings.actuation)
     )

@@ -104,6 +104,9 @@ class KubeClient:
         if page_size <= 0:
             raise ValueError(f"page_size must be > 0, got {page_size}")
         self.page_size = page_size
+        # Deployments of the last list, by (namespace, name): the actuator builds its
+        # patches from them instead of one GET per Deployment (see cached_deployment).
+        self._listed: dict[tuple[str, str], Obj] = {}
         api_client.configuration.retries = retries
         # The REST client reads `retries` when it builds its pool; rebuild it.
         api_client.rest_client = type(api_client.rest_client)(api_client.configuration)
@@ -216,10 +219,25 @@ class KubeClient:
     def list_deployments(self, namespaces: Sequence[str] | None,
                          label_selector: str = "") -> list[Obj]:
         """Deployments matching ``label_selector`` in ``namespaces`` (None = all)."""
-        return self._list("deployments", "Deployment", "apps/v1", namespaces,
-                          self._apps.list_deployment_for_all_namespaces,
-                          self._apps.list_namespaced_deployment,
-                          label_selector=label_selector or None)
+        items = self._list("deployments", "Deployment", "apps/v1", namespaces,
+                           self._apps.list_deployment_for_all_namespaces,
+                           self._apps.list_namespaced_deployment,
+                           label_selector=label_selector or None)
+        self._listed = {((d.get("metadata") or {}).get("namespace", ""),
+                         (d.get("metadata") or {}).get("name", "")): d for d in items}
+        return items
+
+    def cached_deployment(self, ns: str, name: str, resource_version: str = "") -> Obj | None:
+        """The Deployment as the last list returned it, if it is still at
+        ``resource_version`` (when given); None: read it. A patch built from it carries
+        that resourceVersion, so a stale copy fails with 409 and is re-read then."""
+        obj = self._listed.get((ns, name))
+        if obj is None:
+            return None
+        if resource_version and (obj.get("metadata") or {}).get("resourceVersion") != (
+                resource_version):
+            return None
+        return obj
 
     def get_deployment(self, ns: str, name: str) -> Obj:
         return self._call(f"deployments {ns}/{name}", self._apps.read_namespaced_deployment,

@@ -199,7 +199,7 @@ class ControllerSettings(Spec):
     # its model-sized allocation and is named in the cycle's solver message. Results are
     # reused across cycles (loads quantised up to a 2 % grid), so a stable fleet re-checks
     # little. 0: no limit.
-    verify_budget_seconds: NonNegFloat = Field(10.0, alias="verifyBudgetSeconds")
+    verify_budget_seconds: NonNegFloat = Field(3.0, alias="verifyBudgetSeconds")
     # Queued requests (vllm:num_requests_waiting) are added to the demand as a rate that
     # drains them within this many seconds, so a backlog built during a replica start-up
     # is worked off instead of lingering at the new arrival rate. 0 disables.
