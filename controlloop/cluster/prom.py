@@ -17,7 +17,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from string import Template
@@ -182,7 +182,7 @@ class GroupedQueries:
                     "$window (a grouped query reads all pods; it must not name them)"
                 )
 
-    def render(self, *, namespaces: Sequence[str], window: str) -> dict[str, str]:
+    def render(self, *, namespaces: Iterable[str], window: str) -> dict[str, str]:
         values = {
             "namespaces": promql_string("|".join(_regex_escape(n) for n in sorted(namespaces))),
             "window": window,

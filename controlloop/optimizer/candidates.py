@@ -320,7 +320,7 @@ def _size_rows(
     value = np.where(
         same,
         np.where(replicas == cur_replicas, 0.0, cost - cur_cost),
-        move_penalty(cur_cost, cost) + cost - cur_cost,
+        MOVE_PENALTY_FACTOR * (cur_cost + cost) + cost - cur_cost,  # move_penalty, vectorised
     )
     bound = np.array(_limited_by_all(sized, ttft, itl, tps), dtype=object)
 
