@@ -146,6 +146,10 @@ class ActuationConfig(Spec):
     concurrency: PositiveInt = 8
     qps: PositiveFloat = 50.0
     burst: PositiveInt = 100
+    # patch: we set replicas (and move accelerators) ourselves; metrics: we never write a
+    # Deployment, we publish the desired replicas (controlloop_target_replicas) for an HPA or
+    # ScaledObject to follow, and keep every server on its accelerator (docs/actuation.md).
+    mode: Literal["patch", "metrics"] = "patch"
 
 
 class OwnershipConfig(Spec):

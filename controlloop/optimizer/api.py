@@ -32,6 +32,7 @@ def optimize(
     cache: SizingCache | None = None,
     margin: str | None = None,  # [fidelity] "none" | "calibrated"
     verify_budget: float | None = None,  # seconds for verify: simulate (None: no limit)
+    saturated_latency: str | None = None,  # "sized" (reference) | "offered"
 ) -> Solution:
     """Decide accelerator, replicas and batch size for every server of ``system``.
 
@@ -47,6 +48,7 @@ def optimize(
         verify=verify,
         time_limit=time_limit,
         margin=margin,
+        saturated_latency=saturated_latency,
     )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -83,7 +85,8 @@ def effective_options(base: OptimizerSpec, **overrides: Any) -> OptimizerSpec:
     update: dict[str, Any] = {}
     if overrides.get("solver") is not None:
         update["milp_solver"] = overrides["solver"] == "milp"
-    for key in ("unlimited", "service_model", "verify", "time_limit", "margin"):
+    for key in ("unlimited", "service_model", "verify", "time_limit", "margin",
+                "saturated_latency"):
         if overrides.get(key) is not None:
             update[key] = overrides[key]
     if overrides.get("saturation_policy") is not None:

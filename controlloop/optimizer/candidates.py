@@ -1,4 +1,4 @@
-"""Candidate allocations per server (MODEL.md section 4), sized in one vectorised call."""
+"""Candidate allocations per server (docs/model-spec.md section 4), sized in one vectorised call."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from controlloop.bounds import MAX_REPLICAS
 from controlloop.model.perf import DecodePrefillPerf, IterationPerf, PerfModel, batch_size
 from controlloop.model.sizing import SizingCache, analyze, size
 from controlloop.optimizer.solution import Candidate, Rejected
@@ -196,7 +197,10 @@ def build_candidates(
     for row in zero_rows:
         result.candidates[row.server.name].append(_zero_load_candidate(row))
     for name in dict.fromkeys(row.server.name for row in zero_rows):  # sized rows come sorted
-        result.candidates[name].sort(key=lambda c: (c.value, c.accelerator))
+        # ties in value go to the accelerator name in reverse order, as in the reference
+        cands = result.candidates[name]
+        cands.sort(key=lambda c: c.accelerator, reverse=True)
+        cands.sort(key=lambda c: c.value)
 
     for name, cands in result.candidates.items():
         if not cands and name not in result.no_candidate_reason:
@@ -298,10 +302,15 @@ def _size_rows(
     demand = per_server([ctx.demand for ctx in contexts])
     mins = per_server([srv.min_num_replicas for srv in servers], np.int64)
     feasible = sized.feasible & (lam_star_s > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        replicas = np.where(feasible, np.ceil(demand / np.where(feasible, lam_star_s, 1.0)), 0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        exact = np.where(feasible, demand / np.where(feasible, lam_star_s, 1.0), 0)
+    # [bounds] more replicas than a Deployment can have (or an overflowing ratio) is no
+    # candidate: checked on the float before any cast to int
+    too_many = feasible & ~(exact <= MAX_REPLICAS)
+    feasible &= ~too_many
+    exact = np.where(feasible, exact, 0.0)
+    replicas = np.ceil(exact)
     # ceil of a ratio that is an integer up to rounding noise must not add a replica
-    exact = np.where(feasible, demand / np.where(feasible, lam_star_s, 1.0), 0)
     replicas = np.where(np.abs(exact - np.rint(exact)) < 1e-9, np.rint(exact), replicas)
     replicas = np.maximum(replicas, mins).astype(np.int64)
     replicas = np.maximum(replicas, np.where(feasible, 1, 0))
@@ -328,14 +337,23 @@ def _size_rows(
     lists = [result.candidates[name] for name in names]
     for i in np.flatnonzero(~feasible).tolist():
         name = names[row_server[i]]
-        reason = sized.reason(i, ttft_target=float(ttft[i]), itl_target=float(itl[i]))
         p = row_perf[i]
+        if too_many[i]:
+            result.rejected[name].append(Rejected(
+                name, acc_names[p],
+                f"needs {demand[i] / lam_star_s[i]:.3g} replicas ({demand[i]:.4g} req/s at "
+                f"{lam_star_s[i]:.4g} req/s each), more than a Deployment can have "
+                f"({MAX_REPLICAS})"))
+            continue
+        reason = sized.reason(i, ttft_target=float(ttft[i]), itl_target=float(itl[i]))
         result.rejected[name].append(Rejected(name, acc_names[p], reason or "infeasible"))
 
-    # Feasible rows by server, then value; rows of a server come in accelerator-name order
-    # and the sort is stable, which is the order (value, accelerator) of build_candidates.
+    # Feasible rows by server, then value, ties to the accelerator name in reverse order
+    # (as the reference: its total on large-capacity-div4, 10049, needs exactly this
+    # order); rows of a server come in accelerator-name order, so the tie-break is the
+    # reversed row position.
     keep = np.flatnonzero(feasible)
-    keep = keep[np.lexsort((value[keep], rs[keep]))]
+    keep = keep[np.lexsort((-keep, value[keep], rs[keep]))]
     keep_p = rp[keep].tolist()
     units = (table["acc_count"] * table["multiplicity"])[rp[keep]]
     built = map(

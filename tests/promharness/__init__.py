@@ -9,6 +9,7 @@ from .harness import (
     expected_load,
     free_port,
     prometheus_binary,
+    promtool_binary,
     start_stack,
     wait_until,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "expected_load",
     "free_port",
     "prometheus_binary",
+    "promtool_binary",
     "start_stack",
     "wait_until",
 ]
