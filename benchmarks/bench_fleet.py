@@ -32,8 +32,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers.cluster import CONFIG, add_server  # noqa: E402
 from tests.fakekube import FakeKubeServer  # noqa: E402
+from tests.helpers.cluster import CONFIG, add_server  # noqa: E402
 from tests.promharness import CountingProxy, PrometheusProcess, wait_until  # noqa: E402
 
 NS = "llm"

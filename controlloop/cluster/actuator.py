@@ -195,6 +195,8 @@ class KubeActuator:
     def apply(self, actions: list[Action]) -> list[ActionResult]:
         """One worker per action (bounded by ``concurrency``), every request through the
         token bucket; an action's own retries stay in order on its thread."""
+        if (self.limiter.qps, self.limiter.burst) != (self.config.qps, self.config.burst):
+            self.limiter = TokenBucket(self.config.qps, self.config.burst)  # a reloaded config
         return in_parallel(self._apply_one, actions, self.config.concurrency)
 
     def _apply_one(self, action: Action) -> ActionResult:

@@ -17,9 +17,9 @@ from controlloop.cluster.kube import KubeClient
 from controlloop.cluster.prom import PrometheusLoadSource, PrometheusSettings
 from controlloop.loop.settings import ControllerSettings
 from controlloop.loop.state import ClusterState
-from tests.helpers.cluster import add_server
 from tests.fakekube import FakeKubeServer
 from tests.fakekube.store import find_resource
+from tests.helpers.cluster import add_server
 from tests.promharness import CountingProxy, PodLoad, PromStack, expected_load, start_stack
 from tests.promharness.fixtures import WINDOW
 
