@@ -264,6 +264,21 @@ def _demo(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
         help="report directory, created if missing (default: %(default)s)",
     )
     p.add_argument("--seed", type=integer, default=1, help="random seed (default: %(default)s)")
+    p.add_argument(
+        "--tuning", choices=["off", "observe", "apply"],
+        help="online tuning of the perf profile (default: the scenario's tuning, else the "
+        "system's optimizer.tuning, apply unless set)",
+    )
+    p.add_argument(
+        "--oracle", action="store_true",
+        help="the controller reads the emulated replicas' true perf (the scenario's truth: "
+        "applied to the profile): the best a perfect profile can do",
+    )
+    p.add_argument(
+        "--restart-at", type=integer, metavar="CYCLE",
+        help="replace the controller by a new one after this cycle (its learnt tuning comes "
+        "back from the store, as after a restart)",
+    )
     add_common(p)
     p.set_defaults(handler=lazy("controlloop.demo.command", "cmd_demo"))
 

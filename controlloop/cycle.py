@@ -43,6 +43,9 @@ class ServerReport:
     sent: bool = False
     error: str = ""
     error_kind: str = ""
+    # [tuning] Predicted (with the values sizing used) vs observed at this cycle's
+    # operating point: itlPredMs, ttftPredMs, itlError, ttftError (relative), tuned.
+    model_error: dict[str, Any] | None = None
 
 
 @dataclass
@@ -61,6 +64,7 @@ class CycleReport:
     total_cost: float = 0.0
     durations: dict[str, float] = field(default_factory=dict)
     dry_run: bool = False
+    tuning: dict[str, Any] = field(default_factory=dict)  # mode and per-pair estimates
 
     def count(self, verdict: str) -> int:
         return sum(1 for s in self.servers if s.verdict == verdict)

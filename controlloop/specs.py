@@ -240,6 +240,10 @@ class OptimizerSpec(Spec):
     # memory and, if set, in the JSON file calibrationCache.
     margin: Literal["none", "calibrated"] = "none"
     calibration_cache: str | None = Field(None, alias="calibrationCache")
+    # [tuning] Online estimate of each (model, accelerator)'s perf parameters from the
+    # observed ITL/TTFT (controlloop/tuning): "apply" sizes with them once warmed up,
+    # "observe" only reports them and the model error, "off" neither.
+    tuning: Literal["off", "observe", "apply"] = "apply"
 
     @field_validator("saturation_policy", mode="before")
     @classmethod
