@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from controlloop.loop.settings import MOVE_ANNOTATION  # a move's window mixes placements
 from controlloop.model.perf import batch_size
-from controlloop.settings import MOVE_ANNOTATION  # a move's window mixes placements
 from controlloop.specs import ModelPerfSpec, SystemSpec
 from controlloop.tuning.estimator import Observation, PerfEstimator, TunerSettings
 from controlloop.tuning.params import OperatingPoint, predict, profile_params, with_params
