@@ -124,6 +124,10 @@ class ModelPerfSpec(Spec):
     # Per-iteration token budget of the iteration-time model (vLLM's
     # max_num_batched_tokens).
     max_num_batched_tokens: PositiveInt = Field(8192, alias="maxNumBatchedTokens")
+    # Ours [tuning]: scale of the chain's queue wait in TTFT (1 = MODEL.md as written); the
+    # online tuner learns it per pair, since the chain's wait (memoryless service) is not a
+    # real batch's (docs/fidelity.md).
+    wait_scale: PositiveFloat = Field(1.0, alias="waitScale")
 
 
 class ModelData(Spec):

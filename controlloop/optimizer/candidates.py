@@ -109,6 +109,7 @@ def _perf_arrays(rows: list[_Row], batches: np.ndarray, service_model: str) -> P
             out_tokens=out_tok,
             batch=batches,
             token_budget=np.array([r.perf.max_num_batched_tokens for r in rows], np.float64),
+            wait_scale=np.array([r.perf.wait_scale for r in rows], np.float64),
         )
     return DecodePrefillPerf(
         alpha=np.array([r.perf.decode_parms.alpha for r in rows]),  # type: ignore[union-attr]
@@ -118,6 +119,7 @@ def _perf_arrays(rows: list[_Row], batches: np.ndarray, service_model: str) -> P
         in_tokens=in_tok,
         out_tokens=out_tok,
         batch=batches,
+        wait_scale=np.array([r.perf.wait_scale for r in rows], np.float64),
     )
 
 

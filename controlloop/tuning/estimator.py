@@ -22,11 +22,12 @@ against real replicas.
 Warm-up: the fit is used only after ``warmup`` accepted observations; after
 ``reset_after`` updates in a row whose observations were all rejected, the
 data and the estimate disagree for good (a new regime): ``P`` is widened back
-to the prior and warm-up starts again.
+to the prior's so that the next windows move the fit.
 
 Conditioning: the (forgetting) data information ``F = sum H'R^-1 H``, in
 prior-whitened coordinates, tells which parameter directions the data
-determine (eigenvalue >= 1: the data know it at least as well as the prior).
+determine (eigenvalue >= ``determined_ratio``: the data know it that many times
+better than the prior).
 The applied multipliers keep the fit in those directions and the profile in
 the others: with one operating point only, e.g. the split between ``alpha``
 and ``beta`` at a fixed ITL is not determined, and stays the profile's.
@@ -56,22 +57,38 @@ class TunerSettings:
     prior_sigma: float = 0.35  # the profile is right within about x0.7..x1.4 (1 sigma)
     min_multiplier: float = 0.2
     max_multiplier: float = 5.0
+    # waitScale: the chain's wait may be far off a real batch's (docs/fidelity.md).
+    wait_prior_sigma: float = 1.0
+    wait_min: float = 0.02
+    wait_max: float = 5.0
     # Relative noise of one window's figure: ITL is a mean over thousands of tokens;
     # a window's mean TTFT is heavy-tailed (docs/fidelity.md), running in between.
-    sigma_itl: float = 0.05
-    sigma_ttft: float = 1.0
+    sigma_itl: float = 0.08  # noise plus the chain's own bias against a real batch (~10 %)
+    sigma_ttft: float = 0.5
     sigma_running: float = 0.10
     # The chain's batch is ~10 % below a token-level replica's (it omits the other
     # requests' prefills, docs/fidelity.md): fitting it too would bend alpha/beta.
     use_running: bool = False
-    drift_sigma: float = 0.01  # per update
+    drift_sigma: float = 0.03  # per update: keeps the filter from over-trusting a biased fit
     gate: float = 0.999  # NIS gate: chi-square quantile
     warmup: int = 5  # accepted observations before the fit is used
     reset_after: int = 3  # updates in a row with every observation rejected -> re-learn
     memory: float = 0.95  # forgetting of the information the conditioning check uses
+    # A direction is determined when the data know it this many times better than the prior.
+    determined_ratio: float = 4.0
 
     def sigmas(self) -> FloatArray:
         return np.array([self.sigma_itl, self.sigma_ttft, self.sigma_running])
+
+    def prior(self, f: int) -> FloatArray:
+        """Prior std-dev per state entry (the perf parameters, then waitScale)."""
+        return np.array([self.prior_sigma] * (f - 1) + [self.wait_prior_sigma])
+
+    def bounds(self, f: int) -> tuple[FloatArray, FloatArray]:
+        """Bounds of the log-multipliers."""
+        lo = [math.log(self.min_multiplier)] * (f - 1) + [math.log(self.wait_min)]
+        hi = [math.log(self.max_multiplier)] * (f - 1) + [math.log(self.wait_max)]
+        return np.array(lo), np.array(hi)
 
 
 @dataclass(frozen=True)
@@ -126,7 +143,7 @@ class PerfEstimator:
                              f"got {self.profile.tolist()}")
         f = len(names)
         self.x = np.zeros(f)
-        self.cov = np.eye(f) * self.settings.prior_sigma**2
+        self.cov = np.diag(self.settings.prior(f) ** 2)
         self.info = np.zeros((f, f))
 
     # --- what it knows --------------------------------------------------------------------
@@ -142,7 +159,7 @@ class PerfEstimator:
     def determined(self) -> FloatArray:
         """Orthonormal basis (columns, whitened coordinates) of the directions the data fix."""
         vals, vecs = np.linalg.eigh((self.info + self.info.T) / 2)
-        return np.asarray(vecs[:, vals >= 1.0], np.float64)
+        return np.asarray(vecs[:, vals >= self.settings.determined_ratio], np.float64)
 
     @property
     def conditioning(self) -> str:
@@ -160,7 +177,7 @@ class PerfEstimator:
         if not self.warmed_up:
             return np.ones_like(self.x)
         u = self.determined()
-        s0 = self.settings.prior_sigma
+        s0 = self.settings.prior(len(self.x))
         return np.asarray(np.exp(s0 * (u @ (u.T @ (self.x / s0)))), np.float64)
 
     def params(self, *, applied: bool = True) -> FloatArray:
@@ -237,10 +254,11 @@ class PerfEstimator:
         return UpdateResult(len(keep), rejected, tuple(nis_all))
 
     def _relearn(self) -> None:
-        """The data contradict the estimate for good: back to the prior's width, warm up again."""
+        """The data contradict the estimate for good (a new regime): widen ``P`` back to the
+        prior's so that the next windows are accepted and move the fit.  The current fit
+        stays in use meanwhile: it is still closer than the profile it was learnt from."""
         f = len(self.x)
-        self.cov = np.maximum(self.cov, np.eye(f) * self.settings.prior_sigma**2)
-        self.accepted = 0
+        self.cov = np.maximum(self.cov, np.diag(self.settings.prior(f) ** 2))
         self.rejected_run = 0
         self.resets += 1
 
@@ -250,8 +268,7 @@ class PerfEstimator:
         mask = np.isfinite(z)
         chol = np.linalg.cholesky(self.cov)
         x0 = self.x.copy()
-        lo = np.full_like(x0, math.log(s.min_multiplier))
-        hi = np.full_like(x0, math.log(s.max_multiplier))
+        lo, hi = s.bounds(len(x0))
 
         def split(x: FloatArray) -> tuple[FloatArray, FloatArray]:
             hx, jac = self._h(x, points)
@@ -273,15 +290,15 @@ class PerfEstimator:
 
         sol = least_squares(lambda x: get(x)[0], np.clip(x0, lo + 1e-9, hi - 1e-9),
                             jac=lambda x: get(x)[1], bounds=(lo, hi), method="trf",
-                            x_scale=np.full_like(x0, s.prior_sigma), max_nfev=50)
+                            x_scale=s.prior(len(x0)), max_nfev=50)
         x = np.asarray(sol.x, np.float64)
         jd = get(x)[1][: -len(x)]  # whitened data Jacobian (rows: measurements)
         fisher = jd.T @ jd
         self.x = x
         cov = np.linalg.inv(np.linalg.inv(self.cov) + fisher)
         self.cov = np.asarray((cov + cov.T) / 2, np.float64)
-        s0 = s.prior_sigma
-        self.info = self.info + fisher * s0**2
+        s0 = s.prior(len(x))
+        self.info = self.info + fisher * np.outer(s0, s0)  # whitened by the prior
 
     # --- persistence ---------------------------------------------------------------------------
 

@@ -18,9 +18,11 @@ from controlloop.specs import DecodeParms, ModelPerfSpec, PerfParms, PrefillParm
 
 ServiceModel = Literal["decode-prefill", "iteration"]
 
+# The last one, ``waitScale``, is the scale of the chain's queue wait in TTFT
+# (ModelPerfSpec.wait_scale): the part of TTFT no perf parameter explains.
 PARAM_NAMES: dict[str, tuple[str, ...]] = {
-    "decode-prefill": ("alpha", "beta", "gamma", "delta"),
-    "iteration": ("alpha", "beta", "gamma"),
+    "decode-prefill": ("alpha", "beta", "gamma", "delta", "waitScale"),
+    "iteration": ("alpha", "beta", "gamma", "waitScale"),
 }
 
 
@@ -41,21 +43,22 @@ def profile_params(perf: ModelPerfSpec, service_model: str) -> FloatArray | None
         if perf.perf_parms is None:
             return None
         p = perf.perf_parms
-        return np.array([p.alpha, p.beta, p.gamma], np.float64)
+        return np.array([p.alpha, p.beta, p.gamma, perf.wait_scale], np.float64)
     if perf.decode_parms is None or perf.prefill_parms is None:
         return None
     d, f = perf.decode_parms, perf.prefill_parms
-    return np.array([d.alpha, d.beta, f.gamma, f.delta], np.float64)
+    return np.array([d.alpha, d.beta, f.gamma, f.delta, perf.wait_scale], np.float64)
 
 
 def with_params(perf: ModelPerfSpec, service_model: str, theta: FloatArray) -> ModelPerfSpec:
     """A copy of the profile entry with its parameters replaced by ``theta``."""
     t = [float(v) for v in theta]
     if service_model == "iteration":
-        return perf.model_copy(update={"perf_parms": PerfParms(alpha=t[0], beta=t[1], gamma=t[2])})
+        return perf.model_copy(update={
+            "perf_parms": PerfParms(alpha=t[0], beta=t[1], gamma=t[2]), "wait_scale": t[3]})
     return perf.model_copy(update={
         "decode_parms": DecodeParms(alpha=t[0], beta=t[1]),
-        "prefill_parms": PrefillParms(gamma=t[2], delta=t[3]),
+        "prefill_parms": PrefillParms(gamma=t[2], delta=t[3]), "wait_scale": t[4],
     })
 
 
@@ -67,9 +70,11 @@ def perf_model(service_model: str, theta: FloatArray, points: list[OperatingPoin
     if service_model == "iteration":
         m = np.array([p.token_budget for p in points], np.float64)
         return IterationPerf(alpha=theta[:, 0], beta=theta[:, 1], gamma=theta[:, 2],
-                             in_tokens=i, out_tokens=k, batch=n, token_budget=m)
+                             in_tokens=i, out_tokens=k, batch=n, token_budget=m,
+                             wait_scale=theta[:, 3])
     return DecodePrefillPerf(alpha=theta[:, 0], beta=theta[:, 1], gamma=theta[:, 2],
-                             delta=theta[:, 3], in_tokens=i, out_tokens=k, batch=n)
+                             delta=theta[:, 3], in_tokens=i, out_tokens=k, batch=n,
+                             wait_scale=theta[:, 4])
 
 
 def predict(service_model: str, theta: FloatArray, points: list[OperatingPoint]) -> FloatArray:

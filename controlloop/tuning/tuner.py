@@ -101,6 +101,14 @@ def pair_key(model: str, accelerator: str) -> str:
     return f"{model}/{accelerator}"
 
 
+def e_key(est: PerfEstimator, tuner: Tuner) -> str:
+    """The accelerator an estimator belongs to, for notes."""
+    for key, e in tuner.estimators.items():
+        if e is est:
+            return key.split("/", 1)[1]
+    return "?"
+
+
 @dataclass
 class Tuner:
     """Estimators per (model, accelerator), fed once per cycle."""
@@ -214,32 +222,61 @@ class Tuner:
             token_budget=float(perf.max_num_batched_tokens),
         )
         running = load.running / n if load.running is not None else None
-        obs = Observation(point, itl_ms=load.itl_ms, ttft_ms=load.ttft_ms, running=running,
-                          server=ms.name)
+        # A backlog (more than half a batch queued per replica) is a transient the
+        # steady-state chain does not describe: its TTFT is the queue's age, not the model's.
+        # Its ITL (a full batch) still is.
+        backlog = load.waiting is not None and load.waiting / n > 0.5 * batch
+        obs = Observation(point, itl_ms=load.itl_ms, ttft_ms=None if backlog else load.ttft_ms,
+                          running=running, server=ms.name)
         return obs, (ms.accelerator, n, batch)
 
     # --- sizing -------------------------------------------------------------------------------
 
     def tuned_system(self, system: SystemSpec) -> tuple[SystemSpec, dict[str, str]]:
-        """A copy of ``system`` with the warmed-up pairs' parameters; a note per tuned pair."""
+        """A copy of ``system`` with tuned parameters; a note per tuned pair.
+
+        A warmed-up pair uses its own fit.  A pair without one (never run, or still
+        warming up) borrows the geometric mean of the perf multipliers learnt on the same
+        model's other accelerators (not their waitScale): a model's drift (another vLLM,
+        other prompts) usually shows on every accelerator, and a pair left at an
+        optimistic profile would look cheapest and attract the server to it.
+        """
         notes: dict[str, str] = {}
         models: list[ModelPerfSpec] = []
         sm = system.optimizer.service_model
         self._load()
+        warmed: dict[str, list[PerfEstimator]] = {}
         for perf in system.models:
             key = pair_key(perf.name, perf.acc)
             est = self.estimator(system, perf.name, perf.acc) if (
                 key in self.estimators or key in self._saved) else None
-            if est is None or not est.warmed_up or est.service_model != sm:
-                models.append(perf)
-                continue
-            mult = est.applied_multipliers()
+            if est is not None and est.warmed_up and est.service_model == sm:
+                warmed.setdefault(perf.name, []).append(est)
+        for perf in system.models:
+            key = pair_key(perf.name, perf.acc)
+            est = self.estimators.get(key)
+            own = est is not None and est.warmed_up and est.service_model == sm
+            if own:
+                assert est is not None
+                mult, names, source = est.applied_multipliers(), est.names, ""
+            else:
+                others = [e for e in warmed.get(perf.name, []) if e is not est]
+                profile = profile_params(perf, sm)
+                if not others or profile is None:
+                    models.append(perf)
+                    continue
+                names = others[0].names
+                mult = np.exp(np.mean([np.log(e.applied_multipliers()) for e in others], axis=0))
+                mult[-1] = 1.0  # the wait scale is the pair's own
+                source = f" (borrowed from {', '.join(sorted(e_key(e, self) for e in others))})"
             if np.allclose(mult, 1.0, rtol=1e-6):
                 models.append(perf)
                 continue
-            models.append(with_params(perf, sm, est.params(applied=True)))
-            notes[pair_key(perf.name, perf.acc)] = "tuned perf " + ", ".join(
-                f"{n} x{m:.2f}" for n, m in zip(est.names, mult, strict=True))
+            profile = profile_params(perf, sm)
+            assert profile is not None
+            models.append(with_params(perf, sm, profile * mult))
+            notes[key] = "tuned perf " + ", ".join(
+                f"{n} x{m:.2f}" for n, m in zip(names, mult, strict=True)) + source
         if not notes:
             return system, notes
         return system.model_copy(update={"models": models}), notes
