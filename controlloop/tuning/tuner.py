@@ -165,14 +165,13 @@ class Tuner:
 
     def observe(self, system: SystemSpec, servers: Sequence[ServerView], mode: str
                 ) -> dict[str, ModelError]:
-        """Feed this cycle's windows to the estimators; the model error of each server."""
-        if mode == "off":
-            self._last.clear()
-            return {}
+        """Feed this cycle's windows to the estimators (not when ``off``); the model error of
+        each server whose window ran on one placement, with the values sizing used."""
         pooled: dict[str, list[Observation]] = {}
         errors: dict[str, ModelError] = {}
         last = dict(self._last)
         self._last = {}
+        sm = system.optimizer.service_model
         for ms in servers:
             got = self._observation(system, ms)
             if got is None:
@@ -182,15 +181,18 @@ class Tuner:
             if last.get(ms.name) != placement:
                 continue  # the window began under another placement or replica count
             key = pair_key(ms.model, ms.accelerator)
-            est = self.estimator(system, ms.model, ms.accelerator)
-            if est is None:
+            est = self.estimator(system, ms.model, ms.accelerator) if mode != "off" else None
+            perf = system.perf(ms.model, ms.accelerator)
+            profile = profile_params(perf, sm) if perf is not None else None
+            if profile is None:
                 continue
-            tuned = mode == "apply" and est.warmed_up
-            pred = est.predict([obs.point], applied=True)[0] if tuned else predict(
-                est.service_model, est.profile, [obs.point])[0]
+            tuned = est is not None and mode == "apply" and est.warmed_up
+            theta = est.params(applied=True) if tuned and est is not None else profile
+            pred = predict(sm, theta, [obs.point])[0]
             errors[ms.name] = ModelError(key, tuned, float(pred[0]), float(pred[1]),
                                          obs.itl_ms, obs.ttft_ms)
-            pooled.setdefault(key, []).append(obs)
+            if est is not None:
+                pooled.setdefault(key, []).append(obs)
         for key, observations in sorted(pooled.items()):
             est = self.estimators[key]
             res = est.update(observations)
