@@ -70,3 +70,70 @@ def run_figures(reports: list[Any], *, from_cycle: int = 15) -> RunFigures:
         ttft_error=statistics.median(ttft) if ttft else None,
         tuned_share=tuned / with_err if with_err else 0.0,
     )
+
+
+def _median_errors(rec: Any) -> tuple[float | None, float | None]:
+    errs = [r.model_error for r in rec.report.servers if r.model_error]
+    i = [abs(e["itlError"]) for e in errs if e.get("itlError") is not None]
+    t = [abs(e["ttftError"]) for e in errs if e.get("ttftError") is not None]
+    return (statistics.median(i) if i else None, statistics.median(t) if t else None)
+
+
+def model_error_section(run: Any, *, from_cycle: int = 15) -> str:
+    """The demo report's "Model error and tuning" section (markdown)."""
+    recs = run.records
+    start = from_cycle if len(recs) >= from_cycle else 1
+    f = run_figures([r.report for r in recs], from_cycle=start)
+    mode = run.system.optimizer.tuning
+
+    def pct(x: float | None) -> str:
+        return "–" if x is None else f"{100 * x:.1f} %"
+
+    lines = [
+        "## Model error and tuning", "",
+        f"Tuning `{mode}`. Model error: predicted (with the values sizing used) vs emulated, "
+        "at each window's operating point (the replicas that served it, the per-replica rate), "
+        f"for servers whose window ran on one placement. From cycle {start}: SLO met in "
+        f"{f.met}/{f.server_cycles} server-cycles ({pct(f.attainment)}), mean cost "
+        f"{f.mean_cost:.0f} ¢/h, median |ITL error| {pct(f.itl_error)}, median |TTFT error| "
+        f"{pct(f.ttft_error)}; {pct(f.tuned_share)} of the predictions used tuned values.", "",
+    ]
+    pairs = (recs[-1].report.tuning or {}).get("pairs") or [] if recs else []
+    if pairs:
+        lines += ["| pair | warmed up | observations (rejected) | conditioning | "
+                  "applied multipliers | truth |", "|---|---|---:|---|---|---|"]
+        truth_for = getattr(run.scenario, "truth_for", None)
+        for p in pairs:
+            model, _, acc = p["pair"].partition("/")
+            truth = ""
+            if truth_for is not None and run.scenario.truth:
+                truth = ", ".join(f"{k} x{v:g}" for k, v in truth_for(model, acc).items())
+            mult = ", ".join(f"{k} x{v:.2f}" for k, v in p["applied"].items())
+            lines.append(f"| {p['pair']} | {'yes' if p['warmedUp'] else 'no'} | "
+                         f"{p['observations']} ({p['rejected']}) | {p['conditioning']} | "
+                         f"{mult} | {truth} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def model_error_plot(run: Any) -> Any:
+    """Median |relative error| over servers per cycle, ITL and TTFT (log scale)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    t = [r.t_s / 60.0 for r in run.records]
+    errs = [_median_errors(r) for r in run.records]
+    for idx, label in ((0, "ITL"), (1, "TTFT")):
+        pts: list[tuple[float, float]] = [
+            (x, v) for x, e in zip(t, errs, strict=True) if (v := e[idx]) is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker=".",
+                    label=f"median |{label} error|")
+    ax.set_yscale("log")
+    ax.set_xlabel("simulated time (min)")
+    ax.set_ylabel("relative error (%)")
+    ax.set_title(f"Model error over servers (tuning {run.system.optimizer.tuning})")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -64,7 +64,7 @@ class TunerSettings:
     # Relative noise of one window's figure: ITL is a mean over thousands of tokens;
     # a window's mean TTFT is heavy-tailed (docs/fidelity.md), running in between.
     sigma_itl: float = 0.08  # noise plus the chain's own bias against a real batch (~10 %)
-    sigma_ttft: float = 0.5
+    sigma_ttft: float = 0.3
     sigma_running: float = 0.10
     # The chain's batch is ~10 % below a token-level replica's (it omits the other
     # requests' prefills, docs/fidelity.md): fitting it too would bend alpha/beta.
