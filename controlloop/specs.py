@@ -248,6 +248,10 @@ class OptimizerSpec(Spec):
     # observed ITL/TTFT (controlloop/tuning): "apply" sizes with them once warmed up,
     # "observe" only reports them and the model error, "off" neither.
     tuning: Literal["off", "observe", "apply"] = "apply"
+    # [fidelity] TTFT's prefill term (decode-prefill model): "batch" = MODEL.md section 2,
+    # gamma + delta*I*n*; "joiner" = the joining iteration of section 7, gamma + delta*I
+    # (continuous batching prefills only the joiners; docs/fidelity.md "TTFT on the demo").
+    ttft_prefill: Literal["batch", "joiner"] = Field("batch", alias="ttftPrefill")
 
     @field_validator("saturation_policy", mode="before")
     @classmethod

@@ -29,6 +29,7 @@ from controlloop.specs import (
     CapacityEntry,
     CapacitySpec,
     DecodeParms,
+    OptimizerSpec,
     PrefillParms,
     SaturationPolicy,
     SystemSpec,
@@ -61,10 +62,21 @@ def resolve_system(ref: str, *, where: str) -> SystemSpec:
     return load_system(path)
 
 
-def build_system(scenario: Scenario, *, tuning: str | None = None
+def build_system(scenario: Scenario, *, tuning: str | None = None,
+                 optimizer: dict[str, Any] | None = None,
                  ) -> tuple[SystemSpec, dict[str, int] | None]:
     """The scenario's system (servers, optimizer overrides, capacity) and the cluster capacity."""
     system = resolve_system(scenario.system, where=scenario.source)
+    extra = {**scenario.optimizer, **(optimizer or {})}
+    if extra:
+        try:
+            system = system.model_copy(update={"optimizer": OptimizerSpec.model_validate(
+                {**system.optimizer.model_dump(by_alias=True), **extra})})
+        except ValidationError as exc:
+            raise ConfigError([
+                f"{scenario.source}: optimizer.{'.'.join(str(p) for p in e['loc'])}: "
+                f"{e['msg']} (got {e.get('input')!r})" for e in exc.errors()
+            ]) from exc
     names = [s.name for s in system.servers]
     servers = system.servers
     if scenario.servers is not None:
@@ -122,6 +134,7 @@ def run_scenario(
     tuning: str | None = None,
     oracle: bool = False,
     restart_at: int | None = None,
+    optimizer: dict[str, Any] | None = None,
 ) -> DemoRun:
     """Build the cluster, start it from the scenario's initial state and run the cycles.
 
@@ -129,7 +142,7 @@ def run_scenario(
     ``restart_at``: a new Controller takes over after that cycle, with the same tuning store.
     """
     wall0 = time.perf_counter()
-    system, capacity = build_system(scenario, tuning=tuning)
+    system, capacity = build_system(scenario, tuning=tuning, optimizer=optimizer)
     settings = controller_settings(scenario)
     profiles = {s.name: scenario.profile(s.name) for s in system.servers}
     cluster = EmulatedCluster(

@@ -26,7 +26,7 @@ _FACTOR = re.compile(r"^\s*x\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
 _TOP_KEYS = {
     "name", "description", "system", "unlimited", "solver", "saturationPolicy", "capacity",
     "interval", "cycles", "startupSeconds", "servers", "load", "initial", "controller",
-    "report", "truth", "tuning",
+    "report", "truth", "tuning", "optimizer",
 }
 TRUTH_PARAMS = ("alpha", "beta", "gamma", "delta")  # the emulated replicas' perf parameters
 _LOAD_KEYS = {"phases", "noise", "inTokens", "outTokens"}
@@ -108,6 +108,7 @@ class Scenario:
     # profile): "model/acc" > "model/*" > "*/acc" > "*"; missing parameters are 1.
     truth: dict[str, dict[str, float]] = field(default_factory=dict)
     tuning: str | None = None  # off | observe | apply: the system's optimizer.tuning
+    optimizer: dict[str, Any] = field(default_factory=dict)  # other optimizer overrides
 
     def truth_for(self, model: str, accelerator: str) -> dict[str, float]:
         """The multipliers of the most specific matching ``truth:`` key (1 for the rest)."""
@@ -250,6 +251,10 @@ def parse_scenario(text: str, *, where: str) -> Scenario:
     if tuning is not None and tuning not in ("off", "observe", "apply"):
         bad("tuning", "must be 'off', 'observe' or 'apply'", tuning)
         tuning = None
+    optimizer = raw.get("optimizer", {})
+    if not isinstance(optimizer, dict):
+        bad("optimizer", "must be a mapping of optimizer options (e.g. ttftPrefill)", optimizer)
+        optimizer = {}
 
     if problems:
         raise ConfigError(problems)
@@ -258,7 +263,7 @@ def parse_scenario(text: str, *, where: str) -> Scenario:
         interval=interval, cycles=cycles, startup_seconds=startup, servers=servers, load=load,
         unlimited=unlimited, solver=solver, saturation_policy=policy, capacity=capacity,
         initial=initial, controller=controller, report=report, truth=truth,
-        tuning=tuning,
+        tuning=tuning, optimizer=optimizer,
     )
 
 

@@ -128,6 +128,9 @@ class DecodePrefillPerf(_ArrayFields):
     batch: IntArray
     # [tuning] Scale of the chain's queue wait in TTFT, learnt online (1 = the chain).
     wait_scale: FloatArray = 1.0  # type: ignore[assignment]
+    # Share of the batch in TTFT's prefill: ``gamma + delta*I*(1 + s*(n* - 1))``; 1 is
+    # MODEL.md section 2 (``gamma + delta*I*n*``), 0 one joiner's prefill (section 7).
+    prefill_share: FloatArray = 1.0  # type: ignore[assignment]
 
     _positive = ("out_tokens", "batch", "wait_scale")
 
@@ -157,8 +160,8 @@ class DecodePrefillPerf(_ArrayFields):
         return _metrics(
             stats,
             itl=self.alpha + self.beta * n_star,
-            ttft=self.wait_scale * stats.wait
-            + on * (self.gamma + self.delta * self.in_tokens * n_star),
+            ttft=self.wait_scale * stats.wait + on * (
+                self.gamma + self.delta * self.in_tokens * (1 + self.prefill_share * (n_star - 1))),
             concurrency=n_star,
         )
 

@@ -254,6 +254,8 @@ def _repredict(
             out_tokens=np.array([s.load.avg_out_tokens for s, _, _ in perfs]),
             batch=np.array([c.batch for _, _, c in perfs]),
             wait_scale=np.array([p.wait_scale for _, p, _ in perfs], np.float64),
+            prefill_share=np.full(len(perfs), 0.0 if system.optimizer.ttft_prefill == "joiner"
+                                  else 1.0),
         )
     rates = np.array(
         [cset.servers[name].demand / n / MS_PER_S for name, _, n in rows], np.float64

@@ -122,6 +122,7 @@ class PerfEstimator:
     profile: FloatArray
     service_model: str = "decode-prefill"
     settings: TunerSettings = field(default_factory=TunerSettings)
+    prefill_share: float = 1.0  # TTFT's prefill form, as sizing uses it (optimizer.ttftPrefill)
     x: FloatArray = field(init=False)
     cov: FloatArray = field(init=False)
     info: FloatArray = field(init=False)
@@ -189,7 +190,8 @@ class PerfEstimator:
         return np.asarray(np.sqrt(np.clip(np.diag(self.cov), 0, None)), np.float64)
 
     def predict(self, points: list[OperatingPoint], *, applied: bool = True) -> FloatArray:
-        return predict(self.service_model, self.params(applied=applied), points)
+        return predict(self.service_model, self.params(applied=applied), points,
+                       self.prefill_share)
 
     # --- the filter ---------------------------------------------------------------------------
 
@@ -200,7 +202,8 @@ class PerfEstimator:
         xs = np.vstack([x, x + _FD_STEP * np.eye(f)])  # (F+1, F)
         theta = np.repeat(self.profile * np.exp(xs), p, axis=0)  # (F+1)*P rows
         with np.errstate(divide="ignore", invalid="ignore"):
-            out = np.log(predict(self.service_model, theta, points * (f + 1)))
+            out = np.log(predict(self.service_model, theta, points * (f + 1),
+                                 self.prefill_share))
         out = out.reshape(f + 1, p, 3)
         jac = (out[1:] - out[0]) / _FD_STEP  # (F, P, 3)
         return out[0], np.transpose(jac, (1, 2, 0))
@@ -308,17 +311,22 @@ class PerfEstimator:
             "profile": self.profile.tolist(), "x": self.x.tolist(), "cov": self.cov.tolist(),
             "info": self.info.tolist(), "accepted": self.accepted,
             "acceptedTotal": self.accepted_total, "rejectedTotal": self.rejected_total,
-            "updates": self.updates, "resets": self.resets,
+            "updates": self.updates, "resets": self.resets, "prefillShare": self.prefill_share,
         }
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any], profile: FloatArray, service_model: str,
-                  settings: TunerSettings | None = None) -> PerfEstimator:
+                  settings: TunerSettings | None = None,
+                  prefill_share: float | None = None) -> PerfEstimator:
         """Restore a saved state; a state learnt on another profile or model is refused
         (ValueError), since its multipliers would mean something else."""
-        est = cls(profile, service_model, settings or TunerSettings())
+        saved_share = float(doc.get("prefillShare", 1.0))
+        share = saved_share if prefill_share is None else prefill_share
+        est = cls(profile, service_model, settings or TunerSettings(), share)
         if doc.get("serviceModel") != service_model:
             raise ValueError(f"saved for serviceModel {doc.get('serviceModel')!r}")
+        if saved_share != share:
+            raise ValueError(f"saved for another ttftPrefill (prefill share {saved_share:g})")
         saved = np.asarray(doc.get("profile", []), np.float64)
         if saved.shape != est.profile.shape or not np.allclose(saved, est.profile, rtol=1e-9):
             raise ValueError("saved for another profile")

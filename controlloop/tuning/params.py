@@ -62,7 +62,8 @@ def with_params(perf: ModelPerfSpec, service_model: str, theta: FloatArray) -> M
     })
 
 
-def perf_model(service_model: str, theta: FloatArray, points: list[OperatingPoint]) -> PerfModel:
+def perf_model(service_model: str, theta: FloatArray, points: list[OperatingPoint],
+               prefill_share: float = 1.0) -> PerfModel:
     """``theta`` of shape ``(P, F)`` (one row per point) as the sizing code's PerfModel."""
     i = np.array([p.in_tokens for p in points], np.float64)
     k = np.array([p.out_tokens for p in points], np.float64)
@@ -74,10 +75,12 @@ def perf_model(service_model: str, theta: FloatArray, points: list[OperatingPoin
                              wait_scale=theta[:, 3])
     return DecodePrefillPerf(alpha=theta[:, 0], beta=theta[:, 1], gamma=theta[:, 2],
                              delta=theta[:, 3], in_tokens=i, out_tokens=k, batch=n,
-                             wait_scale=theta[:, 4])
+                             wait_scale=theta[:, 4],
+                             prefill_share=np.full(len(points), prefill_share))
 
 
-def predict(service_model: str, theta: FloatArray, points: list[OperatingPoint]) -> FloatArray:
+def predict(service_model: str, theta: FloatArray, points: list[OperatingPoint],
+            prefill_share: float = 1.0) -> FloatArray:
     """Model ``[ITL, TTFT, in-service]`` (ms, ms, requests) per point, shape ``(P, 3)``.
 
     ``theta`` is ``(F,)`` (the same parameters everywhere) or ``(P, F)``.
@@ -85,7 +88,7 @@ def predict(service_model: str, theta: FloatArray, points: list[OperatingPoint])
     theta = np.broadcast_to(np.asarray(theta, np.float64), (len(points), len(theta.T)))
     # Parameters are bounded away from 0 by the estimator; alpha must stay > 0.
     theta = np.maximum(theta, 1e-12)
-    model = perf_model(service_model, theta, points)
+    model = perf_model(service_model, theta, points, prefill_share)
     rate = np.array([p.rate_rpm for p in points], np.float64) / 60000.0
     m = model.metrics(evaluate_chain(model.chain(), rate))
     return np.column_stack([m.itl, m.ttft, m.in_service])

@@ -97,6 +97,11 @@ def _rel(pred: float, obs: float | None) -> float | None:
     return (pred - obs) / obs
 
 
+def prefill_share(system: SystemSpec) -> float:
+    """The TTFT prefill form sizing uses (OptimizerSpec.ttft_prefill) as a batch share."""
+    return 0.0 if system.optimizer.ttft_prefill == "joiner" else 1.0
+
+
 def pair_key(model: str, accelerator: str) -> str:
     return f"{model}/{accelerator}"
 
@@ -145,19 +150,20 @@ class Tuner:
         profile = profile_params(perf, service_model) if perf is not None else None
         if profile is None:
             return None
+        share = prefill_share(system)
         if est is not None and est.service_model == service_model and np.allclose(
-                est.profile, profile, rtol=1e-12):
+                est.profile, profile, rtol=1e-12) and est.prefill_share == share:
             return est
         est = None
         if key in self._saved:
             try:
                 est = PerfEstimator.from_dict(self._saved.pop(key), profile, service_model,
-                                              self.settings)
+                                              self.settings, share)
                 log.info("tuning: %s restored (%d observations)", key, est.accepted_total)
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("tuning: saved state of %s discarded: %s", key, exc)
         if est is None:  # new pair, or the profile changed: learn again from it
-            est = PerfEstimator(profile, service_model, self.settings)
+            est = PerfEstimator(profile, service_model, self.settings, share)
         self.estimators[key] = est
         return est
 
@@ -188,7 +194,7 @@ class Tuner:
                 continue
             tuned = est is not None and mode == "apply" and est.warmed_up
             theta = est.params(applied=True) if tuned and est is not None else profile
-            pred = predict(sm, theta, [obs.point])[0]
+            pred = predict(sm, theta, [obs.point], prefill_share(system))[0]
             errors[ms.name] = ModelError(key, tuned, float(pred[0]), float(pred[1]),
                                          obs.itl_ms, obs.ttft_ms)
             if est is not None:

@@ -290,10 +290,11 @@ def test_rbac_is_least_privilege(rendered: tuple[str, list[Obj]]) -> None:
         ("keda.sh", "scaledobjects"),
         ("", "events"),
         ("coordination.k8s.io", "leases"),
+        ("", "configmaps"),  # [tuning] the learnt state, controlloop-tuning only
     }, f"{name}: unexpected resources (nodes belong in the node-capacity component only)"
     for ns, _, res, verbs in rules:
         assert "*" not in verbs
-        if res == "leases":
+        if res in ("leases", "configmaps"):
             assert ns == NAMESPACE and set(verbs) <= {"get", "create", "update"}
         if res in ("pods", "horizontalpodautoscalers", "scaledobjects"):
             assert set(verbs) <= {"get", "list", "watch"}

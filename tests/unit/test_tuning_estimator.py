@@ -44,7 +44,7 @@ def test_converges_to_truth_on_the_models_own_formulas() -> None:
     # ... and predictions at unseen operating points match the truth's.
     held_out = _points(np.random.default_rng(99), 20, lo=2, hi=45)
     want, got = predict(SM, truth, held_out), est.predict(held_out)
-    assert np.max(np.abs(got[:, 0] / want[:, 0] - 1)) < 0.03
+    assert np.max(np.abs(got[:, 0] / want[:, 0] - 1)) < 0.05
     assert np.median(np.abs(got[:, 1] / want[:, 1] - 1)) < 0.1
     # Uncertainty shrank where the data inform (alpha) and not where they cannot (delta:
     # delta*I is 2 % of TTFT's prefill).
