@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from controlloop.loop.settings import MOVE_ANNOTATION  # a move's window mixes placements
 from controlloop.model.perf import batch_size
 from controlloop.specs import ModelPerfSpec, SystemSpec
 from controlloop.tuning.estimator import Observation, PerfEstimator, TunerSettings
@@ -123,6 +122,9 @@ class Tuner:
     estimators: dict[str, PerfEstimator] = field(default_factory=dict)
     _last: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # server -> placement
     _saved: dict[str, Any] = field(default_factory=dict)  # loaded, not yet matched to a profile
+    # Annotations of a server whose window is not one placement's (the controller sets its
+    # move annotation: a move's window mixes two accelerators).
+    skip_annotations: tuple[str, ...] = ()
     loaded: bool = False
 
     def _load(self) -> None:
@@ -214,7 +216,7 @@ class Tuner:
                      ) -> tuple[Observation, tuple[str, int, int]] | None:
         load = ms.load
         if (not ms.accelerator or ms.ready_replicas <= 0 or ms.ready_replicas != ms.replicas
-                or ms.pending_pods or MOVE_ANNOTATION in ms.annotations
+                or ms.pending_pods or any(a in ms.annotations for a in self.skip_annotations)
                 or not getattr(load, "known", False) or load.source == "labels"
                 or not load.arrival_rate_rpm or not load.avg_out_tokens):
             return None

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from controlloop.cluster.kube import KubeClient
+from controlloop.cluster.tuning_store import DATA_KEY, ConfigMapStore
 from controlloop.config import ConfigError, load_system
 from controlloop.demo.command import REPO_CONFIG
 from controlloop.tuning import Tuner
-from controlloop.tuning.command import cmd_tuning_show
-from controlloop.tuning.store import DATA_KEY, ConfigMapStore
+from controlloop.tuning_show import cmd_tuning_show
 from tests.fakekube import FakeKubeServer
-from tests.unit.test_tuning_tuner import ACC, MODEL, _server
+from tests.unit.tuning_helpers import ACC, MODEL
+from tests.unit.tuning_helpers import server as _server
 
 pytestmark = pytest.mark.integration
 NS = "controlloop-system"

@@ -3,69 +3,36 @@ sizing (own fit, borrowed fit), persistence through a store, and demo scenarios'
 
 from __future__ import annotations
 
-from dataclasses import replace
-from functools import cache
-
-import numpy as np
 import pytest
 
-from controlloop.config import ConfigError, load_system
+from controlloop.config import ConfigError
 from controlloop.demo.cluster import EmulatedCluster
 from controlloop.demo.command import REPO_CONFIG, build_system, truth_system
 from controlloop.demo.loadscript import parse_scenario
-from controlloop.loop.state import ManagedServer, ObservedLoad
-from controlloop.specs import SystemSpec
-from controlloop.tuning import MemoryStore, Tuner, predict
-from controlloop.tuning.params import OperatingPoint, profile_params
-
-MODEL, ACC = "llama_13b", "G2"
-TRUTH = np.array([1.4, 1.3, 1.0, 1.0, 1.0])
-
-
-@cache
-def _system() -> SystemSpec:
-    return load_system(REPO_CONFIG)
-
-
-def _server(rate_rpm: float, replicas: int, *, truth: np.ndarray = TRUTH, name: str = "s1",
-            waiting: float = 0.0, ready: int | None = None, acc: str = ACC) -> ManagedServer:
-    """A server whose window shows what replicas ``truth`` x the profile would show (the
-    chain's figures: an independent check of the plumbing, not of the model)."""
-    perf = _system().perf(MODEL, acc)
-    assert perf is not None
-    theta = profile_params(perf, "decode-prefill")
-    assert theta is not None
-    point = OperatingPoint(rate_rpm / replicas, 128, 1024, 19)
-    itl, ttft, running = predict("decode-prefill", theta * truth, [point])[0]
-    load = ObservedLoad("ok", arrival_rate_rpm=rate_rpm, avg_in_tokens=128, avg_out_tokens=1024,
-                        itl_ms=float(itl), ttft_ms=float(ttft), running=float(running) * replicas,
-                        waiting=waiting, source="emulator")
-    return ManagedServer(namespace="ns", deployment=name, name=name, model=MODEL,
-                         service_class="Premium", accelerator=acc, max_batch=19,
-                         replicas=replicas, ready_replicas=replicas if ready is None else ready,
-                         load=load)
+from controlloop.tuning import MemoryStore, Tuner
+from tests.unit.tuning_helpers import ACC, MODEL, server, system
 
 
 def test_only_windows_on_one_placement_are_observations() -> None:
     tuner = Tuner()
-    sys = _system()
-    assert tuner.observe(sys, [_server(100, 5)], "apply") == {}  # first window: unknown start
-    errs = tuner.observe(sys, [_server(100, 5)], "apply")
+    sys = system()
+    assert tuner.observe(sys, [server(100, 5)], "apply") == {}  # first window: unknown start
+    errs = tuner.observe(sys, [server(100, 5)], "apply")
     assert set(errs) == {"s1"} and not errs["s1"].tuned
     # The profile (truth/1.4 on alpha) under-predicts ITL: the error says so.
     assert errs["s1"].itl_error is not None and errs["s1"].itl_error < -0.15
-    assert tuner.observe(sys, [_server(100, 6)], "apply") == {}  # replicas changed
-    assert tuner.observe(sys, [_server(100, 6, ready=5)], "apply") == {}  # one not ready
+    assert tuner.observe(sys, [server(100, 6)], "apply") == {}  # replicas changed
+    assert tuner.observe(sys, [server(100, 6, ready=5)], "apply") == {}  # one not ready
     est = tuner.estimators[f"{MODEL}/{ACC}"]
     assert est.accepted_total == 1
 
 
 def test_tuned_system_replaces_the_profile_after_warm_up_and_says_so() -> None:
     tuner = Tuner()
-    sys = _system()
+    sys = system()
     rates = [60, 80, 100, 120, 140, 90, 70, 110, 130, 150, 85, 95]
     for rate in rates:
-        tuner.observe(sys, [_server(rate, 5), _server(rate * 0.6, 3, name="s2")], "apply")
+        tuner.observe(sys, [server(rate, 5), server(rate * 0.6, 3, name="s2")], "apply")
     tuned, notes = tuner.tuned_system(sys)
     key = f"{MODEL}/{ACC}"
     assert key in notes and notes[key].startswith("tuned perf alpha x1.")
@@ -79,35 +46,35 @@ def test_tuned_system_replaces_the_profile_after_warm_up_and_says_so() -> None:
     assert other is not None and other.decode_parms is not None
     assert f"{MODEL}/MI300X" in notes and "borrowed from G2" in notes[f"{MODEL}/MI300X"]
     # Now the model error is small, and predicted with tuned values.
-    errs = tuner.observe(sys, [_server(100, 5)], "apply")
+    errs = tuner.observe(sys, [server(100, 5)], "apply")
     assert errs["s1"].tuned and abs(errs["s1"].itl_error or 1) < 0.03
     # observe: learns and reports, never changes sizing; off: neither.
-    assert not tuner.observe(sys, [_server(100, 5)], "observe")["s1"].tuned
+    assert not tuner.observe(sys, [server(100, 5)], "observe")["s1"].tuned
 
 
 def test_off_reports_the_profiles_error_and_learns_nothing() -> None:
     tuner = Tuner()
     for _ in range(4):
-        errs = tuner.observe(_system(), [_server(100, 5)], "off")
+        errs = tuner.observe(system(), [server(100, 5)], "off")
     assert tuner.estimators == {}
     assert errs["s1"].itl_error is not None and errs["s1"].itl_error < -0.15
 
 
 def test_a_backlogged_window_gives_itl_but_not_ttft() -> None:
     tuner = Tuner()
-    sys = _system()
-    obs = tuner._observation(sys, _server(100, 5, waiting=5 * 19))
+    sys = system()
+    obs = tuner._observation(sys, server(100, 5, waiting=5 * 19))
     assert obs is not None and obs[0].ttft_ms is None and obs[0].itl_ms is not None
-    obs = tuner._observation(sys, _server(100, 5, waiting=5))
+    obs = tuner._observation(sys, server(100, 5, waiting=5))
     assert obs is not None and obs[0].ttft_ms is not None
 
 
 def test_learnt_state_survives_a_restart_through_the_store() -> None:
     store = MemoryStore()
-    sys = _system()
+    sys = system()
     first = Tuner(store=store)
     for rate in (60, 90, 120, 150, 80, 110, 140, 70):
-        first.observe(sys, [_server(rate, 5)], "apply")
+        first.observe(sys, [server(rate, 5)], "apply")
     assert store.saves >= 7
     before = first.tuned_system(sys)[0].perf(MODEL, ACC)
     second = Tuner(store=store)  # a new process: nothing but the store
@@ -133,8 +100,8 @@ def test_a_failing_store_never_stops_the_tuner() -> None:
             raise OSError("unreachable")
 
     tuner = Tuner(store=Broken())  # type: ignore[arg-type]
-    tuner.observe(_system(), [_server(100, 5)], "apply")
-    assert tuner.observe(_system(), [_server(100, 5)], "apply")
+    tuner.observe(system(), [server(100, 5)], "apply")
+    assert tuner.observe(system(), [server(100, 5)], "apply")
 
 
 # --- demo scenarios: truth --------------------------------------------------------------
@@ -193,4 +160,3 @@ def test_system_may_be_a_path_to_any_config_form(tmp_path: object) -> None:
     json_file = REPO_CONFIG / "examples" / "small"
     sc = parse_scenario(f"name: t\nsystem: {json_file}\n", where="t.yaml")
     assert build_system(sc)[0].servers
-    _ = replace  # keep the import for readers of the dataclass helpers

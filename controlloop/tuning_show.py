@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 from controlloop.config import ConfigError
@@ -60,13 +61,16 @@ def cmd_tuning_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
     else:
         from controlloop.cluster.kube import KubeClient
         from controlloop.cluster.kube_errors import KubeError
-        from controlloop.daemon import check_kubeconfig
-        from controlloop.tuning.store import ConfigMapStore
+        from controlloop.cluster.tuning_store import ConfigMapStore
 
-        check_kubeconfig(args.kubeconfig)
         where = f"configmap {args.namespace}/{args.name}"
+        if args.kubeconfig and not Path(args.kubeconfig).is_file():
+            raise ConfigError([f"kubernetes: kubeconfig {args.kubeconfig} does not exist"])
         try:
             kube = KubeClient.from_kubeconfig(args.kubeconfig, args.context)
+        except Exception as exc:  # noqa: BLE001 - the client's config errors have no base
+            raise ConfigError([f"kubernetes: {exc}"]) from None
+        try:
             loaded = ConfigMapStore(kube, args.namespace, args.name).load()
         except KubeError as exc:
             raise ConfigError([f"{where}: {exc}"]) from None
