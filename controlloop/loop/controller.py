@@ -166,6 +166,7 @@ class Controller:
         if not self.is_leader():
             report.outcome = "ok"
             report.errors.append("not the leader: observing only")
+            self.tuner.forget()  # [tuning] the leader learns; re-read its state when we lead
             return
         state = self._collect(report)
         if state is None:

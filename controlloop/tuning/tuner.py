@@ -127,6 +127,15 @@ class Tuner:
     skip_annotations: tuple[str, ...] = ()
     loaded: bool = False
 
+    def forget(self) -> None:
+        """Drop what is in memory; the next use reads the store again (a new leader's)."""
+        if self.store is None:
+            return  # nothing to re-read: keep the in-memory state
+        self.estimators.clear()
+        self._saved.clear()
+        self._last.clear()
+        self.loaded = False
+
     def _load(self) -> None:
         if self.loaded:
             return

@@ -160,3 +160,16 @@ def test_system_may_be_a_path_to_any_config_form(tmp_path: object) -> None:
     json_file = REPO_CONFIG / "examples" / "small"
     sc = parse_scenario(f"name: t\nsystem: {json_file}\n", where="t.yaml")
     assert build_system(sc)[0].servers
+
+
+def test_a_standby_rereads_the_leaders_state_when_it_leads() -> None:
+    store = MemoryStore()
+    standby = Tuner(store=store)
+    for _ in range(2):  # it led once and learnt a little
+        standby.observe(system(), [server(100, 5)], "apply")
+    assert standby.estimators
+    leader = Tuner(store=store)
+    for rate in (60, 90, 120, 150, 80, 110, 140, 70):
+        leader.observe(system(), [server(rate, 5)], "apply")
+    standby.forget()  # what the controller does while it is not the leader
+    assert standby.tuned_system(system())[0] == leader.tuned_system(system())[0]
