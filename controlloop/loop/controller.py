@@ -204,7 +204,7 @@ class Controller:
         t = time.perf_counter()
         errors = self.tuner.observe(system, state.servers, mode)
         for row, ms in rows:
-            if (err := errors.get(ms.name)) is not None:
+            if (err := errors.get(ms.key)) is not None:
                 row.model_error = model_error_json(err)
         sizing, notes = self.tuner.tuned_system(system) if mode == "apply" else (system, {})
         report.tuning = {"mode": mode, "pairs": self.tuner.rows() if mode != "off" else []}

@@ -51,6 +51,8 @@ class ServerView(Protocol):
     """What the tuner reads of a managed server (controlloop's ManagedServer)."""
 
     @property
+    def key(self) -> str: ...  # namespace/deployment
+    @property
     def name(self) -> str: ...
     @property
     def model(self) -> str: ...
@@ -105,14 +107,6 @@ def pair_key(model: str, accelerator: str) -> str:
     return f"{model}/{accelerator}"
 
 
-def e_key(est: PerfEstimator, tuner: Tuner) -> str:
-    """The accelerator an estimator belongs to, for notes."""
-    for key, e in tuner.estimators.items():
-        if e is est:
-            return key.split("/", 1)[1]
-    return "?"
-
-
 @dataclass
 class Tuner:
     """Estimators per (model, accelerator), fed once per cycle."""
@@ -120,7 +114,7 @@ class Tuner:
     store: TuningStore | None = None
     settings: TunerSettings = field(default_factory=TunerSettings)
     estimators: dict[str, PerfEstimator] = field(default_factory=dict)
-    _last: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # server -> placement
+    _last: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # key -> placement
     _saved: dict[str, Any] = field(default_factory=dict)  # loaded, not yet matched to a profile
     # Annotations of a server whose window is not one placement's (the controller sets its
     # move annotation: a move's window mixes two accelerators).
@@ -183,7 +177,8 @@ class Tuner:
     def observe(self, system: SystemSpec, servers: Sequence[ServerView], mode: str
                 ) -> dict[str, ModelError]:
         """Feed this cycle's windows to the estimators (not when ``off``); the model error of
-        each server whose window ran on one placement, with the values sizing used."""
+        each server (by ``namespace/deployment``) whose window ran on one placement, with
+        the values sizing used."""
         pooled: dict[str, list[Observation]] = {}
         errors: dict[str, ModelError] = {}
         last = dict(self._last)
@@ -194,8 +189,8 @@ class Tuner:
             if got is None:
                 continue
             obs, placement = got
-            self._last[ms.name] = placement
-            if last.get(ms.name) != placement:
+            self._last[ms.key] = placement
+            if last.get(ms.key) != placement:
                 continue  # the window began under another placement or replica count
             key = pair_key(ms.model, ms.accelerator)
             est = self.estimator(system, ms.model, ms.accelerator) if mode != "off" else None
@@ -206,7 +201,7 @@ class Tuner:
             tuned = est is not None and mode == "apply" and est.warmed_up
             theta = est.params(applied=True) if tuned and est is not None else profile
             pred = predict(sm, theta, [obs.point], prefill_share(system))[0]
-            errors[ms.name] = ModelError(key, tuned, float(pred[0]), float(pred[1]),
+            errors[ms.key] = ModelError(key, tuned, float(pred[0]), float(pred[1]),
                                          obs.itl_ms, obs.ttft_ms)
             if est is not None:
                 pooled.setdefault(key, []).append(obs)
@@ -264,13 +259,13 @@ class Tuner:
         models: list[ModelPerfSpec] = []
         sm = system.optimizer.service_model
         self._load()
-        warmed: dict[str, list[PerfEstimator]] = {}
+        warmed: dict[str, list[tuple[str, PerfEstimator]]] = {}  # model -> (acc, fit)
         for perf in system.models:
             key = pair_key(perf.name, perf.acc)
             est = self.estimator(system, perf.name, perf.acc) if (
                 key in self.estimators or key in self._saved) else None
             if est is not None and est.warmed_up and est.service_model == sm:
-                warmed.setdefault(perf.name, []).append(est)
+                warmed.setdefault(perf.name, []).append((perf.acc, est))
         for perf in system.models:
             key = pair_key(perf.name, perf.acc)
             est = self.estimators.get(key)
@@ -279,15 +274,16 @@ class Tuner:
                 assert est is not None
                 mult, names, source = est.applied_multipliers(), est.names, ""
             else:
-                others = [e for e in warmed.get(perf.name, []) if e is not est]
+                others = [(a, e) for a, e in warmed.get(perf.name, []) if a != perf.acc]
                 profile = profile_params(perf, sm)
                 if not others or profile is None:
                     models.append(perf)
                     continue
-                names = others[0].names
-                mult = np.exp(np.mean([np.log(e.applied_multipliers()) for e in others], axis=0))
+                names = others[0][1].names
+                mult = np.exp(np.mean([np.log(e.applied_multipliers()) for _, e in others],
+                                      axis=0))
                 mult[-1] = 1.0  # the wait scale is the pair's own
-                source = f" (borrowed from {', '.join(sorted(e_key(e, self) for e in others))})"
+                source = f" (borrowed from {', '.join(sorted(a for a, _ in others))})"
             if np.allclose(mult, 1.0, rtol=1e-6):
                 models.append(perf)
                 continue

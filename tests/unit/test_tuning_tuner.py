@@ -18,9 +18,9 @@ def test_only_windows_on_one_placement_are_observations() -> None:
     sys = system()
     assert tuner.observe(sys, [server(100, 5)], "apply") == {}  # first window: unknown start
     errs = tuner.observe(sys, [server(100, 5)], "apply")
-    assert set(errs) == {"s1"} and not errs["s1"].tuned
+    assert set(errs) == {"ns/s1"} and not errs["ns/s1"].tuned
     # The profile (truth/1.4 on alpha) under-predicts ITL: the error says so.
-    assert errs["s1"].itl_error is not None and errs["s1"].itl_error < -0.15
+    assert errs["ns/s1"].itl_error is not None and errs["ns/s1"].itl_error < -0.15
     assert tuner.observe(sys, [server(100, 6)], "apply") == {}  # replicas changed
     assert tuner.observe(sys, [server(100, 6, ready=5)], "apply") == {}  # one not ready
     est = tuner.estimators[f"{MODEL}/{ACC}"]
@@ -47,9 +47,9 @@ def test_tuned_system_replaces_the_profile_after_warm_up_and_says_so() -> None:
     assert f"{MODEL}/MI300X" in notes and "borrowed from G2" in notes[f"{MODEL}/MI300X"]
     # Now the model error is small, and predicted with tuned values.
     errs = tuner.observe(sys, [server(100, 5)], "apply")
-    assert errs["s1"].tuned and abs(errs["s1"].itl_error or 1) < 0.03
+    assert errs["ns/s1"].tuned and abs(errs["ns/s1"].itl_error or 1) < 0.03
     # observe: learns and reports, never changes sizing; off: neither.
-    assert not tuner.observe(sys, [server(100, 5)], "observe")["s1"].tuned
+    assert not tuner.observe(sys, [server(100, 5)], "observe")["ns/s1"].tuned
 
 
 def test_off_reports_the_profiles_error_and_learns_nothing() -> None:
@@ -57,7 +57,7 @@ def test_off_reports_the_profiles_error_and_learns_nothing() -> None:
     for _ in range(4):
         errs = tuner.observe(system(), [server(100, 5)], "off")
     assert tuner.estimators == {}
-    assert errs["s1"].itl_error is not None and errs["s1"].itl_error < -0.15
+    assert errs["ns/s1"].itl_error is not None and errs["ns/s1"].itl_error < -0.15
 
 
 def test_a_backlogged_window_gives_itl_but_not_ttft() -> None:
