@@ -17,8 +17,8 @@ import pytest
 from controlloop.cluster.actuator import note_held
 from controlloop.cluster.kube import KubeClient
 from controlloop.loop.annotations import parse_annotations
-from tests.e2e.helpers import add_server
 from tests.fakekube import FakeKubeServer
+from tests.helpers.cluster import add_server
 from tests.integration.test_faults import FakeProm, Loop, assert_recovers, granite, patches
 
 pytestmark = pytest.mark.integration

@@ -331,7 +331,7 @@ def test_rbac_is_least_privilege(rendered: tuple[str, list[Obj]]) -> None:
         ("", "configmaps"),  # [tuning] the learnt state, controlloop-tuning only
     }
     if name != "namespaced":  # roles for callers of the endpoints (bound by the user)
-        expected |= {("(url)", "/invoke"), ("(url)", "/metrics")}
+        expected |= {("(url)", "/invoke"), ("(url)", "/metrics"), ("(url)", "/ui")}
     if name == "crd-mode":
         from controlloop.crds import KINDS
 
