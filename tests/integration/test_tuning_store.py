@@ -17,8 +17,8 @@ from controlloop.demo.command import REPO_CONFIG
 from controlloop.tuning import Tuner
 from controlloop.tuning_show import cmd_tuning_show
 from tests.fakekube import FakeKubeServer
-from tests.unit.tuning_helpers import ACC, MODEL
-from tests.unit.tuning_helpers import server as _server
+from tests.helpers.tuning import ACC, MODEL
+from tests.helpers.tuning import server as _server
 
 pytestmark = pytest.mark.integration
 NS = "controlloop-system"

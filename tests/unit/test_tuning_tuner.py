@@ -10,7 +10,7 @@ from controlloop.demo.cluster import EmulatedCluster
 from controlloop.demo.command import REPO_CONFIG, build_system, truth_system
 from controlloop.demo.loadscript import parse_scenario
 from controlloop.tuning import MemoryStore, Tuner
-from tests.unit.tuning_helpers import ACC, MODEL, server, system
+from tests.helpers.tuning import ACC, MODEL, server, system
 
 
 def test_only_windows_on_one_placement_are_observations() -> None:
