@@ -193,7 +193,8 @@ def build_candidates(
                 row_perf.append(p)
 
     if row_server:
-        _size_rows(system, contexts, row_server, row_perf, result, service_model, cache)
+        share = 0.0 if system.optimizer.ttft_prefill == "joiner" else 1.0
+        _size_rows(system, contexts, row_server, row_perf, result, service_model, cache, share)
     for row in zero_rows:
         result.candidates[row.server.name].append(_zero_load_candidate(row))
     for name in dict.fromkeys(row.server.name for row in zero_rows):  # sized rows come sorted
@@ -225,7 +226,7 @@ def _perf_table(
     accs = system.accelerators_by_name()
     cols: dict[str, list[float]] = {
         k: [] for k in ("a", "b", "c", "d", "budget", "max_batch", "at_tokens", "acc_count",
-                        "acc_cost", "multiplicity")
+                        "acc_cost", "multiplicity", "wait_scale")
     }
     names, types = [], []
     for perf in system.models:
@@ -239,6 +240,7 @@ def _perf_table(
         for key, value in zip(("a", "b", "c", "d"), params, strict=True):
             cols[key].append(value)
         cols["budget"].append(perf.max_num_batched_tokens)
+        cols["wait_scale"].append(perf.wait_scale)
         cols["max_batch"].append(perf.max_batch_size)
         cols["at_tokens"].append(perf.at_tokens)
         cols["acc_count"].append(perf.acc_count)
@@ -261,6 +263,7 @@ def _size_rows(
     result: CandidateSet,
     service_model: str,
     cache: SizingCache | None,
+    prefill_share: float = 1.0,
 ) -> None:
     """Size all rows in numpy; rows are (server, perf spec) index pairs.
 
@@ -287,11 +290,14 @@ def _size_rows(
     if service_model == "iteration":
         perf = IterationPerf(alpha=table["a"][rp], beta=table["b"][rp], gamma=table["c"][rp],
                              in_tokens=in_tok, out_tokens=out_tok, batch=batches,
-                             token_budget=table["budget"][rp].astype(np.float64))
+                             token_budget=table["budget"][rp].astype(np.float64),
+                             wait_scale=table["wait_scale"][rp])
     else:
         perf = DecodePrefillPerf(alpha=table["a"][rp], beta=table["b"][rp],
                                  gamma=table["c"][rp], delta=table["d"][rp],
-                                 in_tokens=in_tok, out_tokens=out_tok, batch=batches)
+                                 in_tokens=in_tok, out_tokens=out_tok, batch=batches,
+                                 wait_scale=table["wait_scale"][rp],
+                                 prefill_share=np.full(len(row_perf), prefill_share))
     ttft = per_server([t.slo_ttft for t in targets])  # type: ignore[union-attr]
     itl = per_server([t.slo_itl for t in targets])  # type: ignore[union-attr]
     tps = per_server([t.slo_tps for t in targets])  # type: ignore[union-attr]
