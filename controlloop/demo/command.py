@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from controlloop.config import ConfigError, load_system
 from controlloop.controller import Controller, CycleReport, StaticSpecs
-from controlloop.demo.cluster import EmulatedCluster
+from controlloop.demo.cluster import EmulatedCluster, Termination
 from controlloop.demo.loadscript import Scenario, builtin_names, load_scenario
 from controlloop.optimizer import optimize
 from controlloop.settings import ControllerSettings
@@ -50,6 +50,8 @@ class DemoRun:
     capacity: dict[str, int] | None
     records: list[CycleRecord] = field(default_factory=list)
     wall_s: float = 0.0
+    removed_running: int = 0  # pods deleted while they ran requests
+    longest_drain_s: float = 0.0  # the longest deletion-to-exit of those (10 s resolution)
 
 
 def resolve_system(ref: str, *, where: str) -> SystemSpec:
@@ -133,8 +135,13 @@ def run_scenario(
     system, capacity = build_system(scenario)
     settings = controller_settings(scenario)
     profiles = {s.name: scenario.profile(s.name) for s in system.servers}
+    term = scenario.termination
     cluster = EmulatedCluster(
-        system, profiles, capacity=capacity, startup_s=scenario.startup_seconds, seed=seed
+        system, profiles, capacity=capacity, startup_s=scenario.startup_seconds, seed=seed,
+        termination=Termination(
+            pre_stop_s=term["preStopSeconds"], drain_s=term["drainSeconds"],
+            grace_s=term["gracePeriodSeconds"],
+        ),
     )
     if scenario.initial == "plan":
         # Start in the steady state the optimizer plans for the load at t=0.
@@ -171,6 +178,7 @@ def run_scenario(
         if i + 1 < total:
             cluster.advance(scenario.interval)
     run.wall_s = time.perf_counter() - wall0
+    run.removed_running, run.longest_drain_s = cluster.removed_running, cluster.longest_drain_s
     return run
 
 

@@ -26,7 +26,14 @@ _FACTOR = re.compile(r"^\s*x\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
 _TOP_KEYS = {
     "name", "description", "system", "unlimited", "solver", "saturationPolicy", "capacity",
     "interval", "cycles", "startupSeconds", "servers", "load", "initial", "controller",
-    "report",
+    "report", "termination",
+}
+_TERMINATION_KEYS = {"preStopSeconds", "drainSeconds", "gracePeriodSeconds"}
+# termination presets: the example vLLM Deployments (manifests/examples) and the defaults
+# of Kubernetes and vLLM (no preStop, --shutdown-timeout 0, grace 30 s: running requests drop).
+TERMINATION_PRESETS = {
+    "example": {"preStopSeconds": 10.0, "drainSeconds": 600.0, "gracePeriodSeconds": 630.0},
+    "default": {"preStopSeconds": 0.0, "drainSeconds": 0.0, "gracePeriodSeconds": 30.0},
 }
 _LOAD_KEYS = {"phases", "noise", "inTokens", "outTokens"}
 _PHASE_KEYS = {"duration", "rate", "shape"}
@@ -103,6 +110,10 @@ class Scenario:
     initial: str = "plan"  # plan: start from the optimizer's plan; none: 0 replicas
     controller: dict[str, Any] = field(default_factory=dict)  # ControllerSettings overrides
     report: str = "timeline"  # timeline | assignment (the classic examples' tables)
+    # How removed pods end: preStopSeconds, drainSeconds, gracePeriodSeconds (seconds).
+    termination: dict[str, float] = field(
+        default_factory=lambda: dict(TERMINATION_PRESETS["example"])
+    )
 
     def profile(self, server: str) -> LoadProfile:
         """Exact name first, then the first matching glob pattern, then ``*``."""
@@ -223,6 +234,8 @@ def parse_scenario(text: str, *, where: str) -> Scenario:
         bad("report", "must be 'timeline' or 'assignment'", report)
         report = "timeline"
 
+    termination = _termination(raw.get("termination", "example"), bad, num)
+
     load: dict[str, LoadProfile] = {}
     raw_load = raw.get("load", {})
     if not isinstance(raw_load, dict):
@@ -239,8 +252,33 @@ def parse_scenario(text: str, *, where: str) -> Scenario:
         name=name, description=description.strip(), system=system, source=where,
         interval=interval, cycles=cycles, startup_seconds=startup, servers=servers, load=load,
         unlimited=unlimited, solver=solver, saturation_policy=policy, capacity=capacity,
-        initial=initial, controller=controller, report=report,
+        initial=initial, controller=controller, report=report, termination=termination,
     )
+
+
+def _termination(raw: Any, bad: Any, num: Any) -> dict[str, float]:
+    """A preset name or a mapping over the example preset."""
+    presets = ", ".join(sorted(TERMINATION_PRESETS))
+    if isinstance(raw, str):
+        if raw in TERMINATION_PRESETS:
+            return dict(TERMINATION_PRESETS[raw])
+        bad("termination", f"must be one of {presets} or a mapping of "
+            f"{', '.join(sorted(_TERMINATION_KEYS))}", raw)
+        return dict(TERMINATION_PRESETS["example"])
+    if not isinstance(raw, dict):
+        bad("termination", f"must be one of {presets} or a mapping of "
+            f"{', '.join(sorted(_TERMINATION_KEYS))}", raw)
+        return dict(TERMINATION_PRESETS["example"])
+    out = dict(TERMINATION_PRESETS["example"])
+    for key, value in raw.items():
+        if key not in _TERMINATION_KEYS:
+            bad(f"termination.{key}",
+                f"unknown field; expected one of {', '.join(sorted(_TERMINATION_KEYS))}")
+            continue
+        got = num(f"termination.{key}", value, least=0)
+        if got is not None:
+            out[str(key)] = got
+    return out
 
 
 def _profile(fld: str, raw: Any, bad: Any, num: Any) -> LoadProfile | None:
