@@ -29,10 +29,11 @@ _TOP_KEYS = {
     "report", "termination",
 }
 _TERMINATION_KEYS = {"preStopSeconds", "drainSeconds", "gracePeriodSeconds"}
-# termination presets: the example vLLM Deployments (manifests/examples) and the defaults
-# of Kubernetes and vLLM (no preStop, --shutdown-timeout 0, grace 30 s: running requests drop).
+# termination presets: the example vLLM Deployments (manifests/examples: a preStop hook that
+# waits up to 600 s for the running requests, grace 630 s) and the defaults of Kubernetes and
+# vLLM (no preStop, --shutdown-timeout 0, grace 30 s: running requests are dropped).
 TERMINATION_PRESETS = {
-    "example": {"preStopSeconds": 10.0, "drainSeconds": 600.0, "gracePeriodSeconds": 630.0},
+    "example": {"preStopSeconds": 600.0, "drainSeconds": 0.0, "gracePeriodSeconds": 630.0},
     "default": {"preStopSeconds": 0.0, "drainSeconds": 0.0, "gracePeriodSeconds": 30.0},
 }
 _LOAD_KEYS = {"phases", "noise", "inTokens", "outTokens"}

@@ -69,10 +69,10 @@ def test_unknown_scenario_lists_builtins() -> None:
 
 def test_termination_presets_and_overrides() -> None:
     assert parse_scenario("name: t", where="t.yaml").termination == {
-        "preStopSeconds": 10.0, "drainSeconds": 600.0, "gracePeriodSeconds": 630.0,
+        "preStopSeconds": 600.0, "drainSeconds": 0.0, "gracePeriodSeconds": 630.0,
     }  # the example vLLM Deployments' settings
     assert parse_scenario("termination: default", where="t.yaml").termination == {
         "preStopSeconds": 0.0, "drainSeconds": 0.0, "gracePeriodSeconds": 30.0,
     }
     sc = parse_scenario("termination: {gracePeriodSeconds: 45}", where="t.yaml")
-    assert sc.termination["gracePeriodSeconds"] == 45 and sc.termination["drainSeconds"] == 600
+    assert sc.termination["gracePeriodSeconds"] == 45 and sc.termination["preStopSeconds"] == 600
