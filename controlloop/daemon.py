@@ -22,11 +22,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from controlloop.cluster.kube_errors import KubeError
 from controlloop.config import ConfigError, load_config
 from controlloop.config import _describe_error as describe_error
-from controlloop.controller import Controller, CycleReport, SpecSource
+from controlloop.loop.controller import Controller, CycleReport, SpecSource
+from controlloop.loop.settings import ControllerSettings, controller_file, load_controller_settings
 from controlloop.metrics import ControllerMetrics
-from controlloop.settings import ControllerSettings, controller_file, load_controller_settings
 from controlloop.specs import SystemSpec
 
 log = logging.getLogger("controlloop.daemon")
@@ -242,9 +243,9 @@ def check_kubeconfig(flag_value: str | None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from controlloop.actuator import DryRunActuator, KubeActuator, note_held
-    from controlloop.collector import KubeCollector
-    from controlloop.kube import KubeClient, KubeError
+    from controlloop.cluster.actuator import DryRunActuator, KubeActuator, note_held
+    from controlloop.cluster.collector import KubeCollector
+    from controlloop.cluster.kube import KubeClient
 
     metrics = ControllerMetrics()
     overrides = {
@@ -315,7 +316,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.info("serving /healthz /readyz /metrics POST /invoke on %s:%d", *listen)
     elector = None
     if settings.leader_election.enabled:
-        from controlloop.leader import LeaderElector
+        from controlloop.cluster.leader import LeaderElector
 
         elector = LeaderElector(kube, settings.leader_election, on_change=metrics.is_leader.set)
         controller.is_leader = elector.is_leader
@@ -337,7 +338,7 @@ class ReloadingLoadSource:
     rebuilt when an edit changes them (an invalid one keeps the last good source)."""
 
     def __init__(self, current: Callable[[], Any], initial: Any) -> None:
-        from controlloop.prom import PrometheusLoadSource
+        from controlloop.cluster.prom import PrometheusLoadSource
 
         self._current = current
         self._config = current()
@@ -346,7 +347,7 @@ class ReloadingLoadSource:
     def read_load(self, *, namespace: str, pods: Sequence[str], model: str | None = None) -> Any:
         config = self._current()
         if config != self._config:
-            from controlloop.prom import PrometheusLoadSource
+            from controlloop.cluster.prom import PrometheusLoadSource
 
             try:
                 self._source = PrometheusLoadSource(prometheus_settings(config))
@@ -358,7 +359,7 @@ class ReloadingLoadSource:
 
 
 def prometheus_settings(p: Any) -> Any:
-    from controlloop.prom import PrometheusSettings, QueryTemplates
+    from controlloop.cluster.prom import PrometheusSettings, QueryTemplates
 
     return PrometheusSettings(
         url=p.url, bearer_token_file=p.bearer_token_file, ca_file=p.ca_file,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from controlloop.controller import CycleReport
+from controlloop.loop.cycle import CycleReport
 
 SERVER_LABELS = ("server", "namespace", "deployment")
 

@@ -292,6 +292,21 @@ class SystemSpec(Spec):
                 return perf
         return None
 
+    def cards_per_replica(self, model: str, acc: str) -> int:
+        """Physical cards one replica of ``model`` takes on ``acc`` (0 when unknown):
+        the perf entry's accelerator count times the accelerator's multiplicity."""
+        accel, perf = self.accelerator(acc), self.perf(model, acc)
+        if accel is None or perf is None:
+            return 0
+        return perf.acc_count * accel.multiplicity
+
+    def cost_per_replica(self, model: str, acc: str) -> float | None:
+        """Cents/hour of one replica of ``model`` on ``acc`` (None when unknown)."""
+        accel, perf = self.accelerator(acc), self.perf(model, acc)
+        if accel is None or perf is None:
+            return None
+        return accel.cost * perf.acc_count
+
     def model_names(self) -> list[str]:
         return sorted({perf.name for perf in self.models})
 

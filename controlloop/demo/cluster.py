@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from controlloop.demo.loadscript import LoadProfile
-from controlloop.settings import (
+from controlloop.loop.settings import (
     LABEL_ACCELERATOR,
     LABEL_CLASS,
     LABEL_MAX_BATCH,
@@ -43,9 +43,7 @@ from controlloop.settings import (
     LABEL_NAME,
     MANAGED_LABEL,
 )
-from controlloop.sim import ReplicaParams, ReplicaSimulator, ReplicaStats, poisson_arrivals
-from controlloop.specs import ServerSpec, SystemSpec
-from controlloop.state import (
+from controlloop.loop.state import (
     Action,
     ActionResult,
     ClusterState,
@@ -53,6 +51,8 @@ from controlloop.state import (
     ObservedLoad,
     Rollout,
 )
+from controlloop.sim import ReplicaParams, ReplicaSimulator, ReplicaStats, poisson_arrivals
+from controlloop.specs import ServerSpec, SystemSpec
 
 SLICE_S = 10.0  # arrivals are drawn per slice at the rate of its midpoint
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"

@@ -13,45 +13,24 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from pydantic import ValidationError
 
 from controlloop.config import ConfigError, load_system
-from controlloop.controller import Controller, CycleReport, StaticSpecs
 from controlloop.demo.cluster import EmulatedCluster, Termination
 from controlloop.demo.loadscript import Scenario, builtin_names, load_scenario
+from controlloop.demo.records import CycleRecord, DemoRun, slo_met
+from controlloop.loop.controller import Controller, StaticSpecs
+from controlloop.loop.settings import ControllerSettings
 from controlloop.optimizer import optimize
-from controlloop.settings import ControllerSettings
 from controlloop.specs import CapacityEntry, CapacitySpec, SaturationPolicy, SystemSpec
 
 log = logging.getLogger(__name__)
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"
 DEMO_SELECTOR_LABEL = "controlloop.io/demo-accelerator"
-
-
-@dataclass
-class CycleRecord:
-    """One cycle: the Controller's report and the cluster right after it acted."""
-
-    t_s: float
-    report: CycleReport
-    cluster: dict[str, dict[str, Any]]
-    used_cards: dict[str, int]
-
-
-@dataclass
-class DemoRun:
-    scenario: Scenario
-    system: SystemSpec
-    capacity: dict[str, int] | None
-    records: list[CycleRecord] = field(default_factory=list)
-    wall_s: float = 0.0
-    removed_running: int = 0  # pods deleted while they ran requests
-    longest_drain_s: float = 0.0  # the longest deletion-to-exit of those (10 s resolution)
 
 
 def resolve_system(ref: str, *, where: str) -> SystemSpec:
@@ -182,19 +161,6 @@ def run_scenario(
     return run
 
 
-def slo_met(row: Any) -> bool | None:
-    """Emulated ITL and TTFT of the last window within the server's SLO (None: no data)."""
-    itl, ttft = row.load.get("itlMs"), row.load.get("ttftMs")
-    if itl is None and ttft is None:
-        return None
-    ok = True
-    if row.slo_itl_ms and itl is not None:
-        ok = ok and itl <= row.slo_itl_ms
-    if row.slo_ttft_ms and ttft is not None:
-        ok = ok and ttft <= row.slo_ttft_ms
-    return ok
-
-
 def progress_line(rec: CycleRecord, i: int, total: int) -> str:
     rows = rec.report.servers
     load = sum(r.load.get("arrivalRate") or 0.0 for r in rows)
@@ -262,7 +228,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
     prepare_outdir(args.out)  # before simulating: a bad --out fails at once
     # The per-cycle summary below replaces the controller's own INFO line; at debug the
     # controller's lines stay and each server's decision is logged (decision_lines).
-    ctl_log = logging.getLogger("controlloop.controller")
+    ctl_log = logging.getLogger("controlloop.loop.controller")
     previous_level = ctl_log.level
     if ctl_log.getEffectiveLevel() >= logging.INFO:
         ctl_log.setLevel(logging.WARNING)

@@ -18,8 +18,10 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from controlloop.demo.records import slo_met  # noqa: E402
+
 if TYPE_CHECKING:
-    from controlloop.demo.command import CycleRecord, DemoRun
+    from controlloop.demo.records import CycleRecord, DemoRun
 
 DPI = 90
 MAX_LINES = 12  # per-server lines beyond this go into a "top N" selection
@@ -304,7 +306,6 @@ def _dropped(rec: CycleRecord) -> int:
 
 
 def _markdown(run: DemoRun, plots: list[tuple[str, Path]], sections: list[str]) -> str:
-    from controlloop.demo.command import slo_met
 
     sc, recs = run.scenario, run.records
     fig = summary_figures(run)

@@ -60,7 +60,13 @@ def transition_value(
     """The transition penalty of section 4 from the current allocation to a candidate."""
     if acc == cur_acc:
         return 0.0 if replicas == cur_replicas else cost - cur_cost
-    return MOVE_PENALTY_FACTOR * (cur_cost + cost) + cost - cur_cost
+    return move_penalty(cur_cost, cost) + cost - cur_cost
+
+
+def move_penalty(from_cost: float, to_cost: float) -> float:
+    """What changing accelerator costs on top of the cost change (section 4): a share of
+    both allocations' costs, so a move must save more than it disturbs."""
+    return MOVE_PENALTY_FACTOR * (from_cost + to_cost)
 
 
 def _context(system: SystemSpec, server: ServerSpec) -> ServerContext:

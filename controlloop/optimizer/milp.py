@@ -52,16 +52,23 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import highspy
 import numpy as np
-from scipy.sparse import coo_array, csr_array, vstack
 
+from controlloop.optimizer.greedy import solve_greedy, solve_unlimited
+from controlloop.optimizer.milp_model import (  # re-exported
+    MilpModel,
+    MilpResult,
+    MilpServer,
+    MilpStatus,
+    Plan,
+    max_replicas,
+    prune_dominated,
+)
 from controlloop.optimizer.solution import Candidate
+from controlloop.specs import SaturationPolicy
 
-MOVE_PENALTY = 0.1
 # relative tolerance by which a fixed priority level may be undercut in later stages
 LEVEL_TOLERANCE = 1e-6
 # LP-guided heuristics (see _Stages._dive and _Stages._neighbourhood)
@@ -77,34 +84,6 @@ NEIGHBOURHOOD_HEURISTICS = 0.3  # HiGHS mip_heuristic_effort there (default 0.05
 HEURISTICS = 0.05  # HiGHS' default mip_heuristic_effort, restored afterwards
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class MilpServer:
-    name: str
-    priority: int
-    demand: float  # req/s; 0 at zero load
-    current_accelerator: str
-    current_cost: float
-
-
-@dataclass
-class MilpResult:
-    assigned: dict[str, list[tuple[Candidate, int]]]
-    optimal: bool  # every stage proven optimal (within mip_gap)
-    gap: float | None
-    message: str
-    stages: list[str] = field(default_factory=list)
-    ok: bool = True  # False when HiGHS failed (time limit with no solution, error)
-
-
-Plan = Mapping[str, Sequence[tuple[Candidate, int]]]
-
-
-def move_penalty(cand: Candidate, server: MilpServer) -> float:
-    if cand.accelerator == server.current_accelerator:
-        return 0.0
-    return MOVE_PENALTY * (server.current_cost + cand.cost)
 
 
 def solve_milp(
@@ -135,13 +114,13 @@ def solve_milp(
     for name, cs in candidates.items():
         if name not in by_name:
             continue
-        kept = [c for c in cs if _max_replicas(c, capacity, split) > 0]
-        fits[name], dropped = _prune_dominated(kept, by_name[name])
+        kept = [c for c in cs if max_replicas(c, capacity, split) > 0]
+        fits[name], dropped = prune_dominated(kept, by_name[name])
         substitute.update({(name, c.accelerator): a for c, a in dropped.items()})
     active = [s for s in servers if fits.get(s.name)]
-    model = _Model(active, fits, capacity, split, heterogeneous, allow_partial)
+    model = MilpModel(active, fits, capacity, split, heterogeneous, allow_partial)
     if model.n_c == 0:
-        return MilpResult({}, True, 0.0, "no candidates")
+        return MilpResult({}, MilpStatus.OPTIMAL, 0.0, "no candidates")
     if start is None:
         start = _greedy_start(active, fits, capacity, allow_partial)
     greedy = model.start_vector(start, substitute)
@@ -153,260 +132,11 @@ def solve_milp(
     return _Stages(model, x0, greedy, deadline, mip_gap, t0).solve()
 
 
-# --- model ---------------------------------------------------------------------------------
-
-
-class _Model:
-    """The constraint matrix and column data, shared by all stages (layout x | y | f)."""
-
-    def __init__(
-        self,
-        active: list[MilpServer],
-        fits: Mapping[str, list[Candidate]],
-        capacity: Mapping[str, int] | None,
-        split: bool,
-        heterogeneous: bool,
-        allow_partial: bool,
-    ) -> None:
-        self.active = active
-        self.split = split
-        self.allow_partial = allow_partial
-        self.capacity = capacity
-        cands: list[Candidate] = []
-        owner: list[int] = []
-        for i, server in enumerate(active):
-            for cand in fits[server.name]:
-                cands.append(cand)
-                owner.append(i)
-        self.cands, self.owner = cands, np.asarray(owner, np.int64)
-        n_c, n_s = len(cands), len(active)
-        self.n_c, self.n_s = n_c, n_s
-        self.index = {(active[o].name, c.accelerator): k for k, (c, o) in enumerate(zip(cands, owner, strict=True))}
-        if n_c == 0:
-            return
-        self.upper = np.array([_max_replicas(c, capacity, split) for c in cands], np.float64)
-        self.units = np.array([c.units_per_replica for c in cands], np.float64)
-        per_replica = np.array([c.cost_per_replica for c in cands], np.float64)
-        penalty = np.array([move_penalty(c, active[o]) for c, o in zip(cands, owner, strict=True)])
-        self.weight = np.array(
-            [
-                c.rate_per_replica / active[o].demand if active[o].demand > 0 else 1.0 / c.replicas
-                for c, o in zip(cands, owner, strict=True)
-            ]
-        )
-        self.priority = np.array([s.priority for s in active], np.int64)
-        n_var = 2 * n_c + n_s
-        self.n_var = n_var
-        ix = np.arange(n_c)
-        self.ix, self.iy, self.i_f = ix, n_c + ix, 2 * n_c + np.arange(n_s)
-        blocks: list[csr_array] = []
-        lo: list[np.ndarray] = []
-        hi: list[np.ndarray] = []
-
-        def add(r: np.ndarray, c: np.ndarray, v: np.ndarray, n_rows: int, lb: np.ndarray, ub: np.ndarray) -> None:
-            blocks.append(csr_array(coo_array((v, (r, c)), shape=(n_rows, n_var))))
-            lo.append(lb)
-            hi.append(ub)
-
-        # link x and y
-        link_lb = np.zeros(n_c) if not split else np.full(n_c, -np.inf)
-        add(np.concatenate([ix, ix]), np.concatenate([ix, self.iy]),
-            np.concatenate([np.ones(n_c), -self.upper]), n_c, link_lb, np.zeros(n_c))
-        if not heterogeneous:
-            add(self.owner, self.iy, np.ones(n_c), n_s, np.zeros(n_s), np.ones(n_s))
-        self.types: list[str] = []
-        if capacity is not None:
-            self.types = sorted({c.acc_type for c in cands})
-            t_index = {t: k for k, t in enumerate(self.types)}
-            self.t_rows = np.array([t_index[c.acc_type] for c in cands])
-            self.caps = np.array([capacity.get(t, 0) for t in self.types], np.float64)
-            add(self.t_rows, ix, self.units, len(self.types), np.full(len(self.types), -np.inf), self.caps)
-        # served fraction: f_s - sum w_c x_c <= 0
-        add(np.concatenate([np.arange(n_s), self.owner]), np.concatenate([self.i_f, ix]),
-            np.concatenate([np.ones(n_s), -self.weight]), n_s, np.full(n_s, -np.inf), np.zeros(n_s))
-        # cut: f_s <= sum_c min(1, w_c u_c) y_c (implied for integer points, tightens the LP)
-        add(np.concatenate([np.arange(n_s), self.owner]), np.concatenate([self.i_f, self.iy]),
-            np.concatenate([np.ones(n_s), -np.minimum(1.0, self.weight * self.upper)]), n_s,
-            np.full(n_s, -np.inf), np.zeros(n_s))
-        # cut: the concave envelope of min(1, w x) over integer x, per candidate. With
-        # n = full_need and r = 1 - w (n-1), the replicas x in [0, n] serve at most
-        # r x + (n-1)(w-r) y (exact at x = n-1 and x = n): in the LP a server then needs
-        # n f replicas, not f/w, to be served f (the LP bound was 1.5 % loose at 1,000).
-        full_need = np.ceil(1.0 / self.weight * (1.0 - 1e-9))
-        env = full_need <= self.upper
-        r = 1.0 - self.weight * (full_need - 1.0)
-        cx = np.where(env, r, self.weight)
-        cy = np.where(env, (full_need - 1.0) * (self.weight - r), 0.0)
-        add(np.concatenate([np.arange(n_s), self.owner, self.owner]),
-            np.concatenate([self.i_f, ix, self.iy]),
-            np.concatenate([np.ones(n_s), -cx, -cy]), n_s, np.full(n_s, -np.inf), np.zeros(n_s))
-        # serve-all row (active in the serve-all stage only)
-        all_served = np.zeros((1, n_var))
-        all_served[0, self.i_f] = 1.0
-        blocks.append(csr_array(all_served))
-        lo.append(np.array([-np.inf]))
-        hi.append(np.array([np.inf]))
-        matrix = vstack(blocks, format="csr")
-        self.row_lower = np.concatenate(lo)
-        self.row_upper = np.concatenate(hi)
-        self.serve_all_row = matrix.shape[0] - 1
-        self.matrix = matrix
-        f_integral = np.zeros(n_s) if allow_partial else np.ones(n_s)
-        self.integrality = np.concatenate([np.ones(2 * n_c), f_integral]).astype(np.int32)
-        self.col_lower = np.zeros(n_var)
-        self.col_upper = np.concatenate([self.upper, np.ones(n_c), np.ones(n_s)])
-        self.cost = np.concatenate([per_replica, penalty, np.zeros(n_s)])
-        self.heterogeneous = heterogeneous
-        # the most a plan can cost (every server on its dearest candidate, all replicas)
-        self.cost_scale = float(np.bincount(
-            self.owner, weights=per_replica * self.upper + penalty, minlength=n_s).sum())
-        # replicas a candidate needs to serve its server fully (f_s = 1)
-        self.full_need = np.ceil(1.0 / self.weight * (1.0 - 1e-9))
-
-    def highs(self) -> Any:
-        # highspy._Highs is the plain solver: highspy.Highs prints a banner on stdout when
-        # built, which would corrupt `optimize --format json`. Fall back if it ever goes.
-        h = getattr(highspy, "_Highs", highspy.Highs)()
-        h.setOptionValue("output_flag", False)
-        m = self.matrix
-        h.passModel(
-            self.n_var, m.shape[0], m.nnz, 2, 1, 0.0,  # rowwise, minimise, no offset
-            self.cost, self.col_lower, self.col_upper, self.row_lower, self.row_upper,
-            m.indptr.astype(np.int32), m.indices.astype(np.int32), m.data.astype(np.float64),
-            self.integrality,
-        )
-        return h
-
-    # --- solutions ---
-
-    def start_vector(self, plan: Plan, substitute: Mapping[tuple[str, str], Candidate]) -> np.ndarray:
-        """``plan`` as a point of the model (replicas clipped to the bounds)."""
-        x = np.zeros(self.n_c)
-        for server in self.active:
-            for cand, n in plan.get(server.name, ()):
-                key = (server.name, cand.accelerator)
-                while key not in self.index and key in substitute:  # dropped as dominated
-                    key = (server.name, substitute[key].accelerator)
-                k = self.index.get(key)
-                if k is None or n <= 0:
-                    continue
-                x[k] = self.upper[k] if not self.split else min(float(n), self.upper[k])
-        return self.complete(x)
-
-    def complete(self, x: np.ndarray) -> np.ndarray:
-        """The full point (x, y, f) for replicas ``x``: y = [x > 0], f as large as allowed."""
-        x = np.rint(x)
-        y = (x > 0).astype(np.float64)
-        carried = np.bincount(self.owner, weights=self.weight * x, minlength=self.n_s)
-        if self.allow_partial:
-            f = np.minimum(1.0, carried)
-        else:
-            f = (carried >= 1.0 - 1e-9).astype(np.float64)
-        return np.concatenate([x, y, f])
-
-    def better(self, a: np.ndarray, b: np.ndarray) -> bool:
-        """Whether plan ``a`` serves more than ``b``, priority level by level."""
-        for level in sorted(set(self.priority.tolist())):
-            members = np.flatnonzero(self.priority == level)
-            va, vb = self.level_value(a, members), self.level_value(b, members)
-            if abs(va - vb) > 1e-9:
-                return va > vb
-        return False
-
-    def level_value(self, point: np.ndarray, members: np.ndarray) -> float:
-        return float(point[self.i_f[members]].sum())
-
-    def fill(self, point: np.ndarray, plan_point: np.ndarray, servers: np.ndarray) -> np.ndarray:
-        """Add ``plan_point``'s replicas of ``servers`` to ``point`` where capacity is left."""
-        x = point[: self.n_c].copy()
-        free = None
-        if self.capacity is not None:
-            free = self.caps - np.bincount(self.t_rows, weights=self.units * x, minlength=len(self.types))
-        wanted = np.isin(self.owner, servers) & (plan_point[: self.n_c] > 0)
-        placed = np.bincount(self.owner, weights=x, minlength=self.n_s) > 0
-        for k in np.flatnonzero(wanted):
-            if placed[self.owner[k]]:
-                continue
-            n = plan_point[k]
-            if free is not None:
-                t = self.t_rows[k]
-                fit = math.floor(free[t] / self.units[k] + 1e-9)
-                if fit < n:
-                    if not self.split or fit <= 0:
-                        continue
-                    n = fit
-                free[t] -= n * self.units[k]
-            x[k] = n
-            placed[self.owner[k]] = True
-        return self.complete(x)
-
-    def fill_efficient(self, point: np.ndarray, servers: np.ndarray) -> np.ndarray:
-        """Give ``servers`` without replicas in ``point`` some in the capacity left: first
-        full service, servers needing the smallest share of the free cards first, each on
-        the candidate taking the smallest share; then (best effort) the largest fraction
-        that still fits."""
-        x = point[: self.n_c].copy()
-        if self.capacity is None:
-            free = np.full(1, np.inf)
-            t_rows = np.zeros(self.n_c, np.int64)
-        else:
-            free = self.caps - np.bincount(self.t_rows, weights=self.units * x, minlength=len(self.types))
-            t_rows = self.t_rows
-        placed = np.bincount(self.owner, weights=x, minlength=self.n_s) > 0
-        todo = [s for s in servers if not placed[s]]
-        if not todo:
-            return point
-        first = np.searchsorted(self.owner, np.arange(self.n_s))
-        last = np.searchsorted(self.owner, np.arange(self.n_s), side="right")
-        cards = self.full_need * self.units
-        full_ok = self.full_need <= self.upper
-
-        def share(k: np.ndarray) -> np.ndarray:
-            f = free[t_rows[k]]
-            return np.where(full_ok[k] & (cards[k] <= f + 1e-9), cards[k] / np.maximum(f, 1e-9), np.inf)
-
-        order = sorted(todo, key=lambda s: (float(share(np.arange(int(first[s]), int(last[s]))).min()), s))
-        left = []
-        for s in order:
-            ks = np.arange(int(first[s]), int(last[s]))
-            sh = share(ks)
-            j = int(np.argmin(sh))
-            if not np.isfinite(sh[j]):
-                left.append(s)
-                continue
-            k = ks[j]
-            x[k] = self.full_need[k]
-            free[t_rows[k]] -= cards[k]
-        if self.split:
-            for s in left:
-                ks = np.arange(int(first[s]), int(last[s]))
-                fit = np.minimum(np.floor(free[t_rows[ks]] / self.units[ks] + 1e-9), self.upper[ks])
-                served = self.weight[ks] * fit
-                j = int(np.argmax(served))
-                if served[j] <= 0:
-                    continue
-                k = ks[j]
-                x[k] = fit[j]
-                free[t_rows[k]] -= fit[j] * self.units[k]
-        return self.complete(x)
-
-    def assigned(self, point: np.ndarray) -> dict[str, list[tuple[Candidate, int]]]:
-        x = np.rint(point[: self.n_c]).astype(int)
-        out: dict[str, list[tuple[Candidate, int]]] = {}
-        for c, o, n in zip(self.cands, self.owner, x, strict=True):
-            if n > 0:
-                out.setdefault(self.active[o].name, []).append((c, int(n)))
-        return out
-
-
-# --- stages --------------------------------------------------------------------------------
-
-
 class _Stages:
     """Serve-all, then one stage per priority level, then min-cost; each warm-started."""
 
     def __init__(
-        self, model: _Model, start: np.ndarray, greedy: np.ndarray, deadline: float,
+        self, model: MilpModel, start: np.ndarray, greedy: np.ndarray, deadline: float,
         mip_gap: float, t0: float,
     ) -> None:
         self.m = model
@@ -820,8 +550,8 @@ class _Stages:
         return np.asarray(h.getSolution().col_value)
 
     def _failed(self, stage: str) -> MilpResult:
-        return MilpResult({}, False, None, f"HiGHS at {stage}: " + "; ".join(self.stages),
-                          self.stages, ok=False)
+        return MilpResult({}, MilpStatus.FAILED, None,
+                          f"HiGHS at {stage}: " + "; ".join(self.stages), self.stages)
 
     def _result(self, point: np.ndarray) -> MilpResult:
         gap = max(self.gaps) if self.gaps else 0.0
@@ -832,53 +562,8 @@ class _Stages:
             parts.append(f"cost at those levels {self.cost_gap:.2%}")
         gaps = f"; gaps: {', '.join(parts)}" if len(parts) > 1 else ""
         message = "; ".join(self.stages) + gaps + f"; total {time.perf_counter() - self.t0:.3f}s"
-        return MilpResult(self.m.assigned(point), self.optimal, gap, message, self.stages)
-
-
-# --- preprocessing -------------------------------------------------------------------------
-
-
-def _max_replicas(cand: Candidate, capacity: Mapping[str, int] | None, partial: bool) -> int:
-    """Most replicas of ``cand`` the capacity of its type allows (0: drop the candidate)."""
-    if capacity is None:
-        return cand.replicas
-    fit = capacity.get(cand.acc_type, 0) // max(cand.units_per_replica, 1)
-    if fit >= cand.replicas:
-        return cand.replicas
-    return fit if partial else 0  # without best effort a candidate is all or nothing
-
-
-def _prune_dominated(
-    cands: list[Candidate], server: MilpServer
-) -> tuple[list[Candidate], dict[Candidate, Candidate]]:
-    """Drop candidates another candidate of the same card type beats on every count.
-
-    ``a`` dominates ``b`` (same type) when a replica of ``a`` takes no more cards, carries
-    at least as much, costs no more, ``a`` needs no more replicas and its move penalty is
-    no larger: any use of ``b`` can be replaced by the same number of ``a`` replicas (at
-    most ``a``'s need), serving as much for no more cards or cost. Candidates of
-    different types are never compared. Returns the kept ones (in order) and, for each
-    dropped one, the candidate that replaces it.
-    """
-    if len(cands) < 2:
-        return cands, {}
-
-    def key(c: Candidate) -> tuple[float, ...]:
-        return (c.units_per_replica, -c.rate_per_replica, c.cost_per_replica, c.replicas,
-                move_penalty(c, server))
-
-    dropped: dict[Candidate, Candidate] = {}
-    for b in cands:
-        for a in cands:
-            if a is b or a.acc_type != b.acc_type or a in dropped:
-                continue
-            ka, kb = key(a), key(b)
-            if all(p <= q for p, q in zip(ka, kb, strict=True)) and (
-                ka != kb or (a.value, a.accelerator) < (b.value, b.accelerator)
-            ):
-                dropped[b] = a
-                break
-    return [c for c in cands if c not in dropped], dropped
+        status = MilpStatus.OPTIMAL if self.optimal else MilpStatus.FEASIBLE
+        return MilpResult(self.m.assigned(point), status, gap, message, self.stages)
 
 
 def _greedy_start(
@@ -887,9 +572,6 @@ def _greedy_start(
     capacity: Mapping[str, int] | None,
     allow_partial: bool,
 ) -> dict[str, list[tuple[Candidate, int]]]:
-    from controlloop.optimizer.greedy import solve_greedy, solve_unlimited
-    from controlloop.specs import SaturationPolicy
-
     cands = {s.name: fits[s.name] for s in active}
     if capacity is None:
         result = solve_unlimited(cands)

@@ -28,7 +28,9 @@ from controlloop.optimizer.calibrate import (
     resize_candidate,
 )
 from controlloop.optimizer.candidates import CandidateSet
+from controlloop.optimizer.greedy import Assignment
 from controlloop.optimizer.solution import Candidate, DecisionStatus, Solution
+from controlloop.optimizer.solve import build_solution, compare_plans, solve
 from controlloop.sim import ReplicaParams
 from controlloop.specs import OptimizerSpec, SystemSpec
 
@@ -89,8 +91,6 @@ def verify_by_simulation(
     shortfall they report is honest. Servers without decode/prefill data are
     not checked (the simulator runs on those parameters).
     """
-    from controlloop.optimizer.api import _solve  # the solver dispatch, shared with optimize()
-
     oracle = DEFAULT_ORACLE if oracle is None else oracle
     t0 = time.perf_counter()
     sims0, hits0 = oracle.misses, oracle.hits
@@ -109,7 +109,7 @@ def verify_by_simulation(
         dropped += sum(1 for c in updates.values() if c is None)
         cset = replace_candidates(cset, updates, reason="misses a target in simulation "
                                   f"with up to {MAX_GROWTH}x the replicas")
-        solution = _better(_in_place(system, cset, options, solution), _solve(system, cset, options))
+        solution = _better(_in_place(system, cset, options, solution), solve(system, cset, options))
     note = (f"verified in simulation: {len(checked)} allocations checked, {repaired} given "
             f"more replicas, {dropped} dropped, {rounds} rounds, {oracle.misses - sims0} "
             f"simulations ({oracle.hits - hits0} cached)")
@@ -127,8 +127,6 @@ def _in_place(
     serve fewer of them although the repaired plan fits; this keeps that plan
     as an option. None for mixed placements or when it does not fit.
     """
-    from controlloop.optimizer.api import build_solution
-    from controlloop.optimizer.greedy import Assignment
 
     assigned: dict[str, object] = {}
     cards: dict[str, int] = {}
@@ -153,7 +151,6 @@ def _in_place(
 
 def _better(a: Solution | None, b: Solution) -> Solution:
     """More demand served (priority by priority), then cheaper; ``b`` on a tie."""
-    from controlloop.optimizer.api import compare_plans
 
     return a if a is not None and compare_plans(a, b) < 0 else b
 

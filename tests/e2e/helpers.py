@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controlloop.prom import LoadReading
+from controlloop.cluster.prom import LoadReading
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from controlloop.actuator import DryRunActuator, KubeActuator
-from controlloop.collector import KubeCollector
+from controlloop.cluster.actuator import DryRunActuator, KubeActuator
+from controlloop.cluster.collector import KubeCollector
 from controlloop.config import load_system
-from controlloop.controller import Controller, StaticSpecs
-from controlloop.settings import ControllerSettings
+from controlloop.loop.controller import Controller, StaticSpecs
+from controlloop.loop.settings import ControllerSettings
 from tests.e2e.helpers import CONFIG, FakeLoadSource, add_server, reading
 
 

@@ -9,7 +9,7 @@ fake_kube
     One started server without auth, KEDA installed; ``fake_kube.kubeconfig`` is its
     kubeconfig path and ``fake_kube.url`` its base URL.
 kube_client
-    ``controlloop.kube.KubeClient`` on ``fake_kube`` with a 2 s request timeout.
+    ``controlloop.cluster.kube.KubeClient`` on ``fake_kube`` with a 2 s request timeout.
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def fake_kube(fake_kube_factory: Callable[..., FakeKubeServer]) -> FakeKubeServe
 
 @pytest.fixture
 def kube_client(fake_kube: FakeKubeServer) -> Iterator[Any]:
-    from controlloop.kube import KubeClient  # imported late: the plugin loads before the app
+    from controlloop.cluster.kube import (
+        KubeClient,  # imported late: the plugin loads before the app
+    )
 
     client = KubeClient.from_kubeconfig(fake_kube.kubeconfig, timeout_s=2.0)
     yield client

@@ -21,14 +21,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from controlloop.actuator import KubeActuator
-from controlloop.collector import KubeCollector
+from controlloop.cluster.actuator import KubeActuator
+from controlloop.cluster.collector import KubeCollector
+from controlloop.cluster.kube import KubeClient
+from controlloop.cluster.prom import PrometheusLoadSource, PrometheusSettings
 from controlloop.config import load_system
-from controlloop.controller import Controller, CycleReport, StaticSpecs
-from controlloop.kube import KubeClient
+from controlloop.loop.controller import Controller, CycleReport, StaticSpecs
+from controlloop.loop.settings import ControllerSettings
 from controlloop.metrics import ControllerMetrics
-from controlloop.prom import PrometheusLoadSource, PrometheusSettings
-from controlloop.settings import ControllerSettings
 from tests.e2e.helpers import CONFIG, add_server
 from tests.fakekube import FakeKubeServer
 
@@ -522,7 +522,7 @@ def test_a_hold_is_recorded_as_one_event_per_reason(
 ) -> None:
     from functools import partial
 
-    from controlloop.actuator import note_held
+    from controlloop.cluster.actuator import note_held
 
     granite(fake_kube)
     loop = Loop(kube, prom.url)
@@ -573,7 +573,7 @@ def test_a_server_at_zero_replicas_comes_back_on_pod_independent_queries(
     queries: dict[str, str], known: bool, fake_kube: FakeKubeServer, kube: KubeClient,
     prom: FakeProm,
 ) -> None:
-    from controlloop.prom import QueryTemplates
+    from controlloop.cluster.prom import QueryTemplates
 
     add_server(fake_kube, "llm", "granite", model="granite_13b", cls="Premium", replicas=0)
     settings = ControllerSettings(verify="none")

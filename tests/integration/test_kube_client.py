@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controlloop.kube import (
+from controlloop.cluster.kube import (
     Conflict,
     Forbidden,
     KubeClient,
@@ -233,7 +233,7 @@ def test_kubeconfig_from_env_and_missing(fake_kube: FakeKubeServer, tmp_path: Pa
 
 
 def test_missing_kubeconfig_says_it_does_not_exist(tmp_path: Path) -> None:
-    from controlloop.kube import KubeConfigError
+    from controlloop.cluster.kube import KubeConfigError
 
     missing = tmp_path / "nope"
     with pytest.raises(KubeConfigError, match="does not exist"):

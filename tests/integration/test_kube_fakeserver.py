@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client as k8s
 
-from controlloop.kube import KubeClient, KubeConfigError
+from controlloop.cluster.kube import KubeClient, KubeConfigError
 from tests.fakekube import FakeKubeServer
 from tests.fakekube.patch import PatchError, json_patch, merge_patch, strategic_merge
 

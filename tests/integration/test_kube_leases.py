@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controlloop.kube import Conflict, KubeClient, NotFound
+from controlloop.cluster.kube import Conflict, KubeClient, NotFound
 from tests.fakekube import FakeKubeServer
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client as k8s
 
-from controlloop.kube import Conflict, KubeClient, KubeError
+from controlloop.cluster.kube import Conflict, KubeClient, KubeError
 from tests.fakekube import FakeKubeServer
 
 pytestmark = pytest.mark.integration

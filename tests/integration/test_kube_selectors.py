@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controlloop.kube import KubeClient
+from controlloop.cluster.kube import KubeClient
 from tests.fakekube import FakeKubeServer, SelectorError, parse_label_selector
 from tests.fakekube.selectors import Requirement, match_labels
 

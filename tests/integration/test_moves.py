@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
-from controlloop.actuator import KubeActuator
-from controlloop.collector import KubeCollector
+from controlloop.cluster.actuator import KubeActuator
+from controlloop.cluster.collector import KubeCollector
+from controlloop.cluster.kube import KubeClient
+from controlloop.cluster.prom import PrometheusLoadSource, PrometheusSettings
 from controlloop.config import load_system
-from controlloop.controller import Controller, CycleReport, StaticSpecs
-from controlloop.kube import KubeClient
-from controlloop.moves import MOVE_ANNOTATION
+from controlloop.loop.controller import Controller, CycleReport, StaticSpecs
+from controlloop.loop.moves import MOVE_ANNOTATION
+from controlloop.loop.settings import LABEL_ACCELERATOR, ActuationConfig, ControllerSettings
 from controlloop.optimizer import Solution, optimize
-from controlloop.prom import PrometheusLoadSource, PrometheusSettings
-from controlloop.settings import LABEL_ACCELERATOR, ActuationConfig, ControllerSettings
 from controlloop.specs import SystemSpec
 from tests.e2e.helpers import CONFIG, managed_labels
 from tests.fakekube import FakeKubeServer

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
+from controlloop.loop.pending import PendingTracker
+from controlloop.loop.settings import ControllerSettings, PendingConfig
+from controlloop.loop.state import ManagedServer
 from controlloop.optimizer import optimize
-from controlloop.pending import PendingTracker
-from controlloop.settings import ControllerSettings, PendingConfig
 from controlloop.specs import SystemSpec
-from controlloop.state import ManagedServer
 from tests.e2e.helpers import FakeLoadSource, add_server, reading
 from tests.e2e.test_control_loop import make_controller
 from tests.fakekube import FakeKubeServer

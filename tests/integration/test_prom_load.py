@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from controlloop.prom import PrometheusLoadSource, PrometheusSettings
+from controlloop.cluster.prom import PrometheusLoadSource, PrometheusSettings
 from tests.promharness import PromStack, expected_load, wait_until
 from tests.promharness.fixtures import DEPLOYMENT_A, IDLE, NEIGHBOURS, WINDOW
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from controlloop.collector import KubeCollector
-from controlloop.kube import KubeClient
-from controlloop.settings import ControllerSettings
+from controlloop.cluster.collector import KubeCollector
+from controlloop.cluster.kube import KubeClient
+from controlloop.loop.settings import ControllerSettings
 from tests.e2e.helpers import FakeLoadSource, add_server
 from tests.fakekube import FakeKubeServer
 
@@ -51,7 +51,7 @@ def test_interval_edits_reschedule_the_cycle() -> None:
 
 def test_prometheus_edits_apply_at_the_next_read() -> None:
     from controlloop.daemon import ReloadingLoadSource, prometheus_settings
-    from controlloop.settings import PrometheusConfig
+    from controlloop.loop.settings import PrometheusConfig
     from tests.integration.test_faults import FakeProm
 
     first, second = FakeProm(), FakeProm()

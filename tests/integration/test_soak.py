@@ -45,9 +45,9 @@ from typing import Any
 
 import pytest
 
-from controlloop.controller import CycleReport, ServerReport
-from controlloop.kube import KubeClient
-from controlloop.settings import (
+from controlloop.cluster.kube import KubeClient
+from controlloop.loop.controller import CycleReport, ServerReport
+from controlloop.loop.settings import (
     LABEL_ACCELERATOR,
     LABEL_CLASS,
     LABEL_LOAD_IN,
@@ -57,7 +57,7 @@ from controlloop.settings import (
     LABEL_MODEL,
     ControllerSettings,
 )
-from controlloop.state import ClusterState
+from controlloop.loop.state import ClusterState
 from tests.e2e.helpers import add_server
 from tests.fakekube import FakeKubeServer
 from tests.fakekube import objects as k8s_objects

@@ -9,16 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlloop.annotations import BehaviorResolver, apply_annotations, parse_annotations
-from controlloop.behavior import Stabilizer
-from controlloop.settings import (
+from controlloop.loop.annotations import BehaviorResolver, apply_annotations, parse_annotations
+from controlloop.loop.behavior import Stabilizer
+from controlloop.loop.settings import (
     BehaviorOverride,
     BehaviorSpec,
     ControllerSettings,
     ScalingPolicy,
     ScalingRules,
 )
-from controlloop.state import ManagedServer
+from controlloop.loop.state import ManagedServer
 
 KEY = "llm/granite"
 
@@ -316,8 +316,8 @@ def test_parse_reports_unknown_prefix_keys() -> None:
 
 def test_an_idle_server_with_scale_to_zero_goes_to_zero_through_the_controller() -> None:
     from controlloop.config import load_system
-    from controlloop.controller import Controller, StaticSpecs
-    from controlloop.state import ObservedLoad
+    from controlloop.loop.controller import Controller, StaticSpecs
+    from controlloop.loop.state import ObservedLoad
     from tests.e2e.helpers import CONFIG
     from tests.unit.test_moves import OneServer, _server
 
@@ -337,8 +337,8 @@ def test_a_restarted_controller_does_not_scale_down_on_its_first_cycle() -> None
     """Through the controller (which asks the stabiliser about moves first): 18 replicas
     for a load that needs 5 stay 18 until a full scale-down window has passed."""
     from controlloop.config import load_system
-    from controlloop.controller import Controller, StaticSpecs
-    from controlloop.state import ObservedLoad
+    from controlloop.loop.controller import Controller, StaticSpecs
+    from controlloop.loop.state import ObservedLoad
     from tests.e2e.helpers import CONFIG
     from tests.unit.test_moves import OneServer, _server
 

@@ -17,7 +17,7 @@ from controlloop.cli import main
 from controlloop.config import ConfigError
 from controlloop.daemon import apply_overrides
 from controlloop.fidelity import cmd_fidelity
-from controlloop.settings import ControllerSettings
+from controlloop.loop.settings import ControllerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
@@ -186,7 +186,7 @@ def test_bad_variable_fails_its_subcommand_only(
 
 
 def test_good_variables_are_converted(monkeypatch: pytest.MonkeyPatch) -> None:
-    from controlloop.cli import build_parser
+    from controlloop.cli.main import build_parser
 
     monkeypatch.setenv("CONTROLLOOP_INTERVAL", "30")
     monkeypatch.setenv("CONTROLLOOP_DRY_RUN", "yes")
@@ -302,9 +302,9 @@ def test_demo_debug_shows_per_server_decisions(
     decision = "cycle 1: Premium-llama_7b: "
     if level == "debug":
         assert decision in err
-        assert "controlloop.controller: cycle " in err  # the controller's own lines stay
+        assert "controlloop.loop.controller: cycle " in err  # the controller's own lines stay
     else:
-        assert decision not in err and "controlloop.controller: cycle " not in err
+        assert decision not in err and "controlloop.loop.controller: cycle " not in err
 
 
 KUBECONFIG = """

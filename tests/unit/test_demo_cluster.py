@@ -9,8 +9,8 @@ import pytest
 from controlloop.config import load_system
 from controlloop.demo.cluster import EmulatedCluster, Termination
 from controlloop.demo.command import REPO_CONFIG
+from controlloop.loop.state import Action, Placement
 from controlloop.specs import SystemSpec
-from controlloop.state import Action, Placement
 
 SERVER = "Premium-llama_7b"
 ACC = "MI300X"

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from controlloop.forecast import LoadTrend, lead_rpm
-from controlloop.settings import ControllerSettings, ForecastConfig
-from controlloop.state import ObservedLoad
+from controlloop.loop.forecast import LoadTrend, lead_rpm
+from controlloop.loop.settings import ControllerSettings, ForecastConfig
+from controlloop.loop.state import ObservedLoad
 from tests.unit.test_moves import OneServer, _server
 
 CFG = ForecastConfig()  # lead 180 s, window 300 s, at most +100 %
@@ -78,7 +78,7 @@ def test_old_samples_leave_the_window_and_gone_servers_are_forgotten() -> None:
 
 def _controller_on_ramp(lead_seconds: float) -> tuple[list[Any], OneServer]:
     from controlloop.config import load_system
-    from controlloop.controller import Controller, StaticSpecs
+    from controlloop.loop.controller import Controller, StaticSpecs
     from tests.e2e.helpers import CONFIG
 
     now = [0.0]

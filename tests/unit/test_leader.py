@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from controlloop.kube import KubeClient
-from controlloop.leader import LeaderElector
-from controlloop.settings import LeaderElectionConfig
+from controlloop.cluster.kube import KubeClient
+from controlloop.cluster.leader import LeaderElector
+from controlloop.loop.settings import LeaderElectionConfig
 from tests.fakekube import FakeKubeServer
 
 NS, NAME = "controlloop-system", "controlloop-leader"

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from controlloop.settings import ControllerSettings, load_controller_settings
+from controlloop.loop.settings import ControllerSettings, load_controller_settings
 
 kv = pytest.importorskip("kubernetes_validate")
 

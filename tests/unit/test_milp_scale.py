@@ -13,7 +13,7 @@ import pytest
 from controlloop.config import load_system
 from controlloop.optimizer import optimize
 from controlloop.optimizer.candidates import build_candidates
-from controlloop.optimizer.milp import MilpServer, _max_replicas, _Model, _prune_dominated
+from controlloop.optimizer.milp_model import MilpModel, MilpServer, max_replicas, prune_dominated
 from controlloop.optimizer.solution import Candidate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ def test_prune_drops_only_dominated_candidates_of_the_same_type() -> None:
     one = _cand("A100", "A100", units=1, rate=2.0, replicas=5, cost=50.0)
     four = _cand("4xA100", "A100", units=4, rate=1.5, replicas=7, cost=280.0)  # worse on all
     other = _cand("H100", "H100", units=4, rate=1.0, replicas=10, cost=400.0)  # other type
-    kept, dropped = _prune_dominated([one, four, other], server)
+    kept, dropped = prune_dominated([one, four, other], server)
     assert kept == [one, other]
     assert dropped == {four: one}
 
@@ -41,7 +41,7 @@ def test_prune_keeps_a_candidate_better_on_one_count() -> None:
     server = MilpServer("s", 1, 10.0, "", 0.0)
     cheap = _cand("A100", "A100", units=1, rate=2.0, replicas=5, cost=50.0)
     fast = _cand("4xA100", "A100", units=4, rate=9.0, replicas=2, cost=80.0)  # more cards, faster
-    kept, dropped = _prune_dominated([cheap, fast], server)
+    kept, dropped = prune_dominated([cheap, fast], server)
     assert kept == [cheap, fast] and not dropped
 
 
@@ -50,7 +50,7 @@ def test_moving_penalty_counts_in_dominance() -> None:
     server = MilpServer("s", 1, 10.0, "4xA100", 280.0)
     one = _cand("A100", "A100", units=1, rate=2.0, replicas=5, cost=50.0)
     four = _cand("4xA100", "A100", units=4, rate=2.0, replicas=5, cost=50.0)
-    kept, _ = _prune_dominated([one, four], server)
+    kept, _ = prune_dominated([one, four], server)
     assert four in kept
 
 
@@ -65,10 +65,10 @@ def test_cuts_hold_at_integer_points(partial: bool) -> None:
         MilpServer(n, c.priority, c.demand, c.current_accelerator, c.current_cost)
         for n, c in sorted(cset.servers.items())
     ]
-    fits = {s.name: [c for c in cset.candidates[s.name] if _max_replicas(c, capacity, partial) > 0]
+    fits = {s.name: [c for c in cset.candidates[s.name] if max_replicas(c, capacity, partial) > 0]
             for s in servers}
     active = [s for s in servers if fits[s.name]]
-    model = _Model(active, fits, capacity, partial, False, partial)
+    model = MilpModel(active, fits, capacity, partial, False, partial)
     rng = np.random.default_rng(7)
     matrix = model.matrix.toarray()
     for _ in range(200):
@@ -128,11 +128,11 @@ def _fleet_stages(n: int):  # type: ignore[no-untyped-def]
         MilpServer(name, c.priority, c.demand, c.current_accelerator, c.current_cost)
         for name, c in sorted(cset.servers.items())
     ]
-    fits = {s.name: _prune_dominated([c for c in cset.candidates[s.name]
-                                      if _max_replicas(c, capacity, True) > 0], s)[0]
+    fits = {s.name: prune_dominated([c for c in cset.candidates[s.name]
+                                      if max_replicas(c, capacity, True) > 0], s)[0]
             for s in servers}
     active = [s for s in servers if fits[s.name]]
-    model = _Model(active, fits, capacity, True, False, True)
+    model = MilpModel(active, fits, capacity, True, False, True)
     greedy = solve_greedy({s.name: fits[s.name] for s in active},
                           {s.name: s.priority for s in active}, capacity,
                           policy=SaturationPolicy.ROUND_ROBIN, delayed_best_effort=False)
@@ -146,7 +146,7 @@ def _fleet_stages(n: int):  # type: ignore[no-untyped-def]
     return model, stages, start
 
 
-def _assert_feasible(model: _Model, stages, point: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+def _assert_feasible(model: MilpModel, stages, point: np.ndarray) -> None:  # type: ignore[no-untyped-def]
     x = point[: model.n_c]
     assert np.all(x == np.rint(x)) and np.all(x >= 0) and np.all(x <= model.upper)
     assert np.all(np.bincount(model.owner, weights=(x > 0), minlength=model.n_s) <= 1)  # one accelerator

@@ -11,17 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlloop.actuator import build_patch, strategy_patch
-from controlloop.controller import Controller, StaticSpecs
-from controlloop.moves import (
+from controlloop.cluster.actuator import build_patch, strategy_patch
+from controlloop.loop.controller import Controller, StaticSpecs
+from controlloop.loop.moves import (
     DEFAULT_STRATEGY,
     MOVE_ANNOTATION,
     MOVE_STRATEGY,
     MoveRecord,
     bridge_replicas,
 )
-from controlloop.settings import ActuationConfig, ControllerSettings
-from controlloop.state import (
+from controlloop.loop.settings import ActuationConfig, ControllerSettings
+from controlloop.loop.state import (
     Action,
     ActionResult,
     ClusterState,
@@ -306,6 +306,6 @@ def test_deferral_gives_way_lowest_priority_first() -> None:
     rows = {r.server: r for r in controller.run_cycle().servers}
     assert [(a.server, a.move_phase) for a in fake.applied] == [("prem", "start")]
     assert (rows["free"].verdict, rows["free"].held_reason) == ("held", "move-deferred")
-    from controlloop.capacity import current_cost
+    from controlloop.loop.capacity import current_cost
 
     assert rows["free"].cost == current_cost(system, free) > 1000  # 18 L40S, not the H100 plan

@@ -9,7 +9,7 @@ import pytest
 
 from controlloop.config import load_system
 from controlloop.optimizer import DecisionStatus, Solution, SolveStatus, optimize
-from controlloop.optimizer.api import compare_plans
+from controlloop.optimizer.solve import compare_plans
 from controlloop.specs import SystemSpec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"

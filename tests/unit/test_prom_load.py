@@ -11,7 +11,7 @@ import pytest
 import requests
 import responses
 
-from controlloop.prom import (
+from controlloop.cluster.prom import (
     LoadReading,
     PrometheusLoadSource,
     PrometheusSettings,

@@ -3,7 +3,7 @@
 Handlers live next to what they drive and are imported only when the
 subcommand runs, so ``--help`` stays fast. Defaults read from the environment
 are raw strings, converted and checked by the option's ``type`` only when its
-subcommand is parsed (see :mod:`controlloop.cli`).
+subcommand is parsed (see :mod:`controlloop.cli.args`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from controlloop.cli import (
+from controlloop.cli.args import (
     FlagAction,
     env_default,
     env_flag,
@@ -124,7 +124,7 @@ def _optimize(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
     )
     p.add_argument("--explain", metavar="SERVER", help="list every candidate of one server")
     add_common(p)
-    p.set_defaults(handler=lazy("controlloop.optimizer.command", "cmd_optimize"))
+    p.set_defaults(handler=lazy("controlloop.cli.optimize", "cmd_optimize"))
 
 
 def _run(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:

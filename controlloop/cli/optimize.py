@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from controlloop.cli.args import EXIT_BAD_INPUT, EXIT_OK
 from controlloop.config import ConfigError, load_config
 from controlloop.optimizer.api import optimize
 from controlloop.optimizer.report import (
@@ -23,10 +24,6 @@ from controlloop.optimizer.report import (
 from controlloop.optimizer.solution import Solution
 
 log = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-
 
 def run_optimize(args: argparse.Namespace) -> Solution:
     """The CLI overrides map one to one onto ``optimize``'s keyword arguments."""

@@ -21,15 +21,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from string import Template
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
+from controlloop.loop.state import LoadStatus
+
 log = logging.getLogger(__name__)
 
-LoadStatus = Literal["ok", "idle", "unknown"]
 
 _SEL = 'namespace="$namespace",pod=~"$pods"'
 _DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")

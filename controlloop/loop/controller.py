@@ -8,7 +8,7 @@ Safety rules applied here (each shows up as a "held" reason in the report):
 * replicas changed by someone else since our last decision → hold for a while;
 * unallocated by the optimizer → keep current (scale to zero only if allowed);
 * accelerator without a nodeSelector → never moved to; moves rate-limited;
-* moves are make-before-break (controlloop/moves.py): while one rolls out the
+* moves are make-before-break (controlloop/loop/moves.py): while one rolls out the
   server is held; a move whose pods cannot schedule is rolled back;
 * held servers keep their cards: they count against capacity.
 """
@@ -22,56 +22,46 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
-from controlloop.actuator import describe, placement_for
-from controlloop.annotations import BehaviorResolver  # per-Deployment overrides
-from controlloop.behavior import Stabilizer
-from controlloop.capacity import (
+from controlloop.cluster.actuator import describe
+from controlloop.loop.annotations import BehaviorResolver  # per-Deployment overrides
+from controlloop.loop.behavior import Stabilizer
+from controlloop.loop.capacity import (
     available_capacity,
+    current_accelerator,
     current_cost,
     fit_capacity,
-    infer_accelerator,
 )
-from controlloop.cycle import (  # re-exported: the cycle's API
+from controlloop.loop.cycle import (  # re-exported: the cycle's API
     CycleReport,
     ServerReport,
     SpecSource,
     StaticSpecs,
 )
-from controlloop.forecast import LoadTrend, lead_rpm
-from controlloop.moves import (
-    DEFAULT_STRATEGY,
+from controlloop.loop.decide import CycleContext, decide, placement, sizing_request
+from controlloop.loop.forecast import LoadTrend
+from controlloop.loop.moves import (
     MOVE_ANNOTATION,
     MoveRecord,
-    finish_move,
     progress,
     roll_back,
-    start_move,
 )
-from controlloop.optimizer import DecisionStatus, Solution, optimize
-from controlloop.optimizer.solution import ServerDecision
-from controlloop.pending import PendingTracker  # [pending] stuck placements
-from controlloop.settings import BehaviorSpec, ControllerSettings
-from controlloop.specs import (
-    AllocationSpec,
-    LoadSpec,
-    ServerSpec,
-    SystemSpec,
-)
-from controlloop.state import (
+from controlloop.loop.pending import PendingTracker  # [pending] stuck placements
+from controlloop.loop.settings import ControllerSettings
+from controlloop.loop.state import (
     Action,
     ActionResult,
     Actuator,
     ClusterState,
     Collector,
     ManagedServer,
-    ObservedLoad,
-    Placement,
+)
+from controlloop.optimizer import Solution, optimize
+from controlloop.specs import (
+    SystemSpec,
 )
 
-__all__ = ["Controller", "CycleReport", "ServerReport", "SpecSource", "StaticSpecs",
-           "demand_rpm", "infer_accelerator"]
+__all__ = ["Controller", "CycleReport", "ServerReport", "SpecSource", "StaticSpecs"]
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +106,6 @@ class Controller:
         self.behavior_for = BehaviorResolver()  # controlloop.io/* annotations
         self.pending = PendingTracker()  # [pending] back-off of unschedulable placements
         self.trend = LoadTrend()  # scale-up lead for rising loads
-        self._notes: dict[str, list[str]] = {}  # this cycle's why, per server, for its reason
         self._memory: dict[str, _Memory] = {}
         self._hold_until: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
@@ -226,7 +215,7 @@ class Controller:
         """Update what is kept across cycles; returns the keys of the Deployments that exist."""
         # [pending] time unschedulable pods per placement; back off the stuck ones.
         for _, ms in rows:
-            acc_now = ms.accelerator or infer_accelerator(system, ms) or ""
+            acc_now = current_accelerator(system, ms)
             # During a move only the new placement's pods count: Kubernetes may first scale
             # the old ReplicaSet up (a scaling event), and those pods wait by design.
             moving = MOVE_ANNOTATION in ms.annotations
@@ -273,9 +262,10 @@ class Controller:
         t = time.perf_counter()
         actions: list[tuple[ServerReport, ManagedServer, Action]] = []
         if active:
-            solution = self.optimize_fn(
-                self._system_for(system, settings, active, capacity, now), verify=settings.verify
-            )
+            ctx = self._context(system, settings, now)
+            request, notes = sizing_request(ctx, [ms for _, ms in active], capacity, self.trend)
+            solution = self.optimize_fn(request, verify=settings.verify)
+            ctx = replace(ctx, solution=solution, notes=notes)
             report.solver = solution.solver
             report.solver_status = solution.status.value
             report.solver_message = solution.message
@@ -285,13 +275,18 @@ class Controller:
                     row.verdict, row.held_reason, row.reason = "held", "not-optimized", "no decision"
                     continue
                 finishing = moves.get(ms.key)
-                action = self._decide(row, ms, decision, solution, system, settings, now,
-                                      finishing=finishing.record if finishing else None)
+                action = decide(ctx, row, ms, decision,
+                                finishing=finishing.record if finishing else None)
                 if action is not None:
                     actions.append((row, ms, action))
         report.durations["optimize"] = time.perf_counter() - t
         fit_capacity(actions, rows, system, settings, state, records)
         return early + actions
+
+    def _context(self, system: SystemSpec, settings: ControllerSettings, now: float) -> CycleContext:
+        return CycleContext(system=system, settings=settings, now=now,
+                            behavior_for=self.behavior_for, stabilizer=self.stabilizer,
+                            pending=self.pending)
 
     def _note_holds(self, rows: list[tuple[ServerReport, ManagedServer]], live: set[str]) -> None:
         """Log every decision (changes are logged by the actuator); report a hold once
@@ -356,7 +351,7 @@ class Controller:
                 row.reason += (f"; the way back cannot schedule either ({record.to_accelerator} "
                                "pods unschedulable): free cards or `kubectl rollout undo`")
             elif not record.rollback and self.pending.backed_off(ms.key, record.to_accelerator):
-                back_to = self._placement(system, ms, record.from_accelerator,
+                back_to = placement(system, ms, record.from_accelerator,
                                           record.from_batch or ms.max_batch)
                 if back_to is None:
                     row.held_reason = "move-stalled"
@@ -365,7 +360,7 @@ class Controller:
                     continue
                 state.action = roll_back(
                     ms, record, back_to=back_to, now=now,
-                    leaving=self._placement(system, ms, record.to_accelerator, ms.max_batch),
+                    leaving=placement(system, ms, record.to_accelerator, ms.max_batch),
                 )
                 row.desired_accelerator, row.desired_replicas = record.from_accelerator, ms.replicas
                 row.reason = state.action.reason
@@ -425,227 +420,6 @@ class Controller:
                 row.verdict, row.held_reason = "held", "unknown-accelerator"
                 row.reason = f"current accelerator '{ms.accelerator}' is not in the specs"
 
-    def _system_for(
-        self,
-        system: SystemSpec,
-        settings: ControllerSettings,
-        active: list[tuple[ServerReport, ManagedServer]],
-        capacity: dict[str, int],
-        now: float,
-    ) -> SystemSpec:
-        movable = [a.name for a in system.accelerators if a.node_selector]
-        servers = []
-        self._notes = {}
-        for _, ms in active:
-            behavior = self.behavior_for(settings, ms)  # annotations > servers: > globals
-            load = ms.load
-            current = ms.accelerator or infer_accelerator(system, ms) or ""
-            idle = not (load.arrival_rate_rpm or 0) and not (load.waiting or 0)
-            min_replicas = 0 if behavior.scale_to_zero and idle else max(1, behavior.min_replicas)
-            servers.append(
-                ServerSpec(
-                    name=ms.name,
-                    model=ms.model,
-                    keep_accelerator=False,
-                    min_num_replicas=min_replicas,
-                    allowed_accelerators=self._allowed(ms, movable, current, behavior, now),
-                    current_alloc=AllocationSpec(
-                        accelerator=current,
-                        num_replicas=ms.replicas,
-                        max_batch=ms.max_batch,
-                        load=LoadSpec(
-                            arrival_rate=self._demand(ms, settings, now),
-                            avg_in_tokens=load.avg_in_tokens or 0.0,
-                            avg_out_tokens=load.avg_out_tokens or 0.0,
-                        ),
-                    ),
-                    service_class=ms.service_class,
-                )
-            )
-        from controlloop.specs import CapacityEntry, CapacitySpec
-
-        return system.model_copy(
-            update={
-                "servers": servers,
-                "capacity": CapacitySpec(
-                    count=[CapacityEntry(type=t, count=c) for t, c in sorted(capacity.items())]
-                ),
-            }
-        )
-
-    def _demand(self, ms: ManagedServer, settings: ControllerSettings, now: float) -> float:
-        """What to size for: arrivals, the backlog's drain rate, and a rising load's lead."""
-        demand = demand_rpm(ms.load, settings.backlog_drain_seconds)
-        cfg = settings.forecast
-        slope = self.trend.slope_rpm_per_s(ms.key, now, cfg.window_seconds)
-        lead = lead_rpm(slope, ms.load.arrival_rate_rpm or 0.0, cfg)
-        if lead > 0 and slope is not None:
-            self._notes.setdefault(ms.key, []).append(
-                f"load rising {slope * 60:.0f} req/min per min: sized for {lead:.0f} req/min "
-                f"more, {cfg.lead_seconds:.0f}s ahead"
-            )
-        return demand + lead
-
-    def _allowed(
-        self, ms: ManagedServer, movable: list[str], current: str, behavior: BehaviorSpec,
-        now: float,
-    ) -> list[str]:
-        # A server moved recently stays put: the optimizer then sizes it on its current
-        # accelerator within capacity (not the controller after the fact).
-        notes = self._notes.setdefault(ms.key, [])
-        may_move, why_not = self.stabilizer.move_allowed(ms.key, now, behavior)
-        if current and not may_move:
-            notes.append(f"accelerator changes paused ({why_not}): sized on {current}")
-            return [current]
-        allowed = set(movable) | ({current} if current else set())
-        # [pending] leave out backed-off placements, unless nothing would be left.
-        excluded = self.pending.excluded(ms.key) & allowed
-        if excluded and allowed - excluded:
-            notes.append(f"{', '.join(sorted(excluded))} backed off (pods unschedulable)")
-            return sorted(allowed - excluded)
-        return sorted(allowed)
-
-    def _decide(
-        self,
-        row: ServerReport,
-        ms: ManagedServer,
-        decision: ServerDecision,
-        solution: Solution,
-        system: SystemSpec,
-        settings: ControllerSettings,
-        now: float,
-        finishing: MoveRecord | None = None,
-    ) -> Action | None:
-        action = self._decide_target(row, ms, decision, solution, system, settings, now)
-        if action is not None and action.placement is not None:
-            if settings.actuation.move_strategy == "make-before-break":
-                current = action.from_placement.accelerator if action.from_placement else ms.accelerator
-                stay = _candidate(solution, ms.name, current) if current else None
-                needed = None
-                if stay is not None:
-                    # The old placement's pods go no faster than a scale-down there would:
-                    # the stabilisation window holds them like any other replicas.
-                    needed = self.stabilizer.stabilize(
-                        ms.key, now=now, current=ms.replicas,
-                        recommended=min(stay.replicas, ms.replicas),
-                        behavior=self.behavior_for(settings, ms),
-                    ).replicas
-                action = start_move(
-                    action, ms, needed_on_current=needed,
-                    now=now,
-                    original_strategy=finishing.original_strategy if finishing else ms.strategy,
-                )
-                row.desired_replicas, row.reason = action.replicas, action.reason
-            elif finishing is not None:  # switched to in-place mid-move: tidy up
-                action = replace(action, annotations={MOVE_ANNOTATION: None},
-                                 strategy=finishing.original_strategy or DEFAULT_STRATEGY)
-        elif finishing is not None:
-            # Rolled out: restore the strategy, drop the record, scale from the bridge
-            # count to what the new accelerator needs at this cycle's load.
-            action = finish_move(action, ms, finishing, row.reason)
-            row.reason = action.reason
-        return action
-
-    def _decide_target(
-        self,
-        row: ServerReport,
-        ms: ManagedServer,
-        decision: ServerDecision,
-        solution: Solution,
-        system: SystemSpec,
-        settings: ControllerSettings,
-        now: float,
-    ) -> Action | None:
-        behavior = self.behavior_for(settings, ms)  # annotations > servers: > globals
-        current_acc = ms.accelerator or infer_accelerator(system, ms) or ""
-        row.decision_status = decision.status.value
-        row.recommended_accelerator = decision.accelerator
-        row.recommended_replicas = decision.replicas
-        row.slo_itl_ms, row.slo_ttft_ms = decision.slo_itl_ms, decision.slo_ttft_ms
-        if decision.status is DecisionStatus.UNALLOCATED or not decision.accelerator:
-            if behavior.scale_to_zero and decision.replicas == 0 and ms.replicas > 0:
-                target_acc, target_n, batch = current_acc, 0, ms.max_batch
-                why = f"scale to zero allowed: {decision.reason}"
-            else:
-                row.verdict, row.held_reason = "held", "unallocated"
-                row.reason = f"optimizer left it unallocated ({decision.reason}); keeping current"
-                self._fill_current(row, ms, solution, current_acc)
-                return None
-        else:
-            target_acc, target_n, batch = decision.accelerator, decision.replicas, decision.batch
-            why = decision.reason
-            for note in self._notes.get(ms.key, []):
-                why = f"{why}; {note}"
-            row.predicted_itl_ms, row.predicted_ttft_ms = decision.itl_ms, decision.ttft_ms
-            row.cost = decision.cost
-
-        placement: Placement | None = None
-        from_placement = self._placement(system, ms, current_acc, ms.max_batch) if current_acc else None
-        if target_acc != current_acc:
-            allowed, why_not = self.stabilizer.move_allowed(ms.key, now, behavior)
-            if current_acc and not allowed:
-                stay = _candidate(solution, ms.name, current_acc)
-                if stay is None:
-                    row.verdict, row.held_reason = "held", "move-rate-limited"
-                    row.reason = f"wants {target_acc} but {why_not}; current accelerator infeasible"
-                    return None
-                target_acc, target_n, batch = current_acc, stay.replicas, stay.batch
-                why = f"would move to {decision.accelerator} but {why_not}; staying on {current_acc}"
-                row.predicted_itl_ms, row.predicted_ttft_ms = stay.itl_ms, stay.ttft_ms
-                row.cost = stay.cost_per_replica * stay.replicas
-            else:
-                placement = self._placement(system, ms, target_acc, batch)
-                if placement is None:
-                    row.verdict, row.held_reason = "held", "no-node-selector"
-                    row.reason = f"{target_acc} has no nodeSelector: cannot place replicas there"
-                    return None
-
-        if placement is None:
-            stable = self.stabilizer.stabilize(
-                ms.key, now=now, current=ms.replicas, recommended=target_n, behavior=behavior
-            )
-            if stable.reason:
-                why = f"{why}; {stable.reason}"
-            target_n = stable.replicas
-            cap = self.pending.cap(ms, target_acc)  # [pending]
-            if cap is not None and target_n > cap:
-                why = f"{why}; {target_acc} backed off (pods unschedulable): capped at {cap}"
-                target_n = cap
-        row.desired_accelerator, row.desired_replicas, row.batch = target_acc, target_n, batch
-        row.reason = why
-        relabel = batch != ms.max_batch and batch > 0
-        if placement is None and target_n == ms.replicas and not relabel:
-            row.verdict = "unchanged"
-            return None
-        return Action(
-            namespace=ms.namespace,
-            deployment=ms.deployment,
-            server=ms.name,
-            replicas=target_n,
-            from_replicas=ms.replicas,
-            placement=placement,
-            from_placement=from_placement,
-            max_batch=batch if relabel else None,
-            reason=why,
-            resource_version=ms.resource_version,
-        )
-
-    def _fill_current(self, row: ServerReport, ms: ManagedServer, solution: Solution, acc: str) -> None:
-        cand = _candidate(solution, ms.name, acc)
-        row.desired_accelerator, row.desired_replicas = acc, ms.replicas
-        if cand is not None:
-            row.cost = cand.cost_per_replica * ms.replicas
-
-    def _placement(self, system: SystemSpec, ms: ManagedServer, acc_name: str, batch: int) -> Placement | None:
-        acc = system.accelerator(acc_name)
-        perf = system.perf(ms.model, acc_name)
-        if acc is None or perf is None:
-            return None
-        return placement_for(
-            acc.name, node_selector=acc.node_selector, resource=acc.resource,
-            count=perf.acc_count * acc.multiplicity, max_batch=batch,
-        )
-
     def _record(
         self,
         row: ServerReport,
@@ -683,18 +457,3 @@ class Controller:
         )
         landed = action.replicas if result.error_kind == "timeout" else None  # [reliability]
         self._memory[ms.key] = _Memory(ms.replicas, now, also=landed)
-
-
-def _candidate(solution: Solution, server: str, accelerator: str) -> Any:
-    for cand in solution.candidates.get(server, []):
-        if cand.accelerator == accelerator:
-            return cand
-    return None
-
-
-def demand_rpm(load: ObservedLoad, drain_seconds: float) -> float:
-    """Arrival rate plus the rate that drains the observed queue within ``drain_seconds``."""
-    rate = load.arrival_rate_rpm or 0.0
-    if drain_seconds > 0 and load.waiting and load.waiting > 0 and rate > 0:
-        rate += 60.0 * load.waiting / drain_seconds
-    return rate

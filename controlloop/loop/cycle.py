@@ -3,12 +3,39 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from controlloop.settings import ControllerSettings
+from controlloop.loop.settings import ControllerSettings
 from controlloop.specs import SystemSpec
 
 Outcome = Literal["ok", "partial", "failed"]
+
+Verdict = Literal["scaled", "moved", "unchanged", "held", "skipped", "error"]
+"""What happened to a server this cycle."""
+
+HeldReason = Literal[
+    "",  # not held
+    "autoscaler",  # an HPA or ScaledObject targets the Deployment
+    "external-change",  # someone else changed replicas: respected for ownership.holdSeconds
+    "changed-externally",  # our patch met someone else's change (409)
+    "unknown-load",  # metrics missing, stale or unreadable: never act on them
+    "unknown-model",
+    "unknown-class",
+    "unknown-accelerator",
+    "capacity-unknown",  # node capacity could not be read
+    "not-optimized",  # the optimizer returned no decision for it
+    "unallocated",  # the optimizer could not fit it: keep current
+    "no-node-selector",  # the chosen accelerator cannot be placed
+    "move-in-progress",
+    "move-deferred",  # the move's bridge needs cards that are not free
+    "move-rate-limited",
+    "move-stalled",
+    "bad-move-annotation",
+]
+"""Why a server is held: a short code for metrics, Events and alerts."""
+
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
+HELD_REASONS: tuple[HeldReason, ...] = tuple(r for r in get_args(HeldReason) if r)
 
 
 @dataclass
@@ -25,8 +52,8 @@ class ServerReport:
     ready_replicas: int
     pending_pods: int
     load: dict[str, Any]
-    verdict: str = "unchanged"  # scaled | moved | unchanged | held | skipped | error
-    held_reason: str = ""  # short code for metrics when held
+    verdict: Verdict = "unchanged"
+    held_reason: HeldReason = ""
     reason: str = ""
     recommended_accelerator: str = ""
     recommended_replicas: int | None = None
@@ -62,7 +89,7 @@ class CycleReport:
     durations: dict[str, float] = field(default_factory=dict)
     dry_run: bool = False
 
-    def count(self, verdict: str) -> int:
+    def count(self, verdict: Verdict) -> int:
         return sum(1 for s in self.servers if s.verdict == verdict)
 
     def summary(self) -> str:

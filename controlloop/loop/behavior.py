@@ -17,7 +17,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from controlloop.settings import BehaviorSpec, ScalingRules
+from controlloop.loop.settings import BehaviorSpec, ScalingRules
 
 HISTORY_SECONDS = 3600.0  # the longest window we keep
 

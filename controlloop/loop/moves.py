@@ -25,8 +25,8 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from controlloop.settings import MOVE_ANNOTATION
-from controlloop.state import Action, ManagedServer, Placement, Rollout
+from controlloop.loop.settings import MOVE_ANNOTATION
+from controlloop.loop.state import Action, ManagedServer, Placement, Rollout
 
 # The Deployment strategy during a move: never fewer available pods than replicas.
 MOVE_STRATEGY: dict[str, Any] = {

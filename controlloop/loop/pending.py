@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 
-from controlloop.settings import PendingConfig
-from controlloop.state import ManagedServer
+from controlloop.loop.settings import PendingConfig
+from controlloop.loop.state import ManagedServer
 
 log = logging.getLogger(__name__)
 

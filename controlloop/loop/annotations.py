@@ -15,14 +15,14 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from controlloop.settings import (
+from controlloop.loop.settings import (
     ANNOTATION_PREFIX,
     MOVE_ANNOTATION,
     BehaviorSpec,
     ControllerSettings,
     effective_behavior,
 )
-from controlloop.state import ManagedServer
+from controlloop.loop.state import ManagedServer
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from controlloop.settings import ForecastConfig
+from controlloop.loop.settings import ForecastConfig
 
 MIN_SAMPLES = 3
 SIGNIFICANCE = 2.0  # |slope| must exceed this many standard errors

@@ -14,172 +14,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from controlloop import __version__
+from controlloop.cli import commands as cli_commands
+from controlloop.cli.args import EXIT_BAD_INPUT, EXIT_OK, add_common
 from controlloop.config import ConfigError, load_config
 from controlloop.logsetup import setup_logging
 
 log = logging.getLogger("controlloop")
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-
-ENV_PREFIX = "CONTROLLOOP_"
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("0", "false", "no", "off", "")
-
-
-class EnvValue(str):
-    """A default taken from an environment variable: error messages name the variable."""
-
-    env: str = ""
-
-
-def env_value(variable: str, default: Any = None) -> Any:
-    """``$variable`` as an :class:`EnvValue` (checked later by the option's type), or ``default``."""
-    raw = os.environ.get(variable)
-    if raw is None:
-        return default
-    value = EnvValue(raw)
-    value.env = variable
-    return value
-
-
-def env_default(name: str, default: Any = None) -> Any:
-    return env_value(ENV_PREFIX + name, default)
-
-
-def env_flag(name: str) -> Any:
-    """Default of a boolean option: the raw variable (see :func:`boolean`) or False."""
-    return env_default(name, False)
-
-
-def _bad(value: str, expected: str) -> argparse.ArgumentTypeError:
-    source = f" (from {value.env})" if isinstance(value, EnvValue) and value.env else ""
-    return argparse.ArgumentTypeError(f"{expected}, got {str(value)!r}{source}")
-
-
-def positive_float(value: str) -> float:
-    """A finite number > 0 (seconds, durations, limits)."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise _bad(value, "expected a number > 0") from None
-    if not math.isfinite(number) or number <= 0:
-        raise _bad(value, "must be a number > 0")
-    return number
-
-
-def integer(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise _bad(value, "expected an integer") from None
-
-
-def port_number(value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        raise _bad(value, "expected a port number 0..65535") from None
-    if not 0 <= port <= 65535:
-        raise _bad(value, "must be a port number 0..65535")
-    return port
-
-
-def text(value: str) -> str:
-    """A plain ``str`` (an :class:`EnvValue` default loses its marker)."""
-    return str(value)
-
-
-def boolean(value: str) -> bool:
-    """An environment flag: true for 1/true/yes/on, false for 0/false/no/off or empty."""
-    word = value.strip().lower()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    raise _bad(value, f"expected one of {', '.join(TRUE_WORDS)} (true) or "
-                      f"{', '.join(w for w in FALSE_WORDS if w)} (false)")
-
-
-def one_of(*choices: str) -> Callable[[str], str]:
-    """A choice, case-insensitive; also checks values from the environment."""
-
-    def convert(value: str) -> str:
-        word = value.strip().lower()
-        if word not in choices:
-            raise _bad(value, f"expected one of {', '.join(choices)}")
-        return word
-
-    convert.__name__ = "choice"
-    return convert
-
-
-def listen_address(value: str) -> str:
-    """``HOST:PORT`` (port 0..65535) or ``off``; checked here, resolved by the daemon."""
-    if value.strip().lower() in ("off", "none", ""):
-        return str(value)
-    _host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise _bad(value, "expected HOST:PORT (port 0..65535) or 'off'")
-    return str(value)
-
-
-class FlagAction(argparse.Action):
-    """``store_true`` whose default may come from an environment variable.
-
-    The string default is converted by ``type`` (:func:`boolean`) when the
-    subcommand is parsed, so a bad value is an error, never a silent False.
-    """
-
-    def __init__(
-        self,
-        option_strings: Sequence[str],
-        dest: str,
-        default: Any = False,
-        type: Callable[[str], Any] | None = boolean,  # noqa: A002 - argparse's name
-        required: bool = False,
-        help: str | None = None,  # noqa: A002
-    ) -> None:
-        super().__init__(
-            option_strings, dest, nargs=0, const=True, default=default, type=type,
-            required=required, help=help,
-        )
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        setattr(namespace, self.dest, True)
-
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--log-level",
-        default=env_default("LOG_LEVEL", "info"),
-        type=one_of("debug", "info", "warning", "error"),
-        choices=["debug", "info", "warning", "error"],
-        help="log level (env CONTROLLOOP_LOG_LEVEL; default info)",
-    )
-    parser.add_argument(
-        "--log-format",
-        default=env_default("LOG_FORMAT", "text"),
-        type=one_of("text", "json"),
-        choices=["text", "json"],
-        help="log format (env CONTROLLOOP_LOG_FORMAT; default text)",
-    )
-
 
 # --- validate -----------------------------------------------------------------------
 
@@ -187,7 +33,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check the specs and, in a directory, ``controller.yaml``; all problems at once."""
     from controlloop.config import read_document
-    from controlloop.settings import controller_file, load_controller_settings
+    from controlloop.loop.settings import controller_file, load_controller_settings
 
     path = Path(args.path)
     problems: list[str] = []
@@ -286,12 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
         "path", type=Path,
         help="config directory or system file (a directory's controller.yaml is checked too)",
     )
-    _add_common(p)
+    add_common(p)
     p.set_defaults(handler=cmd_validate)
 
-    from controlloop import cli_commands
-
-    cli_commands.register(sub, _add_common, _lazy)
+    cli_commands.register(sub, add_common, _lazy)
     return parser
 
 

@@ -26,7 +26,7 @@ LABEL_LOAD_RPM = "inferno.server.load.rpm"
 LABEL_LOAD_IN = "inferno.server.load.intokens"
 LABEL_LOAD_OUT = "inferno.server.load.outtokens"
 ANNOTATION_PREFIX = "controlloop.io/"
-# Written by the controller: a make-before-break move in progress (controlloop/moves.py).
+# Written by the controller: a make-before-break move in progress (controlloop/loop/moves.py).
 MOVE_ANNOTATION = ANNOTATION_PREFIX + "move"
 
 
@@ -159,7 +159,7 @@ class PendingConfig(Spec):
 
 
 class ForecastConfig(Spec):
-    """Scale-up lead for a rising load (controlloop/forecast.py)."""
+    """Scale-up lead for a rising load (controlloop/loop/forecast.py)."""
 
     # Size for the load this far ahead when it rises: about one replica start-up plus
     # one interval. 0 disables.

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from controlloop.cycle import ServerReport
-from controlloop.moves import MoveRecord
-from controlloop.settings import ControllerSettings
+from controlloop.loop.cycle import ServerReport
+from controlloop.loop.moves import MoveRecord
+from controlloop.loop.settings import ControllerSettings
+from controlloop.loop.state import Action, ClusterState, ManagedServer
 from controlloop.specs import SystemSpec
-from controlloop.state import Action, ClusterState, ManagedServer
 
 
 def available_capacity(
@@ -36,7 +36,7 @@ def available_capacity(
     for row, ms in rows:
         if row.verdict not in ("held", "skipped"):
             continue
-        held = [(ms.accelerator or infer_accelerator(system, ms) or "", ms.replicas)]
+        held = [(current_accelerator(system, ms), ms.replicas)]
         move = moves.get(ms.key)
         if move is not None and ms.rollout is not None:
             held.append((move.from_accelerator, ms.rollout.old_pods))
@@ -79,7 +79,7 @@ def fit_capacity(
         return acc_type, per
 
     for row, ms in rows:
-        current = ms.accelerator or infer_accelerator(system, ms) or ""
+        current = current_accelerator(system, ms)
         acc_name, n = planned.get(id(ms), (None, ms.replicas))
         acc_type, per = add(ms, acc_name or current, n)
         if per:
@@ -90,7 +90,7 @@ def fit_capacity(
     for _, ms, action in actions:
         if action.move_phase in ("start", "rollback"):
             add(ms, (action.from_placement.accelerator if action.from_placement else
-                     ms.accelerator or infer_accelerator(system, ms) or ""), ms.replicas)
+                     current_accelerator(system, ms)), ms.replicas)
 
     def priority(ms: ManagedServer) -> int:
         cls = system.service_class(ms.service_class)
@@ -148,10 +148,10 @@ def fit_capacity(
 def cards_per_replica(system: SystemSpec, model: str, accelerator: str) -> tuple[str, int]:
     """(card type, cards per replica) of ``model`` on ``accelerator``; ("", 0) when unknown."""
     acc = system.accelerator(accelerator) if accelerator else None
-    perf = system.perf(model, acc.name) if acc is not None else None
-    if acc is None or perf is None:
+    cards = system.cards_per_replica(model, accelerator) if acc is not None else 0
+    if acc is None or not cards:
         return "", 0
-    return acc.type, perf.acc_count * acc.multiplicity
+    return acc.type, cards
 
 
 def infer_accelerator(system: SystemSpec, ms: ManagedServer) -> str | None:
@@ -168,10 +168,13 @@ def infer_accelerator(system: SystemSpec, ms: ManagedServer) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
+def current_accelerator(system: SystemSpec, ms: ManagedServer) -> str:
+    """The accelerator a server runs on: its label, else the unique accelerator whose
+    nodeSelector its pod template carries, else "" (unknown)."""
+    return ms.accelerator or infer_accelerator(system, ms) or ""
+
+
 def current_cost(system: SystemSpec, ms: ManagedServer) -> float | None:
     """Cents/hour of what a server runs now (None when its accelerator is unknown)."""
-    acc = system.accelerator(ms.accelerator or infer_accelerator(system, ms) or "")
-    perf = system.perf(ms.model, acc.name) if acc is not None else None
-    if acc is None or perf is None:
-        return None
-    return acc.cost * perf.acc_count * ms.replicas
+    per_replica = system.cost_per_replica(ms.model, current_accelerator(system, ms))
+    return None if per_replica is None else per_replica * ms.replicas

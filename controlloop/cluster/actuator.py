@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from controlloop.settings import LABEL_ACCELERATOR, LABEL_MAX_BATCH, ActuationConfig
-from controlloop.state import Action, ActionResult, Placement
+from controlloop.cluster.kube_errors import Conflict, KubeError, KubeTimeout, NotFound, ServerError
+from controlloop.loop.settings import LABEL_ACCELERATOR, LABEL_MAX_BATCH, ActuationConfig
+from controlloop.loop.state import Action, ActionResult, Placement
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +184,6 @@ class KubeActuator:
         return [self._apply_one(action) for action in actions]
 
     def _apply_one(self, action: Action) -> ActionResult:
-        from controlloop.kube import Conflict, KubeError, KubeTimeout, NotFound, ServerError
-
         attempts = 0
         conflicts = 0
         patch: Obj | None = None
@@ -229,8 +228,6 @@ class KubeActuator:
     def _event(self, action: Action) -> None:
         if not self.config.emit_events:
             return
-        from controlloop.kube import KubeError
-
         reason = {
             "move": "AcceleratorChanging", "move-back": "AcceleratorMoveRolledBack",
             "finish-move": "AcceleratorChanged", "scale-up": "ScaledUp", "scale-down": "ScaledDown",
@@ -259,8 +256,6 @@ WARNING_HOLDS = {
 
 def note_held(kube: DeploymentWriter, namespace: str, deployment: str, code: str, why: str) -> None:
     """An Event ``Held`` on the Deployment: we leave it as it is, and why."""
-    from controlloop.kube import KubeError
-
     try:
         kube.create_event(
             namespace,

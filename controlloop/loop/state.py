@@ -143,7 +143,7 @@ class Action:
     max_batch: int | None = None  # label update when the batch changes
     reason: str = ""
     resource_version: str = ""  # as observed; a changed object gives a conflict
-    # Make-before-break moves (controlloop/moves.py): the Deployment strategy to set
+    # Make-before-break moves (controlloop/loop/moves.py): the Deployment strategy to set
     # and annotations to set (str) or remove (None); phase "start" | "finish" | "rollback".
     strategy: dict[str, Any] | None = None
     annotations: dict[str, str | None] = field(default_factory=dict)

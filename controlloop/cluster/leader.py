@@ -26,7 +26,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from controlloop.settings import LeaderElectionConfig
+from controlloop.cluster.kube_errors import Conflict, KubeError, NotFound
+from controlloop.loop.settings import LeaderElectionConfig
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,6 @@ class LeaderElector:
 
     def try_acquire_or_renew(self) -> bool:
         """One attempt; returns whether we lead afterwards. Never raises on API errors."""
-        from controlloop.kube import Conflict, KubeError, NotFound
-
         cfg = self.config
         try:
             try:
@@ -192,8 +191,6 @@ class LeaderElector:
                 log.exception("leader election: on_change hook failed")
 
     def _release(self) -> None:
-        from controlloop.kube import KubeError
-
         cfg = self.config
         try:
             lease = self.kube.get_lease(cfg.namespace, cfg.lease_name)

@@ -26,6 +26,17 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from controlloop.cluster.kube_errors import (  # re-exported: callers may import them from here
+    Conflict,
+    Forbidden,
+    KubeConfigError,
+    KubeError,
+    KubeTimeout,
+    NotFound,
+    ServerError,
+    Unauthorized,
+)
+
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
@@ -35,62 +46,13 @@ MERGE_PATCH = "application/merge-patch+json"
 
 KEDA_GROUP, KEDA_VERSION, KEDA_PLURAL = "keda.sh", "v1alpha1", "scaledobjects"
 
-
-class KubeError(Exception):
-    """Base of every error raised by :class:`KubeClient`.
-
-    ``status`` is the HTTP status (0 when no response arrived), ``reason`` the
-    Kubernetes ``Status.reason`` (``NotFound``, ``Conflict``, ...) or a short
-    description, ``obj`` names what the call was about, e.g. ``deployments ns/name``.
-    """
-
-    def __init__(self, message: str, *, status: int = 0, reason: str = "", obj: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.obj = obj
-        self.message = message
-
-    def __str__(self) -> str:
-        where = f"{self.obj}: " if self.obj else ""
-        code = f" ({self.status} {self.reason})" if self.status else ""
-        return f"{where}{self.message}{code}"
-
-
-class NotFound(KubeError):
-    """404: the object (or the whole resource, e.g. an absent CRD) does not exist."""
-
-
-class Conflict(KubeError):
-    """409: stale resourceVersion on update, or the object already exists on create."""
-
-
-class Unauthorized(KubeError):
-    """401: credentials missing or rejected."""
-
-
-class Forbidden(KubeError):
-    """403: RBAC denies the verb on this resource."""
-
-
-class ServerError(KubeError):
-    """5xx from the API server (or an aggregated API behind it)."""
-
-
-class KubeTimeout(KubeError):
-    """No usable response: timeout, refused or dropped connection, TLS failure."""
-
-
-class KubeConfigError(KubeError):
-    """The kubeconfig / in-cluster configuration could not be loaded."""
-
-
 _BY_STATUS: dict[int, type[KubeError]] = {
     401: Unauthorized,
     403: Forbidden,
     404: NotFound,
     409: Conflict,
 }
+
 
 
 def _error_from_api(exc: ApiException, obj: str) -> KubeError:

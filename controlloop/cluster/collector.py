@@ -12,8 +12,9 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from controlloop.prom import LoadReading, LoadSource
-from controlloop.settings import (
+from controlloop.cluster.kube_errors import KubeError
+from controlloop.cluster.prom import LoadReading, LoadSource
+from controlloop.loop.settings import (
     LABEL_ACCELERATOR,
     LABEL_CLASS,
     LABEL_LOAD_IN,
@@ -24,7 +25,13 @@ from controlloop.settings import (
     LABEL_NAME,
     ControllerSettings,
 )
-from controlloop.state import ClusterState, ManagedServer, ObservedLoad, Rollout, SkippedDeployment
+from controlloop.loop.state import (
+    ClusterState,
+    ManagedServer,
+    ObservedLoad,
+    Rollout,
+    SkippedDeployment,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +39,7 @@ Obj = dict[str, Any]
 
 
 class ClusterReader(Protocol):
-    """The read side of :class:`controlloop.kube.KubeClient` the collector uses."""
+    """The read side of :class:`controlloop.cluster.kube.KubeClient` the collector uses."""
 
     def list_deployments(self, namespaces: Sequence[str] | None, label_selector: str = "") -> list[Obj]: ...
 
@@ -153,8 +160,6 @@ class KubeCollector:
         self.settings = settings() if callable(settings) else settings
 
     def collect(self) -> ClusterState:
-        from controlloop.kube import KubeError
-
         if callable(self._settings):
             self.settings = self._settings()
 
@@ -186,8 +191,6 @@ class KubeCollector:
 
     def _autoscaler_targets(self, namespaces: list[str] | None, errors: list[str]) -> dict[str, str]:
         """Deployment key -> the HPA / ScaledObject that scales it."""
-        from controlloop.kube import KubeError
-
         if not self.settings.ownership.respect_autoscalers:
             return {}
         targets: dict[str, str] = {}
@@ -215,8 +218,6 @@ class KubeCollector:
         return targets
 
     def _server(self, dep: Obj, autoscaled: dict[str, str]) -> ManagedServer | SkippedDeployment:
-        from controlloop.kube import KubeError
-
         meta = dep.get("metadata") or {}
         ns, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
         labels: dict[str, str] = dict(meta.get("labels") or {})
@@ -281,8 +282,6 @@ class KubeCollector:
         return ManagedServer(**base, load=load)
 
     def _node_capacity(self, errors: list[str]) -> dict[str, int] | None:
-        from controlloop.kube import KubeError
-
         cfg = self.settings.capacity
         try:
             nodes = self.kube.list_nodes(None)

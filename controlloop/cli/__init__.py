@@ -1,0 +1,5 @@
+"""The `controlloop` command."""
+
+from controlloop.cli.main import main
+
+__all__ = ["main"]

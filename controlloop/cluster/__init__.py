@@ -1,0 +1,1 @@
+"""The cluster edges: the only modules that talk to Kubernetes and Prometheus."""
