@@ -14,7 +14,12 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from controlloop.cluster.kube_errors import Conflict, KubeError, KubeTimeout, NotFound, ServerError
-from controlloop.loop.settings import LABEL_ACCELERATOR, LABEL_MAX_BATCH, ActuationConfig
+from controlloop.loop.settings import (
+    DELETION_COST,
+    LABEL_ACCELERATOR,
+    LABEL_MAX_BATCH,
+    ActuationConfig,
+)
 from controlloop.loop.state import Action, ActionResult, Placement
 
 log = logging.getLogger(__name__)
@@ -26,6 +31,8 @@ class DeploymentWriter(Protocol):
     def get_deployment(self, ns: str, name: str) -> Obj: ...
 
     def patch_deployment(self, ns: str, name: str, patch: Obj, *, strategic: bool = True) -> Obj: ...
+
+    def patch_pod(self, ns: str, name: str, patch: Obj) -> Obj: ...
 
     def create_event(
         self,
@@ -150,6 +157,10 @@ class DryRunActuator:
                 except Exception as exc:  # noqa: BLE001 - dry-run never fails a cycle
                     log.warning("DRY-RUN: cannot read %s/%s: %s", action.namespace, action.deployment, exc)
             patch = build_patch(action, deployment, self.config)
+            if action.pod_deletion_cost:
+                log.info("DRY-RUN: would annotate pods of %s/%s with %s: %s", action.namespace,
+                         action.deployment, DELETION_COST, _costs(action),
+                         extra={"server": action.server, "dry_run": True})
             log.info(
                 "DRY-RUN: would patch %s (%s): %s",
                 describe(action),
@@ -183,10 +194,25 @@ class KubeActuator:
     def apply(self, actions: list[Action]) -> list[ActionResult]:
         return [self._apply_one(action) for action in actions]
 
+    def _annotate_pods(self, action: Action) -> None:
+        """pod-deletion-cost on the pods of a scale-down, before it: the ReplicaSet then
+        removes the least-loaded. A pod that fails is only logged (kube's order applies)."""
+        for pod, cost in sorted(action.pod_deletion_cost.items()):
+            try:
+                self.kube.patch_pod(action.namespace, pod,
+                                    {"metadata": {"annotations": {DELETION_COST: str(cost)}}})
+            except KubeError as exc:
+                log.warning("could not set %s on pod %s/%s: %s", DELETION_COST,
+                            action.namespace, pod, exc, extra={"server": action.server})
+        log.info("annotated pods of %s/%s with %s: %s", action.namespace, action.deployment,
+                 DELETION_COST, _costs(action), extra={"server": action.server})
+
     def _apply_one(self, action: Action) -> ActionResult:
         attempts = 0
         conflicts = 0
         patch: Obj | None = None
+        if action.pod_deletion_cost:
+            self._annotate_pods(action)
         while True:
             attempts += 1
             try:
@@ -266,6 +292,10 @@ def note_held(kube: DeploymentWriter, namespace: str, deployment: str, code: str
         )
     except KubeError as exc:
         log.warning("could not record event for %s/%s: %s", namespace, deployment, exc)
+
+
+def _costs(action: Action) -> str:
+    return ", ".join(f"{p}={c}" for p, c in sorted(action.pod_deletion_cost.items()))
 
 
 def _replicas(deployment: Obj) -> int:

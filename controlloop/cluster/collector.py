@@ -96,6 +96,7 @@ def observed_from_reading(reading: LoadReading) -> ObservedLoad:
         ttft_ms=reading.ttft_ms,
         running=reading.running,
         waiting=reading.waiting,
+        kv_cache_usage=reading.kv_cache_usage,
         source="prometheus",
     )
 
@@ -277,6 +278,7 @@ class KubeCollector:
         else:
             reading = self.load_source.read_load(namespace=ns, pods=running, model=model)
             load = observed_from_reading(reading)
+            base["pod_running"] = {p: n for p, n in reading.pod_running.items() if p in running}
         if not load.known:
             load = fallback_load(labels, load.reason) or load
         return ManagedServer(**base, load=load)

@@ -36,6 +36,7 @@ import numpy as np
 
 from controlloop.demo.loadscript import LoadProfile
 from controlloop.loop.settings import (
+    DELETION_COST,
     LABEL_ACCELERATOR,
     LABEL_CLASS,
     LABEL_MAX_BATCH,
@@ -55,7 +56,6 @@ from controlloop.sim import ReplicaParams, ReplicaSimulator, ReplicaStats, poiss
 from controlloop.specs import ServerSpec, SystemSpec
 
 SLICE_S = 10.0  # arrivals are drawn per slice at the rate of its midpoint
-DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from controlloop.loop.cycle import (  # re-exported: the cycle's API
     StaticSpecs,
 )
 from controlloop.loop.decide import CycleContext, decide, placement, sizing_request
+from controlloop.loop.drain import deletion_costs, removed_first
 from controlloop.loop.forecast import LoadTrend
 from controlloop.loop.moves import (
     MOVE_ANNOTATION,
@@ -81,6 +82,20 @@ class _MoveState:
 
     record: MoveRecord
     action: Action | None = None
+
+
+def _least_loaded_first(row: ServerReport, ms: ManagedServer, action: Action) -> Action:
+    """A plain scale-down marks its pods so that the least-loaded go (loop/drain.py)."""
+    if action.placement is not None or action.replicas >= action.from_replicas:
+        return action
+    costs = deletion_costs(ms)
+    if not costs:
+        return action
+    gone = removed_first(ms, costs, ms.replicas - action.replicas - ms.pending_pods)
+    if gone:
+        note = "least-loaded first: " + ", ".join(f"{p} ({costs[p]} running)" for p in gone)
+        row.reason = f"{row.reason}; {note}" if row.reason else note
+    return replace(action, pod_deletion_cost=costs, reason=row.reason)
 
 
 class Controller:
@@ -281,6 +296,8 @@ class Controller:
                     actions.append((row, ms, action))
         report.durations["optimize"] = time.perf_counter() - t
         fit_capacity(actions, rows, system, settings, state, records)
+        if settings.actuation.pod_deletion_cost:
+            actions = [(row, ms, _least_loaded_first(row, ms, a)) for row, ms, a in actions]
         return early + actions
 
     def _context(self, system: SystemSpec, settings: ControllerSettings, now: float) -> CycleContext:

@@ -28,12 +28,14 @@ LABEL_LOAD_OUT = "inferno.server.load.outtokens"
 ANNOTATION_PREFIX = "controlloop.io/"
 # Written by the controller: a make-before-break move in progress (controlloop/loop/moves.py).
 MOVE_ANNOTATION = ANNOTATION_PREFIX + "move"
+# Honoured by the ReplicaSet controller: on a scale-down, lower-cost pods go first.
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 
 
 class PrometheusConfig(Spec):
     """Where the load comes from. Query templates override the vLLM defaults by name
     (arrival_rpm, avg_in_tokens, avg_out_tokens, ttft_ms, itl_ms, running, waiting,
-    freshness); placeholders ``$namespace``, ``$pods``, ``$window``, ``$model``."""
+    freshness, running_by_pod, kv_cache_usage); placeholders ``$namespace``, ``$pods``, ``$window``, ``$model``."""
 
     url: str = "http://localhost:9090"
     bearer_token_file: str | None = Field(None, alias="bearerTokenFile")
@@ -135,6 +137,9 @@ class ActuationConfig(Spec):
     move_strategy: Literal["make-before-break", "in-place"] = Field(
         "make-before-break", alias="moveStrategy"
     )
+    # Before a scale-down, set controller.kubernetes.io/pod-deletion-cost on the running
+    # pods (their running requests) so the ReplicaSet removes the least-loaded first.
+    pod_deletion_cost: bool = Field(True, alias="podDeletionCost")
 
 
 class OwnershipConfig(Spec):

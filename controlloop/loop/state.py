@@ -25,6 +25,7 @@ class ObservedLoad:
     ttft_ms: float | None = None
     running: float | None = None
     waiting: float | None = None
+    kv_cache_usage: float | None = None  # 0..1 of the fullest pod, where exported
     source: str = "prometheus"  # "prometheus" | "labels" | "emulator" | "none"
 
     @property
