@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             changes["termination"] = dict(TERMINATION_PRESETS[args.termination])
         run = run_scenario(dataclasses.replace(sc, **changes))
         f = summary_figures(run)
-        fast = sum(1 for r in run.records if getattr(r, "fast", False))
+        fast = int(f["surgeCycles"])
         print(f"| {sc.name} | {f['sloMet']:.0f}/{f['serverCycles']:.0f} ({f['sloMetPct']:.1f} %) "
               f"| {f['meanCost']:.1f} | {f['dropped']:.0f} | {f['lost']:.0f} / {f['offered']:.0f} "
               f"| {fast} |", flush=True)

@@ -52,6 +52,7 @@ from controlloop.loop.state import (
     ObservedLoad,
     Rollout,
 )
+from controlloop.loop.surge import SurgeSignal
 from controlloop.sim import ReplicaParams, ReplicaSimulator, ReplicaStats, poisson_arrivals
 from controlloop.specs import ServerSpec, SystemSpec
 
@@ -178,6 +179,8 @@ class _Server:
     strategy: dict[str, Any] | None = None
     window: _Window = field(default_factory=_Window)
     window_start: float = 0.0
+    probe_offered: int = 0  # arrivals since the last probe (the surge check's short window)
+    probe_start: float = 0.0
     last: ServerObservation = field(default_factory=ServerObservation)
     last_load: ObservedLoad = ObservedLoad("unknown", "no window observed yet", source="emulator")
 
@@ -312,6 +315,7 @@ class EmulatedCluster:
         if arrivals.size == 0:
             return
         s.window.offered += int(arrivals.size)
+        s.probe_offered += int(arrivals.size)
         serving = s.serving()
         if not serving:
             s.window.lost += int(arrivals.size)
@@ -461,6 +465,24 @@ class EmulatedCluster:
         self._schedule(ready_now=True)
 
     # --- Collector ----------------------------------------------------------------------------
+
+    def probe(self) -> dict[str, SurgeSignal]:
+        """The surge check's cheap read: arrivals since the last probe, and the gauges now
+        (waiting and running requests of the serving replicas), as a short-window query
+        would give them. Leaves the cycle's observation window alone."""
+        out: dict[str, SurgeSignal] = {}
+        for s in self.servers.values():
+            duration = self._t - s.probe_start
+            serving = [r.sim for r in s.serving() if r.sim is not None]
+            out[f"{self.namespace}/{s.deployment}"] = SurgeSignal(
+                ready=sum(1 for r in s.replicas if r.state == "serving"),
+                accelerator=s.accelerator,
+                rate_rpm=s.probe_offered / (duration / 60.0) if duration > 0 else None,
+                waiting=float(sum(sim.queue_len for sim in serving)),
+                running=float(sum(sim.in_service for sim in serving)),
+            )
+            s.probe_offered, s.probe_start = 0, self._t
+        return out
 
     def collect(self) -> ClusterState:
         return ClusterState(servers=tuple(self._managed(s) for s in self.servers.values()))

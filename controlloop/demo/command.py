@@ -22,7 +22,7 @@ from controlloop.config import ConfigError, load_system
 from controlloop.demo.cluster import EmulatedCluster, Termination
 from controlloop.demo.loadscript import Scenario, builtin_names, load_scenario
 from controlloop.demo.records import CycleRecord, DemoRun, slo_met
-from controlloop.loop.controller import Controller, StaticSpecs
+from controlloop.loop.controller import Controller, CycleReport, StaticSpecs
 from controlloop.loop.settings import ControllerSettings
 from controlloop.optimizer import optimize
 from controlloop.specs import CapacityEntry, CapacitySpec, SaturationPolicy, SystemSpec
@@ -145,17 +145,31 @@ def run_scenario(
     run = DemoRun(scenario=scenario, system=system, capacity=capacity)
     total = cycles or scenario.cycles
     cluster.advance(scenario.interval)  # a first window of load before the first cycle
-    for i in range(total):
-        report = controller.run_cycle()
+    cluster.probe()  # the surge check's window starts with the cycles
+    panic = settings.behavior.panic
+    step = panic.check_seconds if panic.enabled else scenario.interval
+
+    def record(report: CycleReport, i: int, *, fast: bool = False) -> None:
         rec = CycleRecord(
             t_s=cluster.now_s(), report=report, cluster=cluster.snapshot(),
-            used_cards=cluster.used_cards(),
+            used_cards=cluster.used_cards(), fast=fast,
         )
         run.records.append(rec)
         if progress is not None:
-            progress(rec, i + 1, total)
-        if i + 1 < total:
-            cluster.advance(scenario.interval)
+            progress(rec, i, total)
+
+    for i in range(total):
+        record(controller.run_cycle(), i + 1)
+        if i + 1 == total:
+            break
+        # Between cycles the surge check runs every checkSeconds (daemon: its own job).
+        end = cluster.now_s() + scenario.interval
+        while cluster.now_s() < end - 1e-6:
+            cluster.advance(min(step, end - cluster.now_s()))
+            if cluster.now_s() < end - 1e-6:
+                fast = controller.check_surge()
+                if fast is not None:
+                    record(fast, i + 1, fast=True)
     run.wall_s = time.perf_counter() - wall0
     run.removed_running, run.longest_drain_s = cluster.removed_running, cluster.longest_drain_s
     return run
@@ -171,7 +185,7 @@ def progress_line(rec: CycleRecord, i: int, total: int) -> str:
     known = [m for m in met if m is not None]
     changed = rec.report.count("scaled") + rec.report.count("moved")
     return (
-        f"[{i:3d}/{total}] t={rec.t_s:6.0f}s  load {load:7.0f} rpm  "
+        ("[ surge ]" if rec.fast else f"[{i:3d}/{total}]") + f" t={rec.t_s:6.0f}s  load {load:7.0f} rpm  "
         f"replicas {replicas:4d} ({starting} starting, {pending} pending)  "
         f"cost {rec.report.total_cost:8.1f} ¢/h  SLO met {sum(known)}/{len(known)}  "
         f"changes {changed}" + (f"  errors {len(rec.report.errors)}" if rec.report.errors else "")

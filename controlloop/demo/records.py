@@ -18,6 +18,7 @@ class CycleRecord:
     report: CycleReport
     cluster: dict[str, dict[str, Any]]
     used_cards: dict[str, int]
+    fast: bool = False  # run at once by the surge check, between two regular cycles
 
 
 @dataclass

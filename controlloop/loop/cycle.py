@@ -70,6 +70,10 @@ class ServerReport:
     sent: bool = False
     error: str = ""
     error_kind: str = ""
+    # surge fast path (loop/surge.py): why the server panics ("" when not); panic_kind is
+    # set when a panic condition was seen this cycle (capacity | waiting | kv-cache)
+    panic: str = ""
+    panic_kind: str = ""
 
 
 @dataclass
@@ -88,6 +92,7 @@ class CycleReport:
     total_cost: float = 0.0
     durations: dict[str, float] = field(default_factory=dict)
     dry_run: bool = False
+    trigger: str = "regular"  # regular | surge (run at once by the surge check)
 
     def count(self, verdict: Verdict) -> int:
         return sum(1 for s in self.servers if s.verdict == verdict)
@@ -100,6 +105,7 @@ class CycleReport:
             f"{len(self.skipped)} skipped, {sum(self.error_kinds.values())} errors; "
             f"cost {self.total_cost:.2f}¢/h; {self.duration_s * 1000:.0f} ms"
             + (" (dry-run)" if self.dry_run else "")
+            + (" (surge)" if self.trigger == "surge" else "")
         )
 
     def to_json(self) -> dict[str, Any]:

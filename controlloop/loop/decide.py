@@ -57,6 +57,8 @@ class CycleContext:
     pending: PendingTracker
     solution: Solution | None = None
     notes: Mapping[str, list[str]] = field(default_factory=dict)
+    # servers in panic (loop/surge.py), key -> why: they may scale up, never down
+    panic: Mapping[str, str] = field(default_factory=dict)
 
     def behavior(self, ms: ManagedServer) -> BehaviorSpec:
         return self.behavior_for(self.settings, ms)  # annotations > servers: > globals
@@ -290,6 +292,10 @@ def decide_target(
         if cap is not None and target_n > cap:
             why = f"{why}; {target_acc} backed off (pods unschedulable): capped at {cap}"
             target_n = cap
+        panic = ctx.panic.get(ms.key)
+        if panic is not None and target_n < ms.replicas:
+            why = f"{why}; panic ({panic}): no scale-down, keeping {ms.replicas}"
+            target_n = ms.replicas
     row.desired_accelerator, row.desired_replicas, row.batch = target_acc, target_n, batch
     row.reason = why
     relabel = batch != ms.max_batch and batch > 0

@@ -66,6 +66,30 @@ class ScalingRules(Spec):
     policies: list[ScalingPolicy] = []
 
 
+class PanicConfig(Spec):
+    """The surge fast path (Knative KPA's panic mode, docs/configuration.md).
+
+    Every ``checkSeconds`` between cycles a cheap check reads each server's
+    arrivals, waiting requests and KV-cache usage; a server about to miss its SLO
+    (any threshold crossed) triggers a cycle at once. From then on, for
+    ``windowSeconds`` after its last panic condition, the server may scale up but
+    never down.
+    """
+
+    enabled: bool = True
+    check_seconds: PositiveFloat = Field(10.0, alias="checkSeconds")
+    window_seconds: NonNegFloat = Field(60.0, alias="windowSeconds")
+    # no surge cycle sooner than this after any cycle (the new pods are on their way)
+    min_interval_seconds: NonNegFloat = Field(20.0, alias="minIntervalSeconds")
+    # arrivals > this x (ready replicas x the SLO rate of one replica, from the last cycle);
+    # above 1: a short window of Poisson arrivals at capacity often reads 10-20 % high
+    capacity_threshold: PositiveFloat = Field(1.2, alias="capacityThreshold")
+    # waiting requests per ready replica at or above this (a queue the SLO cannot absorb)
+    waiting_per_replica: PositiveFloat = Field(4.0, alias="waitingPerReplica")
+    # KV-cache usage (0..1, the fullest pod) at or above this; where vLLM exports it
+    kv_cache_usage: Annotated[float, Field(gt=0, le=1)] = Field(0.95, alias="kvCacheUsage")
+
+
 class BehaviorSpec(Spec):
     """Scaling behaviour; every field may be overridden per server (config or annotation)."""
 
@@ -97,6 +121,7 @@ class BehaviorSpec(Spec):
     accelerator_change_min_interval_seconds: NonNegFloat = Field(
         600, alias="acceleratorChangeMinIntervalSeconds"
     )
+    panic: PanicConfig = PanicConfig()
 
 
 class BehaviorOverride(Spec):
@@ -111,6 +136,7 @@ class BehaviorOverride(Spec):
     accelerator_change_min_interval_seconds: NonNegFloat | None = Field(
         None, alias="acceleratorChangeMinIntervalSeconds"
     )
+    panic: PanicConfig | None = None
 
 
 class CapacityConfig(Spec):
@@ -227,5 +253,9 @@ def load_controller_settings(directory: Path) -> ControllerSettings:
 def effective_behavior(settings: ControllerSettings, override: BehaviorOverride | None) -> BehaviorSpec:
     if override is None:
         return settings.behavior
-    update = {k: v for k, v in override.model_dump().items() if v is not None}
+    # attributes, not model_dump(): nested models (panic) stay models
+    update = {
+        k: getattr(override, k) for k in type(override).model_fields
+        if getattr(override, k) is not None
+    }
     return settings.behavior.model_copy(update=update)
