@@ -32,6 +32,7 @@ from controlloop.loop.state import (
     Rollout,
     SkippedDeployment,
 )
+from controlloop.loop.surge import SurgeSignal, signal_of
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,13 @@ class KubeCollector:
             node_capacity=node_capacity,
             errors=tuple(errors),
         )
+
+    def probe(self) -> dict[str, SurgeSignal]:
+        """The surge check's read (Controller.check_surge): each server's signal, from one
+        collection -- no optimization, no patch; far cheaper than a cycle. Servers whose
+        load is unknown give no signal (never a reason to act)."""
+        state = self.collect()
+        return {ms.key: sig for ms in state.servers if (sig := signal_of(ms)) is not None}
 
     def _autoscaler_targets(self, namespaces: list[str] | None, errors: list[str]) -> dict[str, str]:
         """Deployment key -> the HPA / ScaledObject that scales it."""

@@ -40,7 +40,7 @@ from controlloop.loop.cycle import (  # re-exported: the cycle's API
 )
 from controlloop.loop.decide import CycleContext, decide, placement, sizing_request
 from controlloop.loop.drain import deletion_costs, removed_first
-from controlloop.loop.forecast import LoadTrend
+from controlloop.loop.forecast import Foresight, Lead
 from controlloop.loop.moves import (
     MOVE_ANNOTATION,
     MoveRecord,
@@ -121,7 +121,7 @@ class Controller:
         self.stabilizer = Stabilizer()
         self.behavior_for = BehaviorResolver()  # controlloop.io/* annotations
         self.pending = PendingTracker()  # [pending] back-off of unschedulable placements
-        self.trend = LoadTrend()  # scale-up lead for rising loads
+        self.foresight = Foresight()  # forecasters and learned start-up (loop/forecast.py)
         self.panic = PanicState()  # surge fast path (loop/surge.py)
         # per server: SLO rate of one replica (req/min) by accelerator, from the last sizing
         self._slo_rate: dict[str, dict[str, float]] = {}
@@ -254,7 +254,7 @@ class Controller:
         live = {ms.key for _, ms in rows} | {f"{s.namespace}/{s.deployment}" for s in state.skipped}
         self.pending.forget(live)
         self.stabilizer.forget(live)
-        self.trend.forget(live)
+        self.foresight.forget(live)
         self.panic.forget(live)
         for key in [k for k in self._slo_rate if k not in live]:
             del self._slo_rate[key]
@@ -262,8 +262,8 @@ class Controller:
             del self._panic_cfg[key]
         for _, ms in rows:
             if ms.load.known and ms.load.source != "labels" and ms.load.arrival_rate_rpm is not None:
-                self.trend.observe(ms.key, now, ms.load.arrival_rate_rpm,
-                                   settings.forecast.window_seconds)
+                self.foresight.observe(ms.key, now, ms.load.arrival_rate_rpm, settings.forecast)
+            self.foresight.startup.observe_ready(ms.key, now, ms.ready_replicas)
         for table in (self._memory, self._hold_until):
             for key in [k for k in table if k not in live]:
                 del table[key]
@@ -297,7 +297,13 @@ class Controller:
         if active:
             ctx = self._context(system, settings, now)
             panic = self._panics(ctx, active)
-            request, notes = sizing_request(ctx, [ms for _, ms in active], capacity, self.trend)
+            leads: dict[str, Lead] = {}
+            request, notes = sizing_request(ctx, [ms for _, ms in active], capacity,
+                                            self.foresight, leads)
+            for row, ms in active:
+                if (lead := leads.get(ms.key)) is not None:
+                    row.forecaster, row.forecast_error = lead.forecaster, lead.error
+                    row.startup_seconds = lead.startup_s
             solution = self.optimize_fn(request, verify=settings.verify)
             ctx = replace(ctx, solution=solution, notes=notes, panic=panic)
             for _, ms in active:
@@ -368,6 +374,7 @@ class Controller:
             return None
         found: dict[str, Panic] = {}
         for key, sig in signals.items():
+            self.foresight.startup.observe_ready(key, now, sig.ready)  # finer than cycles
             cfg = self._panic_cfg.get(key, settings.behavior.panic)
             panic = panic_condition(sig, self._slo_rate.get(key, {}).get(sig.accelerator), cfg)
             if panic is not None:
@@ -548,6 +555,11 @@ class Controller:
                     self.stabilizer.reset(ms.key)
                 else:
                     self.stabilizer.record_scale(ms.key, now, action.replicas - action.from_replicas)
+                # time this ask until that many pods are Ready (the learned start-up)
+                if action.placement is None and action.replicas > action.from_replicas:
+                    self.foresight.startup.scaled_up(ms.key, now, action.replicas)
+                elif action.replicas < action.from_replicas or action.placement is not None:
+                    self.foresight.startup.cancel(ms.key)
             return
         row.verdict = "error" if result.error_kind != "changed-externally" else "held"
         row.error, row.error_kind = result.error, result.error_kind

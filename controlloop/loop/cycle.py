@@ -74,6 +74,11 @@ class ServerReport:
     # set when a panic condition was seen this cycle (capacity | waiting | kv-cache)
     panic: str = ""
     panic_kind: str = ""
+    # foresight (loop/forecast.py): the forecaster, its relative mean absolute error so far,
+    # and the replica start-up time learned from pod readiness
+    forecaster: str = ""
+    forecast_error: float | None = None
+    startup_seconds: float | None = None
 
 
 @dataclass

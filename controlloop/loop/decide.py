@@ -16,7 +16,7 @@ from controlloop.cluster.actuator import placement_for
 from controlloop.loop.behavior import Stabilizer
 from controlloop.loop.capacity import current_accelerator
 from controlloop.loop.cycle import ServerReport
-from controlloop.loop.forecast import LoadTrend, lead_rpm
+from controlloop.loop.forecast import Foresight, Lead
 from controlloop.loop.moves import (
     DEFAULT_STRATEGY,
     MOVE_ANNOTATION,
@@ -76,19 +76,16 @@ def demand_rpm(load: ObservedLoad, drain_seconds: float) -> float:
 
 
 def sized_demand(
-    ctx: CycleContext, ms: ManagedServer, trend: LoadTrend, notes: list[str]
-) -> float:
+    ctx: CycleContext, ms: ManagedServer, foresight: Foresight, notes: list[str]
+) -> tuple[float, Lead]:
     """What to size for: arrivals, the backlog's drain rate, and a rising load's lead."""
     demand = demand_rpm(ms.load, ctx.settings.backlog_drain_seconds)
-    cfg = ctx.settings.forecast
-    slope = trend.slope_rpm_per_s(ms.key, ctx.now, cfg.window_seconds)
-    lead = lead_rpm(slope, ms.load.arrival_rate_rpm or 0.0, cfg)
-    if lead > 0 and slope is not None:
-        notes.append(
-            f"load rising {slope * 60:.0f} req/min per min: sized for {lead:.0f} req/min "
-            f"more, {cfg.lead_seconds:.0f}s ahead"
-        )
-    return demand + lead
+    lead = foresight.lead(ms.key, ctx.behavior(ms).forecaster, ctx.now,
+                          ms.load.arrival_rate_rpm or 0.0, ctx.settings.forecast,
+                          ctx.settings.interval_seconds)
+    if lead.note:
+        notes.append(lead.note)
+    return demand + lead.rpm, lead
 
 
 def allowed_accelerators(
@@ -114,10 +111,12 @@ def sizing_request(
     ctx: CycleContext,
     servers: list[ManagedServer],
     capacity: dict[str, int],
-    trend: LoadTrend,
+    foresight: Foresight,
+    leads: dict[str, Lead] | None = None,
 ) -> tuple[SystemSpec, dict[str, list[str]]]:
     """The system to optimize this cycle (observed loads, free capacity, allowed moves)
-    and the notes per server key explaining how it was sized."""
+    and the notes per server key explaining how it was sized (``leads``: filled with
+    each server's forecast lead)."""
     system = ctx.system
     movable = [a.name for a in system.accelerators if a.node_selector]
     specs: list[ServerSpec] = []
@@ -130,6 +129,9 @@ def sizing_request(
         idle = not (load.arrival_rate_rpm or 0) and not (load.waiting or 0)
         min_replicas = 0 if behavior.scale_to_zero and idle else max(1, behavior.min_replicas)
         allowed = allowed_accelerators(ctx, ms, movable, current, own)
+        demand, lead = sized_demand(ctx, ms, foresight, own)
+        if leads is not None:
+            leads[ms.key] = lead
         specs.append(
             ServerSpec(
                 name=ms.name,
@@ -142,7 +144,7 @@ def sizing_request(
                     num_replicas=ms.replicas,
                     max_batch=ms.max_batch,
                     load=LoadSpec(
-                        arrival_rate=sized_demand(ctx, ms, trend, own),
+                        arrival_rate=demand,
                         avg_in_tokens=load.avg_in_tokens or 0.0,
                         avg_out_tokens=load.avg_out_tokens or 0.0,
                     ),

@@ -122,6 +122,8 @@ class BehaviorSpec(Spec):
         600, alias="acceleratorChangeMinIntervalSeconds"
     )
     panic: PanicConfig = PanicConfig()
+    # Which forecaster sizes a rising load (loop/forecast.py): trend | kalman
+    forecaster: Literal["trend", "kalman"] = "trend"
 
 
 class BehaviorOverride(Spec):
@@ -137,6 +139,7 @@ class BehaviorOverride(Spec):
         None, alias="acceleratorChangeMinIntervalSeconds"
     )
     panic: PanicConfig | None = None
+    forecaster: Literal["trend", "kalman"] | None = None
 
 
 class CapacityConfig(Spec):
@@ -197,6 +200,13 @@ class ForecastConfig(Spec):
     lead_seconds: NonNegFloat = Field(180, alias="leadSeconds")
     window_seconds: PositiveFloat = Field(300, alias="windowSeconds")  # slope fitted over
     max_increase: NonNegFloat = Field(1.0, alias="maxIncrease")  # lead <= this x the rate
+    # Size for start-up (learned from pod readiness) + one interval ahead once a start-up
+    # has been seen; leadSeconds until then.
+    learn_startup: bool = Field(True, alias="learnStartup")
+    # kalman forecaster: the load's own relative noise, and how fast its slope may change
+    # (standard deviation, x the level per minute, per minute)
+    noise: NonNegFloat = 0.05
+    slope_noise: PositiveFloat = Field(0.1, alias="slopeNoise")
 
 
 class ControllerSettings(Spec):
