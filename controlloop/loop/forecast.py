@@ -287,6 +287,17 @@ class Foresight:
     def forecasters(self) -> dict[str, Forecaster]:
         return {"trend": self.trend, "kalman": self.kalman}
 
+    def pick(self, key: str, method: str) -> Forecaster:
+        """The named forecaster; ``auto``: the one with the lower error on this server so far
+        (trend until both have one)."""
+        if method != "auto":
+            return self.forecasters().get(method, self.trend)
+        errors = [(e, f.name) for f in self.forecasters().values()
+                  if (e := f.error(key)) is not None]
+        if len(errors) < len(self.forecasters()):
+            return self.trend
+        return self.forecasters()[min(errors)[1]]
+
     def observe(self, key: str, now: float, rpm: float, cfg: ForecastConfig) -> None:
         self.trend.window_s = cfg.window_seconds
         self.kalman.noise, self.kalman.slope_noise = cfg.noise, cfg.slope_noise
@@ -305,7 +316,7 @@ class Foresight:
         """Demand above ``rate_rpm`` expected by the time new replicas serve (never < 0:
         a forecast never causes a scale-down), at most ``maxIncrease`` x the rate."""
         horizon = self.horizon_s(key, cfg, interval_s)
-        fc = self.forecasters().get(method, self.trend)
+        fc = self.pick(key, method)
         startup = self.startup.startup_s(key)
         base = Lead(0.0, horizon, fc.name, fc.error(key), startup)
         if horizon <= 0:

@@ -122,8 +122,9 @@ class BehaviorSpec(Spec):
         600, alias="acceleratorChangeMinIntervalSeconds"
     )
     panic: PanicConfig = PanicConfig()
-    # Which forecaster sizes a rising load (loop/forecast.py): trend | kalman
-    forecaster: Literal["trend", "kalman"] = "trend"
+    # Which forecaster sizes a rising load (loop/forecast.py): trend | kalman | auto (the
+    # one with the lower forecast error on this server so far)
+    forecaster: Literal["trend", "kalman", "auto"] = "kalman"
 
 
 class BehaviorOverride(Spec):
@@ -139,7 +140,7 @@ class BehaviorOverride(Spec):
         None, alias="acceleratorChangeMinIntervalSeconds"
     )
     panic: PanicConfig | None = None
-    forecaster: Literal["trend", "kalman"] | None = None
+    forecaster: Literal["trend", "kalman", "auto"] | None = None
 
 
 class CapacityConfig(Spec):
@@ -199,7 +200,8 @@ class ForecastConfig(Spec):
     # one interval. 0 disables.
     lead_seconds: NonNegFloat = Field(180, alias="leadSeconds")
     window_seconds: PositiveFloat = Field(300, alias="windowSeconds")  # slope fitted over
-    max_increase: NonNegFloat = Field(1.0, alias="maxIncrease")  # lead <= this x the rate
+    # lead <= this x the rate: bounds the overshoot when a step looks like a slope
+    max_increase: NonNegFloat = Field(0.5, alias="maxIncrease")
     # Size for start-up (learned from pod readiness) + one interval ahead once a start-up
     # has been seen; leadSeconds until then.
     learn_startup: bool = Field(True, alias="learnStartup")
