@@ -297,6 +297,7 @@ class Controller:
         if active:
             ctx = self._context(system, settings, now)
             panic = self._panics(ctx, active)
+            ctx = replace(ctx, panic=panic)
             leads: dict[str, Lead] = {}
             request, notes = sizing_request(ctx, [ms for _, ms in active], capacity,
                                             self.foresight, leads)

@@ -79,7 +79,12 @@ def sized_demand(
     ctx: CycleContext, ms: ManagedServer, foresight: Foresight, notes: list[str]
 ) -> tuple[float, Lead]:
     """What to size for: arrivals, the backlog's drain rate, and a rising load's lead."""
-    demand = demand_rpm(ms.load, ctx.settings.backlog_drain_seconds)
+    drain = ctx.settings.backlog_drain_seconds
+    panic = ctx.behavior(ms).panic
+    if ms.key in ctx.panic and drain > 0:
+        # in panic the queue is the SLO miss: drain it faster
+        drain = min(drain, panic.backlog_drain_seconds)
+    demand = demand_rpm(ms.load, drain)
     lead = foresight.lead(ms.key, ctx.behavior(ms).forecaster, ctx.now,
                           ms.load.arrival_rate_rpm or 0.0, ctx.settings.forecast,
                           ctx.settings.interval_seconds)

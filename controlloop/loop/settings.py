@@ -88,6 +88,8 @@ class PanicConfig(Spec):
     waiting_per_replica: PositiveFloat = Field(4.0, alias="waitingPerReplica")
     # KV-cache usage (0..1, the fullest pod) at or above this; where vLLM exports it
     kv_cache_usage: Annotated[float, Field(gt=0, le=1)] = Field(0.95, alias="kvCacheUsage")
+    # while panicking, size to drain the queue this fast (backlogDrainSeconds otherwise)
+    backlog_drain_seconds: PositiveFloat = Field(150.0, alias="backlogDrainSeconds")
 
 
 class BehaviorSpec(Spec):
