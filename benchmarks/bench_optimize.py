@@ -12,41 +12,17 @@ and class cycle through the large sample's 9 models and the 3 classes its server
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import statistics
 import time
 from pathlib import Path
 
 from controlloop.config import load_system
+from controlloop.demo.fleet import fleet
 from controlloop.optimizer import DecisionStatus, Solution, optimize
-from controlloop.specs import CapacityEntry, CapacitySpec, LoadSpec, ServerSpec, SystemSpec
+from controlloop.specs import SystemSpec
 
 LARGE = Path(__file__).resolve().parents[1] / "config" / "examples" / "large"
-CLASSES = ("Premium", "Bronze", "Free")
-
-
-def fleet(base: SystemSpec, n: int) -> SystemSpec:
-    models = sorted({s.model for s in base.servers})
-    servers = []
-    for i in range(n):
-        load = LoadSpec(
-            arrivalRate=30 + (37 * i) % 571,
-            avgInTokens=64 + (53 * i) % 1985,
-            avgOutTokens=128 + (97 * i) % 1921,
-        )
-        cls, model = CLASSES[i % 3], models[i % len(models)]
-        servers.append(
-            ServerSpec.model_validate(
-                {"name": f"{cls}-{model}-{i:05d}", "class": cls, "model": model,
-                 "currentAlloc": {"load": load.model_dump(by_alias=True)}}
-            )
-        )
-    scale = math.ceil(n / 27)
-    capacity = CapacitySpec(
-        count=[CapacityEntry(type=e.type, count=e.count * scale) for e in base.capacity.count]
-    )
-    return base.model_copy(update={"servers": servers, "capacity": capacity})
 
 
 def counts(sol: Solution) -> tuple[int, int, int]:

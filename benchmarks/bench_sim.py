@@ -38,7 +38,7 @@ def load_perf(data_dir: Path | None) -> dict[tuple[str, str], dict]:
 
 
 def params_for(entry: dict, *, in_tokens: int = 128, out_tokens: int = 1024) -> ReplicaParams:
-    """Batch size per MODEL.md section 2: max(1, floor(maxBatchSize * atTokens / K))."""
+    """Batch size per docs/model-spec.md section 2: max(1, floor(maxBatchSize * atTokens / K))."""
     batch = max(1, math.floor(entry["maxBatchSize"] * entry["atTokens"] / out_tokens))
     return ReplicaParams(
         alpha=entry["decodeParms"]["alpha"],

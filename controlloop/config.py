@@ -43,11 +43,17 @@ log = logging.getLogger(__name__)
 
 
 class ConfigError(Exception):
-    """Invalid input. Each entry of ``problems`` is one self-contained line."""
+    """Invalid user input (files, flags, variables): the CLI exits 2. Each entry of
+    ``problems`` is one self-contained line naming where and what."""
 
     def __init__(self, problems: list[str]):
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+class StartupError(Exception):
+    """The environment failed us at start-up (an API server unreachable, a port taken):
+    not the user's input, so the CLI exits 1, not 2."""
 
 
 @dataclass(frozen=True)
@@ -180,13 +186,19 @@ def _nested_models(annotation: Any) -> tuple[str, type[BaseModel]] | None:
     return None
 
 
+def _clip_key(key: str) -> str:
+    """A junk key (a typo does not make 80 characters) shown by its start and length."""
+    return key if len(key) <= 80 else f"{key[:40]}… ({len(key)} chars)"
+
+
 def _path_str(path: Iterable[str | int]) -> str:
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            part = _clip_key(str(part))
+            out += f".{part}" if out else part
     return out or "(top level)"
 
 
@@ -202,6 +214,7 @@ def normalize_keys(
         key = str(raw_key)
         canonical = known.get(_fold(key))
         if canonical is None:
+            key = _clip_key(key)  # a junk key: no fuzzy match on 100k characters
             suggestions = difflib.get_close_matches(
                 key, sorted(set(known.values())), n=1, cutoff=0.6
             )
@@ -259,7 +272,8 @@ def _describe_error(err: Mapping[str, Any]) -> str:
     kind = err.get("type", "")
     ctx = err.get("ctx") or {}
     value = err.get("input")
-    got = f", got {json.dumps(value) if _jsonable(value) else repr(value)}"
+    shown = json.dumps(value) if _jsonable(value) else repr(value)
+    got = f", got {shown if len(shown) <= 80 else shown[:60] + f'… ({len(shown)} chars)'}"
     if kind == "missing":
         return "required field is missing"
     bounds = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge")}
@@ -269,6 +283,12 @@ def _describe_error(err: Mapping[str, Any]) -> str:
         return f"must be {op} {_number(ctx.get(key))}{got}"
     if kind == "string_too_short":
         return f"must not be empty{got}"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters{got}"
+    if kind == "value_error":
+        return f"{str(err.get('msg', 'invalid')).removeprefix('Value error, ')}{got}"
+    if kind == "finite_number":
+        return f"must be a finite number{got}"
     if kind in ("enum", "literal_error"):
         return f"must be one of {ctx.get('expected')}{got}"
     if kind in _TYPE_WORDS:
@@ -276,6 +296,15 @@ def _describe_error(err: Mapping[str, Any]) -> str:
     if kind == "extra_forbidden":
         return "unknown key"
     return f"{err.get('msg', 'invalid')}{got}"
+
+
+# Problems that name a value beyond its physical bound (controlloop.bounds), as worded by
+# _describe_error; the REST API answers them 422 (400 for every other problem).
+_BOUND_WORDS = ("must be <", "must be a finite number", "characters, got", "or >= 1 token")
+
+
+def is_bound_problem(line: str) -> bool:
+    return any(word in line for word in _BOUND_WORDS)
 
 
 def _number(value: Any) -> str:
@@ -519,7 +548,9 @@ def parse_system_document(doc: Any, *, where: str) -> LoadedConfig:
     if system_key is not None:
         extra = [k for k in doc if k != system_key]
         if extra:
-            raise ConfigError([f"{where}: {extra[0]}: unknown top-level key; expected 'system'"])
+            raise ConfigError(
+                [f"{where}: {_clip_key(str(extra[0]))}: unknown top-level key; expected 'system'"]
+            )
         body = doc[system_key]
         prefix = (system_key,)
         if not isinstance(body, Mapping):
@@ -534,7 +565,7 @@ def parse_system_document(doc: Any, *, where: str) -> LoadedConfig:
         if canonical is None:
             problems.append(
                 f"{where}: {_path_str((*prefix, str(raw_key)))}: unknown section"
-                f"{_did_you_mean(str(raw_key), keys.values())}"
+                f"{_did_you_mean(_clip_key(str(raw_key)), keys.values())}"
             )
             continue
         raw_sections[canonical] = value

@@ -22,13 +22,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from controlloop.cluster.kube_errors import KubeError
-from controlloop.config import ConfigError, load_config
+from controlloop.cluster.kube_errors import KubeConfigError, KubeError
+from controlloop.config import ConfigError, StartupError, load_config
 from controlloop.config import _describe_error as describe_error
+from controlloop.httpauth import EndpointPolicy
 from controlloop.loop.controller import Controller, CycleReport, SpecSource
 from controlloop.loop.settings import ControllerSettings, controller_file, load_controller_settings
 from controlloop.metrics import ControllerMetrics
 from controlloop.specs import SystemSpec
+from controlloop.ui import ReportStore, UiApp
+from controlloop.ui.app import send as send_ui
+from controlloop.ui.store import publisher
 
 log = logging.getLogger("controlloop.daemon")
 
@@ -162,7 +166,17 @@ class CycleLog:
 class HttpState:
     controller: Controller
     metrics: ControllerMetrics
-    specs: FileSpecSource | None = None
+    specs: Any = None  # a SpecSource with ``_good`` (files or custom resources)
+    ui: UiApp | None = None  # the web dashboard at /ui (controlloop.ui), read-only
+    policy: EndpointPolicy | None = None  # None: everything open (tests, loopback)
+
+
+def ui_allowed(handler: Any, state: HttpState) -> bool:
+    """/ui reads what /metrics shows: it is behind the same check (``--metrics-auth``).
+    Answers and returns False on refusal."""
+    if state.policy is None or not state.policy.metrics_protected:
+        return True
+    return not handler._refused("/ui", "get")
 
 
 def make_http_server(host: str, port: int, state: HttpState) -> ThreadingHTTPServer:
@@ -177,6 +191,26 @@ def make_http_server(host: str, port: int, state: HttpState) -> ThreadingHTTPSer
             self.end_headers()
             self.wfile.write(body)
 
+        def _refused(self, path: str, verb: str) -> bool:
+            """Answers and returns True when the policy refuses this call."""
+            policy = state.policy
+            if policy is None:
+                return False
+            decision = policy.authorizer.check(self.headers.get("Authorization", ""), path, verb)
+            if decision.allowed:
+                return False
+            log.warning("http: refused %s %s from %s (%d): %s", verb.upper(), path,
+                        decision.user or self.client_address[0], decision.code, decision.reason)
+            body = json.dumps({"error": decision.reason}).encode()
+            self.send_response(decision.code)
+            if decision.code == 401:
+                self.send_header("WWW-Authenticate", 'Bearer realm="controlloop"')
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return True
+
         def do_GET(self) -> None:  # noqa: N802 - http.server API
             if self.path == "/healthz":
                 self._send(200, b"ok\n")
@@ -186,13 +220,42 @@ def make_http_server(host: str, port: int, state: HttpState) -> ThreadingHTTPSer
             elif self.path == "/metrics":
                 from prometheus_client import CONTENT_TYPE_LATEST
 
+                if state.policy and state.policy.metrics_protected and self._refused(
+                        "/metrics", "get"):
+                    return
                 self._send(200, state.metrics.exposition(), CONTENT_TYPE_LATEST)
+            elif state.ui is not None and state.ui.owns(self.path):
+                if ui_allowed(self, state):
+                    encoding = self.headers.get("Accept-Encoding", "")
+                    send_ui(self, state.ui.handle(self.path, accept_encoding=encoding))
             else:
                 self._send(404, b"not found\n")
+
+        def _mutating(self) -> None:
+            self._send(405, b"method not allowed\n")
+
+        do_PUT = do_DELETE = do_PATCH = _mutating  # noqa: N815
 
         def do_POST(self) -> None:  # noqa: N802
             if self.path != "/invoke":
                 self._send(404, b"not found\n")
+                return
+            policy = state.policy
+            if policy is not None and not policy.invoke_enabled:
+                self._send(403, b'{"error": "POST /invoke is disabled (--invoke off)"}',
+                           "application/json")
+                return
+            if self._refused("/invoke", "post"):
+                return
+            wait = policy.invoke_limiter.acquire() if policy and policy.invoke_limiter else 0.0
+            if wait > 0:
+                self.send_response(429)
+                self.send_header("Retry-After", str(max(1, round(wait))))
+                body = b'{"error": "too many /invoke calls"}'
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
                 return
             report = state.controller.run_cycle()
             body = json.dumps(
@@ -254,10 +317,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         "prometheus_url": args.prometheus_url,
         "leader_elect": args.leader_elect,
     }
-    if not Path(args.config).exists():
-        raise ConfigError([f"{args.config}: no such config directory (--config)"])
-    specs = FileSpecSource(Path(args.config), overrides=overrides, metrics=metrics)
-    system, settings = specs.current()
+    from_crs = getattr(args, "specs", "files") == "crd"
+    specs: Any
+    if not from_crs:
+        if not Path(args.config).exists():
+            raise ConfigError([f"{args.config}: no such config directory (--config)"])
+        specs = FileSpecSource(Path(args.config), overrides=overrides, metrics=metrics)
     if not args.in_cluster:
         check_kubeconfig(args.kubeconfig)
     try:
@@ -266,8 +331,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.in_cluster
             else KubeClient.from_kubeconfig(args.kubeconfig, args.context)
         )
-    except KubeError as exc:
+    except KubeConfigError as exc:  # the kubeconfig / in-cluster config given is unusable
         raise ConfigError([f"kubernetes: {exc}"]) from None
+    except KubeError as exc:
+        raise StartupError(f"kubernetes: {exc}") from None
+    if from_crs:
+        specs = crd_spec_source(args, kube, overrides, metrics)
+    system, settings = specs.current()
     try:
         prom_settings = prometheus_settings(settings.prometheus)
     except (ValueError, TypeError) as exc:
@@ -284,6 +354,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if settings.actuation.emit_events and not args.dry_run:
         controller.on_held = partial(note_held, kube)
     controller.on_report.append(metrics.observe)
+    ui = daemon_ui(controller, specs, dry_run=args.dry_run)
     if args.cycle_log:
         try:
             controller.on_report.append(CycleLog(Path(args.cycle_log)))
@@ -299,6 +370,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         ",".join(settings.namespaces) or "all", settings.interval_seconds, prom_settings.describe(),
         system.optimizer.solver, settings.capacity.source,
     )
+    if from_crs:
+        controller.on_report.append(specs.write_status)
     if args.once:
         report = controller.run_cycle()
         return 0 if report.outcome != "failed" else 1
@@ -306,14 +379,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     listen = parse_listen(args.listen, in_cluster=args.in_cluster)
     http = None
     if listen:
+        policy = endpoint_policy(args, kube)
         try:
-            http = make_http_server(listen[0], listen[1], HttpState(controller, metrics, specs))
+            http = make_http_server(listen[0], listen[1],
+                                    HttpState(controller, metrics, specs, ui=ui, policy=policy))
         except OSError as exc:
-            raise ConfigError([
+            raise StartupError(
                 f"--listen {listen[0]}:{listen[1]}: cannot listen: {exc.strerror or exc}"
-            ]) from None
+            ) from None
         threading.Thread(target=http.serve_forever, name="http", daemon=True).start()
-        log.info("serving /healthz /readyz /metrics POST /invoke on %s:%d", *listen)
+        log.info("serving /healthz /readyz /metrics /ui POST /invoke on %s:%d (%s)", *listen,
+                 policy.describe())
     elector = None
     if settings.leader_election.enabled:
         from controlloop.cluster.leader import LeaderElector
@@ -323,14 +399,75 @@ def cmd_run(args: argparse.Namespace) -> int:
         elector.start()
     # Reloaded actuation settings apply from the next cycle.
     controller.on_report.append(lambda _report: setattr(actuator, "config", specs.current()[1].actuation))
+    def watch_specs(scheduler: Any) -> None:
+        # A debounced change to the resources runs a cycle now (the same job, so never two
+        # at once); the periodic schedule goes on from there.
+        import datetime
+
+        specs.on_change = lambda: scheduler.modify_job("cycle",
+                                                       next_run_time=datetime.datetime.now())
+        specs.start()
+
     try:
-        run_scheduler(controller, settings.interval_seconds, lambda: specs.current()[1].interval_seconds)
+        run_scheduler(controller, settings.interval_seconds,
+                      lambda: specs.current()[1].interval_seconds,
+                      on_start=watch_specs if from_crs else None)
     finally:
+        if from_crs:
+            specs.stop()
         if elector is not None:
             elector.stop()
         if http is not None:
             http.shutdown()
     return 0
+
+
+def daemon_ui(controller: Controller, specs: SpecSource, *, dry_run: bool) -> UiApp:
+    """The dashboard over the daemon's last cycles (a bounded history, in memory)."""
+    store = ReportStore(title="controlloop (dry-run)" if dry_run else "controlloop")
+    controller.on_report.append(publisher(store, lambda: specs.current()[0]))
+    return UiApp(store)
+SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def crd_spec_source(args: argparse.Namespace, kube: Any, overrides: dict[str, Any],
+                    metrics: ControllerMetrics) -> Any:
+    """``--specs crd``: the custom resources of --crd-namespace (default: the pod's own
+    namespace in-cluster, else controlloop-system); loop settings from the Optimizer's
+    spec.controller, else --config's controller.yaml, else the defaults."""
+    from controlloop.cluster.crdspecs import CrdSpecSource
+
+    namespace = getattr(args, "crd_namespace", None)
+    if not namespace and args.in_cluster and SA_NAMESPACE.is_file():
+        namespace = SA_NAMESPACE.read_text(encoding="utf-8").strip()
+    namespace = namespace or "controlloop-system"
+    config = Path(args.config)
+    base = (load_controller_settings(config)
+            if config.is_dir() and controller_file(config) is not None else None)
+    emit = not args.dry_run
+    source = CrdSpecSource(
+        kube.api_client, namespace, optimizer_name=getattr(args, "optimizer", "default"),
+        base_settings=base, overrides=lambda s: apply_overrides(s, overrides), metrics=metrics,
+        debounce_s=float(getattr(args, "debounce", 2.0)), events=kube if emit else None)
+    log.info("specs from %s custom resources in namespace %s (Optimizer/%s)", "controlloop.io",
+             namespace, source.optimizer_name)
+    return source
+
+
+def endpoint_policy(args: argparse.Namespace, kube: Any) -> EndpointPolicy:
+    """``run``'s HTTP policy from its flags (docs/deploy.md, "Endpoints")."""
+    from controlloop.httpauth import build_policy
+
+    try:
+        return build_policy(
+            mode=getattr(args, "http_auth", "auto"), in_cluster=bool(args.in_cluster),
+            token_file=getattr(args, "http_token_file", None),
+            invoke=getattr(args, "invoke", "on") == "on",
+            invoke_per_minute=float(getattr(args, "invoke_rate", 6.0)),
+            metrics_auth=bool(getattr(args, "metrics_auth", False)),
+            api_client=kube.api_client)
+    except ValueError as exc:
+        raise ConfigError([str(exc)]) from None
 
 
 class ReloadingLoadSource:
@@ -383,7 +520,8 @@ def follow_interval(scheduler: Any, interval_of: Callable[[], float], interval: 
 
 
 def run_scheduler(
-    controller: Controller, interval: float, interval_of: Callable[[], float] | None = None
+    controller: Controller, interval: float, interval_of: Callable[[], float] | None = None,
+    on_start: Callable[[Any], None] | None = None,
 ) -> None:
     from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -416,4 +554,6 @@ def run_scheduler(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if on_start is not None:
+        on_start(scheduler)
     scheduler.start()

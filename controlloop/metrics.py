@@ -34,6 +34,12 @@ class ControllerMetrics:
             "Per-server decisions by verdict (scaled, moved, unchanged, held, error) and reason",
             ["server", "verdict", "reason"], registry=r,
         )
+        self.target = Gauge(
+            "controlloop_target_replicas",
+            "actuation.mode metrics: replicas an HPA/ScaledObject should set on the Deployment "
+            "(held servers: their current replicas, so the autoscaler holds too)",
+            ["namespace", "deployment", "server", "accelerator"], registry=r,
+        )
         self.desired = Gauge(
             "controlloop_server_desired_replicas", "Replicas the controller wants", SERVER_LABELS,
             registry=r,
@@ -61,6 +67,18 @@ class ControllerMetrics:
         self.observed_ttft = Gauge(
             "controlloop_server_observed_ttft_ms", "Observed average TTFT, ms", SERVER_LABELS,
             registry=r,
+        )
+        self.slo_itl = Gauge(
+            "controlloop_server_slo_itl_ms", "ITL target of the server's service class, ms",
+            SERVER_LABELS, registry=r,
+        )
+        self.slo_ttft = Gauge(
+            "controlloop_server_slo_ttft_ms", "TTFT target of the server's service class, ms",
+            SERVER_LABELS, registry=r,
+        )
+        self.arrival_rate = Gauge(
+            "controlloop_server_arrival_rate_rpm", "Observed request rate, requests/minute",
+            SERVER_LABELS, registry=r,
         )
         self.load_known = Gauge(
             "controlloop_server_load_known", "1 when the server's load was read this cycle",
@@ -108,6 +126,8 @@ class ControllerMetrics:
         )
         self.specs_valid.set(1)
         self.is_leader.set(1)
+        for outcome in ("ok", "partial", "failed"):  # rate() and alerts see 0, not no series
+            self.cycles.labels(outcome)
 
     def observe(self, report: CycleReport) -> None:
         self.cycle_duration.observe(report.duration_s)
@@ -123,6 +143,7 @@ class ControllerMetrics:
             self.desired, self.current, self.accelerator, self.predicted_itl,
             self.predicted_ttft, self.observed_itl, self.observed_ttft, self.load_known, self.cost,
             self.panic, self.forecast_error, self.startup_seconds,
+            self.slo_itl, self.slo_ttft, self.arrival_rate, self.target,
         ):
             gauge.clear()
         self.total_cost.set(report.total_cost)
@@ -142,6 +163,9 @@ class ControllerMetrics:
                 (self.observed_itl, s.load.get("itlMs")),
                 (self.observed_ttft, s.load.get("ttftMs")),
                 (self.cost, s.cost),
+                (self.slo_itl, s.slo_itl_ms),
+                (self.slo_ttft, s.slo_ttft_ms),
+                (self.arrival_rate, s.load.get("arrivalRate")),
             ):
                 if value is not None:
                     gauge.labels(*labels).set(value)
@@ -153,6 +177,11 @@ class ControllerMetrics:
                 self.forecast_error.labels(*labels, s.forecaster).set(s.forecast_error)
             if s.startup_seconds is not None:
                 self.startup_seconds.labels(*labels).set(s.startup_seconds)
+            if getattr(report, "actuation_mode", "patch") == "metrics":
+                decided = s.verdict in ("scaled", "moved", "unchanged")
+                target = s.desired_replicas if decided else None
+                self.target.labels(s.namespace, s.deployment, s.server, acc or "").set(
+                    s.current_replicas if target is None else target)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -16,14 +16,29 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from controlloop import bounds as B
+
 DEFAULT_CLASS = "Free"
 LOWEST_PRIORITY = 100
 HIGHEST_PRIORITY = 1
 
+# Every number has a physical bound (see controlloop.bounds for the reasons); NaN and
+# infinities are refused by the models' config (allow_inf_nan=False).
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
+Name = Annotated[str, Field(min_length=1, max_length=B.MAX_NAME)]
+Batch = Annotated[int, Field(gt=0, le=B.MAX_BATCH)]
+Tokens = Annotated[float, Field(ge=0, le=B.MAX_TOKENS)]
+PositiveTokens = Annotated[int, Field(gt=0, le=B.MAX_TOKENS)]
+Units = Annotated[int, Field(gt=0, le=B.MAX_UNITS)]
+Replicas = Annotated[int, Field(ge=0, le=B.MAX_REPLICAS)]
+Cost = Annotated[float, Field(ge=0, le=B.MAX_COST)]
+Physical = Annotated[float, Field(ge=0, le=B.MAX_PHYSICAL)]
+PerfMs = Annotated[float, Field(ge=0, le=B.MAX_PERF_MS)]
+Alpha = Annotated[float, Field(ge=B.MIN_ALPHA_MS, le=B.MAX_PERF_MS)]
+LatencyMs = Annotated[float, Field(ge=0, le=B.MAX_LATENCY_MS)]
 
 
 class Spec(BaseModel):
@@ -35,6 +50,7 @@ class Spec(BaseModel):
         frozen=True,
         str_strip_whitespace=True,
         strict=False,
+        allow_inf_nan=False,
     )
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -46,31 +62,33 @@ class Spec(BaseModel):
 
 
 class PowerSpec(Spec):
-    idle: NonNegFloat = 0
-    full: NonNegFloat = 0
-    mid_power: NonNegFloat = Field(0, alias="midPower")
+    idle: Physical = 0
+    full: Physical = 0
+    mid_power: Physical = Field(0, alias="midPower")
     mid_util: Annotated[float, Field(ge=0, le=1)] = Field(0, alias="midUtil")
 
 
 class AcceleratorSpec(Spec):
     """One allocatable unit, e.g. ``2xA100`` = 2 cards of type ``A100``."""
 
-    name: Annotated[str, Field(min_length=1)]
-    type: Annotated[str, Field(min_length=1)]
-    multiplicity: PositiveInt = 1
-    mem_size: NonNegFloat = Field(0, alias="memSize")
-    mem_bw: NonNegFloat = Field(0, alias="memBW")
+    name: Name
+    type: Name
+    multiplicity: Units = 1
+    mem_size: Physical = Field(0, alias="memSize")
+    mem_bw: Physical = Field(0, alias="memBW")
     power: PowerSpec = PowerSpec()
-    cost: NonNegFloat
+    cost: Cost
     # Placement on Kubernetes: the pod template's nodeSelector for this
     # accelerator and the extended resource its cards are requested as.
-    node_selector: dict[str, str] | None = Field(None, alias="nodeSelector")
-    resource: str = "nvidia.com/gpu"
+    node_selector: dict[Name, Annotated[str, Field(max_length=63)]] | None = Field(
+        None, alias="nodeSelector"
+    )
+    resource: Name = "nvidia.com/gpu"
 
 
 class CapacityEntry(Spec):
-    type: Annotated[str, Field(min_length=1)]
-    count: NonNegInt
+    type: Name
+    count: Annotated[int, Field(ge=0, le=B.MAX_CARDS)]
 
 
 class CapacitySpec(Spec):
@@ -90,40 +108,40 @@ class AcceleratorData(Spec):
 class DecodeParms(Spec):
     """Decode time of one token with ``n`` in the batch: ``alpha + beta*n`` (ms)."""
 
-    alpha: PositiveFloat
-    beta: NonNegFloat
+    alpha: Alpha
+    beta: PerfMs
 
 
 class PrefillParms(Spec):
     """Prefill time of a request with ``k`` input tokens, batch ``n``: ``gamma + delta*k*n`` (ms)."""
 
-    gamma: NonNegFloat
-    delta: NonNegFloat
+    gamma: PerfMs
+    delta: PerfMs
 
 
 class PerfParms(Spec):
-    """Iteration-time model (MODEL.md section 8): ``alpha`` fixed overhead (ms),
+    """Iteration-time model (docs/model-spec.md section 8): ``alpha`` fixed overhead (ms),
     ``beta`` per token computed, ``gamma`` per token of KV cache read (ms)."""
 
-    alpha: PositiveFloat
-    beta: NonNegFloat
-    gamma: NonNegFloat
+    alpha: Alpha
+    beta: PerfMs
+    gamma: PerfMs
 
 
 class ModelPerfSpec(Spec):
     """Performance of model ``name`` on accelerator ``acc``."""
 
-    name: Annotated[str, Field(min_length=1)]
-    acc: Annotated[str, Field(min_length=1)]
-    acc_count: PositiveInt = Field(1, alias="accCount")
-    max_batch_size: PositiveInt = Field(alias="maxBatchSize")
-    at_tokens: PositiveInt = Field(alias="atTokens")
+    name: Name
+    acc: Name
+    acc_count: Units = Field(1, alias="accCount")
+    max_batch_size: Batch = Field(alias="maxBatchSize")
+    at_tokens: PositiveTokens = Field(alias="atTokens")
     decode_parms: DecodeParms | None = Field(None, alias="decodeParms")
     prefill_parms: PrefillParms | None = Field(None, alias="prefillParms")
     perf_parms: PerfParms | None = Field(None, alias="perfParms")
     # Per-iteration token budget of the iteration-time model (vLLM's
     # max_num_batched_tokens).
-    max_num_batched_tokens: PositiveInt = Field(8192, alias="maxNumBatchedTokens")
+    max_num_batched_tokens: PositiveTokens = Field(8192, alias="maxNumBatchedTokens")
 
 
 class ModelData(Spec):
@@ -136,16 +154,16 @@ class ModelData(Spec):
 class ModelTarget(Spec):
     """SLO targets of one model in a class; 0 means "no target"."""
 
-    model: Annotated[str, Field(min_length=1)]
-    slo_itl: NonNegFloat = Field(0, alias="slo-itl")
-    slo_ttft: NonNegFloat = Field(0, alias="slo-ttft")
-    slo_tps: NonNegFloat = Field(0, alias="slo-tps")
+    model: Name
+    slo_itl: LatencyMs = Field(0, alias="slo-itl")
+    slo_ttft: LatencyMs = Field(0, alias="slo-ttft")
+    slo_tps: Annotated[float, Field(ge=0, le=B.MAX_TPS)] = Field(0, alias="slo-tps")
 
 
 class ServiceClassSpec(Spec):
-    name: Annotated[str, Field(min_length=1)]
+    name: Name
     # 1 is the highest priority; the loader maps missing/out-of-range to 100.
-    priority: int = LOWEST_PRIORITY
+    priority: Annotated[int, Field(ge=HIGHEST_PRIORITY, le=LOWEST_PRIORITY)] = LOWEST_PRIORITY
     model_targets: list[ModelTarget] = Field([], alias="modelTargets")
 
     def target(self, model: str) -> ModelTarget | None:
@@ -165,38 +183,50 @@ class ServiceClassData(Spec):
 class LoadSpec(Spec):
     """Offered load: arrival rate (req/min) and average tokens per request."""
 
-    arrival_rate: NonNegFloat = Field(0, alias="arrivalRate")
-    avg_in_tokens: NonNegFloat = Field(0, alias="avgInTokens")
-    avg_out_tokens: NonNegFloat = Field(0, alias="avgOutTokens")
+    arrival_rate: Annotated[float, Field(ge=0, le=B.MAX_ARRIVAL_RPM)] = Field(
+        0, alias="arrivalRate"
+    )
+    avg_in_tokens: Tokens = Field(0, alias="avgInTokens")
+    avg_out_tokens: Tokens = Field(0, alias="avgOutTokens")
+
+    @field_validator("avg_out_tokens")
+    @classmethod
+    def _at_least_one_token(cls, value: float) -> float:
+        # every request generates at least one token; 0 means "no load"
+        if 0 < value < 1:
+            raise ValueError("must be 0 (no load) or >= 1 token")
+        return value
 
 
 class AllocationSpec(Spec):
     """An allocation as the reference format carries it (current or desired)."""
 
-    accelerator: str = ""
-    num_replicas: NonNegInt = Field(0, alias="numReplicas")
-    max_batch: NonNegInt = Field(0, alias="maxBatch")
-    cost: NonNegFloat = 0
-    itl_average: NonNegFloat = Field(0, alias="itlAverage")
-    ttft_average: NonNegFloat = Field(0, alias="ttftAverage")
+    accelerator: Annotated[str, Field(max_length=B.MAX_NAME)] = ""
+    num_replicas: Replicas = Field(0, alias="numReplicas")
+    max_batch: Annotated[int, Field(ge=0, le=B.MAX_BATCH)] = Field(0, alias="maxBatch")
+    cost: Annotated[float, Field(ge=0, le=B.MAX_COST * B.MAX_REPLICAS)] = 0
+    itl_average: LatencyMs = Field(0, alias="itlAverage")
+    ttft_average: LatencyMs = Field(0, alias="ttftAverage")
     load: LoadSpec = LoadSpec()
 
 
 class ServerSpec(Spec):
     """One inference server: a (service class, model) pair = one Deployment."""
 
-    name: Annotated[str, Field(min_length=1)]
-    service_class: str = Field(DEFAULT_CLASS, alias="class")
-    model: Annotated[str, Field(min_length=1)]
+    name: Name
+    service_class: Annotated[str, Field(max_length=B.MAX_NAME)] = Field(
+        DEFAULT_CLASS, alias="class"
+    )
+    model: Name
     keep_accelerator: bool = Field(False, alias="keepAccelerator")
-    min_num_replicas: NonNegInt = Field(0, alias="minNumReplicas")
+    min_num_replicas: Replicas = Field(0, alias="minNumReplicas")
     # 0 = derive the batch size from the perf data.
-    max_batch_size: NonNegInt = Field(0, alias="maxBatchSize")
+    max_batch_size: Annotated[int, Field(ge=0, le=B.MAX_BATCH)] = Field(0, alias="maxBatchSize")
     current_alloc: AllocationSpec = Field(AllocationSpec(), alias="currentAlloc")
     desired_alloc: AllocationSpec | None = Field(None, alias="desiredAlloc")
     # Ours: restrict the accelerators this server may be placed on (None = any).
     # The controller uses it to keep servers off accelerators it cannot place on.
-    allowed_accelerators: list[str] | None = Field(None, alias="allowedAccelerators")
+    allowed_accelerators: list[Name] | None = Field(None, alias="allowedAccelerators")
 
     @property
     def load(self) -> LoadSpec:
@@ -227,9 +257,11 @@ class OptimizerSpec(Spec):
     delayed_best_effort: bool = Field(False, alias="delayedBestEffort")
     saturation_policy: SaturationPolicy = Field(SaturationPolicy.NONE, alias="saturationPolicy")
     # MILP limits: wall-clock seconds and relative optimality gap.
-    time_limit: PositiveFloat = Field(10.0, alias="timeLimit")
+    time_limit: Annotated[float, Field(gt=0, le=B.MAX_TIME_LIMIT_S)] = Field(
+        10.0, alias="timeLimit"
+    )
     mip_gap: Annotated[float, Field(ge=0, lt=1)] = Field(1e-4, alias="mipGap")
-    # Service-time model: "decode-prefill" (MODEL.md section 2) or "iteration" (section 8).
+    # Service-time model: "decode-prefill" (docs/model-spec.md section 2) or "iteration" (section 8).
     service_model: Literal["decode-prefill", "iteration"] = Field(
         "decode-prefill", alias="serviceModel"
     )
@@ -239,7 +271,14 @@ class OptimizerSpec(Spec):
     # targets in token-level simulation ("calibrated"); learned rates are cached in
     # memory and, if set, in the JSON file calibrationCache.
     margin: Literal["none", "calibrated"] = "none"
-    calibration_cache: str | None = Field(None, alias="calibrationCache")
+    # ITL/TTFT reported for a best-effort (saturated) allocation: "sized" = at the
+    # per-replica rate the candidate was sized to (the reference's figures, near the
+    # targets); "offered" = at the load the fewer replicas actually get (honest: a
+    # saturated server's TTFT, often far above its target).
+    saturated_latency: Literal["sized", "offered"] = Field("sized", alias="saturatedLatency")
+    calibration_cache: Annotated[str, Field(max_length=4096)] | None = Field(
+        None, alias="calibrationCache"
+    )
 
     @field_validator("saturation_policy", mode="before")
     @classmethod

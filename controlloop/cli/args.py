@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 EXIT_OK = 0
+EXIT_FAILED = 1  # the environment failed (StartupError), not the input
 EXIT_BAD_INPUT = 2
 
 ENV_PREFIX = "CONTROLLOOP_"

@@ -59,6 +59,7 @@ def register(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
     _serve(sub, add_common, lazy)
     _demo(sub, add_common, lazy)
     _fidelity(sub, add_common, lazy)
+    _export_crs(sub, add_common, lazy)
 
 
 def _plan_options(p: argparse.ArgumentParser) -> None:
@@ -109,6 +110,13 @@ def _optimize(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
         "--saturation-policy",
         choices=["None", "PriorityExhaustive", "PriorityRoundRobin", "RoundRobin"],
         help=SATURATION_HELP,
+    )
+    p.add_argument(
+        "--saturated-latency",
+        choices=["sized", "offered"],
+        help="ITL/TTFT shown for a best-effort allocation: at the rate it was sized to "
+        "(sized, the reference's figures) or at the load its fewer replicas get (offered) "
+        "(default: the config's saturatedLatency, sized)",
     )
     p.add_argument(
         "--time-limit", type=positive_float, metavar="SECONDS",
@@ -213,8 +221,61 @@ def _run(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
         help="hold a Lease so only one replica of the controller acts "
         "(env CONTROLLOOP_LEADER_ELECT; default: controller.yaml leaderElection.enabled)",
     )
+    _run_crd_and_http_options(p)
     add_common(p)
     p.set_defaults(handler=lazy("controlloop.daemon", "cmd_run"))
+
+
+def _run_crd_and_http_options(p: argparse.ArgumentParser) -> None:
+    """``run``: where specs come from (docs/crds.md) and who may call the HTTP endpoints."""
+    p.add_argument(
+        "--specs", choices=["files", "crd"], default=env_default("SPECS", "files"),
+        help="read the static specs from --config files, or from the controlloop.io custom "
+        "resources through the API (env CONTROLLOOP_SPECS; default files)",
+    )
+    p.add_argument(
+        "--crd-namespace", type=text, default=env_default("CRD_NAMESPACE"),
+        help="(--specs crd) namespace of the spec resources (env CONTROLLOOP_CRD_NAMESPACE; "
+        "default: the pod's namespace in-cluster, else controlloop-system)",
+    )
+    p.add_argument(
+        "--optimizer", type=text, default=env_default("OPTIMIZER", "default"),
+        help="(--specs crd) name of the Optimizer resource (env CONTROLLOOP_OPTIMIZER; "
+        "default %(default)s)",
+    )
+    p.add_argument(
+        "--debounce", type=positive_float, metavar="SECONDS",
+        default=env_default("DEBOUNCE", "2"),
+        help="(--specs crd) a change to the resources starts a cycle this long after the "
+        "last change, > 0 (env CONTROLLOOP_DEBOUNCE; default %(default)s)",
+    )
+    p.add_argument(
+        "--http-auth", choices=["auto", "none", "token", "tokenreview"],
+        default=env_default("HTTP_AUTH", "auto"),
+        help="who may POST /invoke (and GET /metrics with --metrics-auth): tokenreview = a "
+        "bearer token the API server authenticates and RBAC allows (nonResourceURLs), token = "
+        "the token in --http-token-file, none = anyone; auto = token with a token file, "
+        "tokenreview in-cluster, none otherwise (env CONTROLLOOP_HTTP_AUTH)",
+    )
+    p.add_argument(
+        "--http-token-file", type=text, default=env_default("HTTP_TOKEN_FILE"),
+        help="file with the shared bearer token, e.g. a mounted Secret "
+        "(env CONTROLLOOP_HTTP_TOKEN_FILE)",
+    )
+    p.add_argument(
+        "--invoke", choices=["on", "off"], default=env_default("INVOKE", "on"),
+        help="serve POST /invoke (env CONTROLLOOP_INVOKE; default on)",
+    )
+    p.add_argument(
+        "--invoke-rate", type=positive_float, metavar="PER_MINUTE",
+        default=env_default("INVOKE_RATE", "6"),
+        help="at most this many POST /invoke per minute, > 0; more get 429 "
+        "(env CONTROLLOOP_INVOKE_RATE; default %(default)s)",
+    )
+    p.add_argument(
+        "--metrics-auth", action=FlagAction, default=env_flag("METRICS_AUTH"),
+        help="serve /metrics only to callers --http-auth accepts (env CONTROLLOOP_METRICS_AUTH)",
+    )
 
 
 def _serve(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
@@ -236,6 +297,20 @@ def _serve(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
         "--stateful", action="store_true", help="keep the system in the server; full verb set"
     )
     p.add_argument("--config", type=Path, help="preload the system from a config (stateful)")
+    p.add_argument(
+        "--token-file", type=text, default=env_default("SERVE_TOKEN_FILE"),
+        help="require `Authorization: Bearer <token>` (the file's content) on every request "
+        "but /healthz (env CONTROLLOOP_SERVE_TOKEN_FILE; default: no auth, for loopback)",
+    )
+    p.add_argument(
+        "--tls-cert", type=text, default=env_default("SERVE_TLS_CERT"),
+        help="serve HTTPS with this PEM certificate (with --tls-key; env "
+        "CONTROLLOOP_SERVE_TLS_CERT; default plain HTTP)",
+    )
+    p.add_argument(
+        "--tls-key", type=text, default=env_default("SERVE_TLS_KEY"),
+        help="PEM private key of --tls-cert (env CONTROLLOOP_SERVE_TLS_KEY)",
+    )
     add_common(p)
     p.set_defaults(handler=lazy("controlloop.server", "cmd_serve"))
 
@@ -264,6 +339,18 @@ def _demo(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
         help="report directory, created if missing (default: %(default)s)",
     )
     p.add_argument("--seed", type=integer, default=1, help="random seed (default: %(default)s)")
+    from controlloop.ui.listen import serve_address
+
+    p.add_argument(
+        "--serve", type=serve_address, metavar="[HOST:]PORT",
+        help="serve the live dashboard at http://HOST:PORT/ui/ (host default 127.0.0.1, "
+        "port 0: any free one) while the run goes on in paced time, and after it until "
+        "interrupted",
+    )
+    p.add_argument(
+        "--pace", type=positive_float, default=1.0, metavar="SECONDS",
+        help="with --serve: wall seconds per cycle (default: %(default)s)",
+    )
     add_common(p)
     p.set_defaults(handler=lazy("controlloop.demo.command", "cmd_demo"))
 
@@ -290,3 +377,26 @@ def _fidelity(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
     )
     add_common(p)
     p.set_defaults(handler=lazy("controlloop.fidelity", "cmd_fidelity"))
+
+
+def _export_crs(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
+    p = sub.add_parser(
+        "export-crs",
+        help="print a config as custom resources (multi-document YAML)",
+        description="Print the Accelerator, Capacity, Model, ServiceClass, Server and "
+        "Optimizer resources (controlloop.io/v1alpha1) of a config in any form, ready for "
+        "`kubectl create -f -`; a directory's controller.yaml goes into the Optimizer's "
+        "spec.controller. --definitions prints the CustomResourceDefinitions instead.",
+    )
+    p.add_argument("path", type=Path, nargs="?", help="config directory or system file")
+    p.add_argument("--namespace", "-n", default="", type=text,
+                   help="metadata.namespace of every resource (default: none, kubectl's)")
+    p.add_argument("--optimizer-name", default="default", type=text,
+                   help="name of the Optimizer resource (default: %(default)s)")
+    p.add_argument("--no-servers", action="store_true",
+                   help="leave out Server resources (the controller finds servers from "
+                   "labelled Deployments)")
+    p.add_argument("--definitions", action="store_true",
+                   help="print the CustomResourceDefinitions (manifests/crds/) and exit")
+    add_common(p)
+    p.set_defaults(handler=lazy("controlloop.crds", "cmd_export_crs"))

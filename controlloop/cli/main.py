@@ -21,8 +21,8 @@ from typing import Any
 
 from controlloop import __version__
 from controlloop.cli import commands as cli_commands
-from controlloop.cli.args import EXIT_BAD_INPUT, EXIT_OK, add_common
-from controlloop.config import ConfigError, load_config
+from controlloop.cli.args import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, add_common
+from controlloop.config import ConfigError, StartupError, load_config
 from controlloop.logsetup import setup_logging
 
 log = logging.getLogger("controlloop")
@@ -158,5 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

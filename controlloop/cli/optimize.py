@@ -39,6 +39,7 @@ def run_optimize(args: argparse.Namespace) -> Solution:
         verify=getattr(args, "verify", None),
         margin=getattr(args, "margin", None),
         time_limit=getattr(args, "time_limit", None),
+        saturated_latency=getattr(args, "saturated_latency", None),
     )
 
 

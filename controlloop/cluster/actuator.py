@@ -20,7 +20,7 @@ from controlloop.loop.settings import (
     LABEL_MAX_BATCH,
     ActuationConfig,
 )
-from controlloop.loop.state import Action, ActionResult, Placement
+from controlloop.loop.state import Action, ActionResult, Placement, describe, placement_for  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +130,6 @@ def _gpu_resources(action: Action) -> set[str]:
     return found
 
 
-def describe(action: Action) -> str:
-    moved = (
-        f", accelerator {action.from_placement.accelerator if action.from_placement else '?'}"
-        f"→{action.placement.accelerator}"
-        if action.placement is not None
-        else ""
-    )
-    return f"{action.namespace}/{action.deployment} replicas {action.from_replicas}→{action.replicas}{moved}"
-
-
 class DryRunActuator:
     """Logs the exact patch it would send, per Deployment, and sends nothing."""
 
@@ -208,6 +198,13 @@ class KubeActuator:
                  DELETION_COST, _costs(action), extra={"server": action.server})
 
     def _apply_one(self, action: Action) -> ActionResult:
+        if self.config.mode == "metrics":
+            # Published on /metrics (controlloop_target_replicas) for the HPA/ScaledObject;
+            # the Deployment is never written.
+            log.info("published %s/%s target %d replicas (metrics mode): %s", action.namespace,
+                     action.deployment, action.replicas, action.reason,
+                     extra={"server": action.server})
+            return ActionResult(action, ok=True, sent=True, patch=None)
         attempts = 0
         conflicts = 0
         patch: Obj | None = None
@@ -300,12 +297,3 @@ def _costs(action: Action) -> str:
 
 def _replicas(deployment: Obj) -> int:
     return int((deployment.get("spec") or {}).get("replicas") or 0)
-
-
-def placement_for(
-    accelerator: str, *, node_selector: dict[str, str] | None, resource: str, count: int, max_batch: int
-) -> Placement | None:
-    """A Placement, or None when the accelerator has no nodeSelector (cannot be moved to)."""
-    if not node_selector:
-        return None
-    return Placement(accelerator, dict(node_selector), resource, count, max_batch)

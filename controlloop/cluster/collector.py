@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from controlloop import bounds
 from controlloop.cluster.kube_errors import KubeError
 from controlloop.cluster.prom import LoadReading, LoadSource
 from controlloop.loop.settings import (
@@ -67,15 +68,32 @@ def _number(value: str | None) -> float | None:
     return x if math.isfinite(x) and x >= 0 else None
 
 
+def load_bound_problem(rpm: float | None, in_tok: float | None, out_tok: float | None) -> str:
+    """Why a load is beyond the physical bounds of :mod:`controlloop.bounds` ("" if not):
+    sizing for it would be a wrong answer, so such a load counts as unknown."""
+    checks = (("arrival rate", rpm, bounds.ARRIVAL_RPM), ("input tokens", in_tok, bounds.TOKENS),
+              ("output tokens", out_tok, bounds.TOKENS))
+    problems = [bounds.check(name, value, bound) for name, value, bound in checks
+                if value is not None]
+    return "; ".join(p for p in problems if p)
+
+
+def _at_least_one_token(out_tok: float | None) -> float | None:
+    # a request yields at least one token; a ratio of rates over a window can dip below
+    return 1.0 if out_tok is not None and 0 < out_tok < 1 else out_tok
+
+
 def fallback_load(labels: dict[str, str], why_unknown: str) -> ObservedLoad | None:
     """The load labels of a Deployment, when Prometheus could not tell us."""
     rpm = _number(labels.get(LABEL_LOAD_RPM))
     if rpm is None:
         return None
     in_tok = _number(labels.get(LABEL_LOAD_IN))
-    out_tok = _number(labels.get(LABEL_LOAD_OUT))
+    out_tok = _at_least_one_token(_number(labels.get(LABEL_LOAD_OUT)))
     if rpm > 0 and (in_tok is None or out_tok is None or out_tok <= 0):
         return None
+    if load_bound_problem(rpm, in_tok, out_tok):
+        return None  # reported as a bad label by the collector
     return ObservedLoad(
         status="fallback",
         reason=f"{why_unknown}; using load labels",
@@ -87,19 +105,45 @@ def fallback_load(labels: dict[str, str], why_unknown: str) -> ObservedLoad | No
 
 
 def observed_from_reading(reading: LoadReading) -> ObservedLoad:
+    """The reading as an observed load; one beyond the physical bounds is ``unknown``."""
+    out_tok = _at_least_one_token(reading.avg_out_tokens)
+    problem = load_bound_problem(reading.arrival_rate_rpm, reading.avg_in_tokens, out_tok)
+    if problem and reading.status != "unknown":
+        return ObservedLoad("unknown", f"prometheus reading out of bounds: {problem}",
+                            source="prometheus")
+    latency = [v if v is None or bounds.LATENCY_MS.problem(v) is None else None
+               for v in (reading.itl_ms, reading.ttft_ms)]  # observed only: drop nonsense
     return ObservedLoad(
         status=reading.status,
         reason=reading.reason,
         arrival_rate_rpm=reading.arrival_rate_rpm,
         avg_in_tokens=reading.avg_in_tokens,
-        avg_out_tokens=reading.avg_out_tokens,
-        itl_ms=reading.itl_ms,
-        ttft_ms=reading.ttft_ms,
+        avg_out_tokens=out_tok,
+        itl_ms=latency[0],
+        ttft_ms=latency[1],
         running=reading.running,
         waiting=reading.waiting,
         kv_cache_usage=reading.kv_cache_usage,
         source="prometheus",
     )
+
+
+def label_problems(labels: dict[str, str]) -> list[str]:
+    """Labels whose value is a number beyond its bound (the server is then held)."""
+    problems = []
+    raw = labels.get(LABEL_MAX_BATCH, "").strip()
+    if raw.isdigit():
+        why = bounds.check(f"label {LABEL_MAX_BATCH}", int(raw), bounds.BATCH)
+        if why:
+            problems.append(why)
+    for label, bound in ((LABEL_LOAD_RPM, bounds.ARRIVAL_RPM), (LABEL_LOAD_IN, bounds.TOKENS),
+                         (LABEL_LOAD_OUT, bounds.TOKENS)):
+        value = _number(labels.get(label))
+        if value is not None:
+            why = bounds.check(f"label {label}", value, bound)
+            if why:
+                problems.append(why)
+    return problems
 
 
 def _pod_counts(pods: list[Obj]) -> tuple[tuple[str, ...], int, int, dict[str, int]]:
@@ -239,8 +283,11 @@ class KubeCollector:
         replicas = spec.get("replicas", 1)
         if not isinstance(replicas, int) or replicas < 0:
             return SkippedDeployment(ns, name, f"spec.replicas is not a count: {replicas!r}")
-        max_batch_label = labels.get(LABEL_MAX_BATCH, "")
+        max_batch_label = labels.get(LABEL_MAX_BATCH, "").strip()
+        bad_labels = tuple(label_problems(labels))
         max_batch = int(max_batch_label) if max_batch_label.isdigit() else 0
+        if max_batch > bounds.MAX_BATCH:
+            max_batch = 0  # held for the label (bad_labels); never sized with it
         match = ((spec.get("selector") or {}).get("matchLabels")) or {}
         key = f"{ns}/{name}"
         autoscaler = autoscaled.get(key) or autoscaled.get("*", "")
@@ -253,6 +300,7 @@ class KubeCollector:
             service_class=labels.get(LABEL_CLASS, "").strip() or self.settings.default_class,
             accelerator=labels.get(LABEL_ACCELERATOR, "").strip(),
             max_batch=max_batch,
+            bad_labels=bad_labels,
             replicas=replicas,
             ready_replicas=int(status.get("readyReplicas") or 0),
             labels=labels,
@@ -321,9 +369,11 @@ def count_node_capacity(
             if raw is None:
                 continue
             try:
-                cards += int(str(raw))
+                count = int(str(raw))
             except ValueError:
                 continue
+            if bounds.CARDS.problem(count) is None:  # negative or absurd: not a count
+                cards += count
         if cards:
-            capacity[acc_type] = capacity.get(acc_type, 0) + cards
+            capacity[acc_type] = min(bounds.MAX_CARDS, capacity.get(acc_type, 0) + cards)
     return capacity

@@ -1,7 +1,7 @@
 """An emulated cluster: the Collector and Actuator of the demo, in simulated time.
 
 Each managed server is a Deployment whose replicas are token-level simulated
-vLLM replicas (:class:`controlloop.sim.ReplicaSimulator`, MODEL.md section 7).
+vLLM replicas (:class:`controlloop.sim.ReplicaSimulator`, docs/model-spec.md section 7).
 Life of a replica: ``pending`` (no free cards of its type; it serves nothing)
 -> ``starting`` (scheduled, holds its cards, loads the model for
 ``startup_s``) -> ``serving`` (receives its share of the load). The load
@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from controlloop.cluster.actuator import build_patch
 from controlloop.demo.loadscript import LoadProfile
 from controlloop.loop.settings import (
     DELETION_COST,
@@ -43,6 +44,7 @@ from controlloop.loop.settings import (
     LABEL_MODEL,
     LABEL_NAME,
     MANAGED_LABEL,
+    ActuationConfig,
 )
 from controlloop.loop.state import (
     Action,
@@ -53,6 +55,7 @@ from controlloop.loop.state import (
     Rollout,
 )
 from controlloop.loop.surge import SurgeSignal
+from controlloop.model.perf import batch_size
 from controlloop.sim import ReplicaParams, ReplicaSimulator, ReplicaStats, poisson_arrivals
 from controlloop.specs import ServerSpec, SystemSpec
 
@@ -361,22 +364,21 @@ class EmulatedCluster:
     def derived_batch(self, server: str, accelerator: str) -> int:
         """The optimizer's batch: the override, else max(1, floor(maxBatchSize*atTokens/K))."""
         s = self.servers[server]
-        if s.spec.max_batch_size:
-            return s.spec.max_batch_size
         perf = self.system.perf(s.spec.model, accelerator)
         if perf is None:
-            return 1
-        return max(1, math.floor(perf.max_batch_size * perf.at_tokens / s.out_tokens))
+            return s.spec.max_batch_size or 1
+        return int(batch_size(perf.max_batch_size, perf.at_tokens, s.out_tokens,
+                              override=s.spec.max_batch_size or 0)[0])
 
     def _new_replica(self, s: _Server, accelerator: str, batch: int) -> _Replica:
         acc = self.system.accelerator(accelerator)
-        perf = self.system.perf(s.spec.model, accelerator)
-        if acc is None or perf is None:
+        cards = self.system.cards_per_replica(s.spec.model, accelerator)
+        if acc is None or not cards:
             raise ValueError(f"{s.name}: cannot run on accelerator '{accelerator}'")
         seq = next(self._seq)
         return _Replica(
             name=f"{s.deployment}-{seq:05d}", accelerator=accelerator, acc_type=acc.type,
-            cards=perf.acc_count * acc.multiplicity, batch=batch, seq=seq,
+            cards=cards, batch=batch, seq=seq,
         )
 
     def used_cards(self) -> dict[str, int]:
@@ -564,8 +566,8 @@ class EmulatedCluster:
                 action, ok=False, sent=True, error=f"deployment {action.namespace}/"
                 f"{action.deployment} not found", error_kind="not-found",
             )
-        patch: dict[str, Any] = {"spec": {"replicas": action.replicas}}
-        labels: dict[str, str] = {}
+        # The patch the real actuator would send (the emulator applies its meaning below).
+        patch = build_patch(action, None, ActuationConfig())
         if action.placement is not None:
             p = action.placement
             if self.system.perf(s.spec.model, p.accelerator) is None:
@@ -579,26 +581,15 @@ class EmulatedCluster:
             s.replicas = []
             s.accelerator = p.accelerator
             s.max_batch = p.max_batch or self.derived_batch(s.name, p.accelerator)
-            labels = {LABEL_ACCELERATOR: p.accelerator, LABEL_MAX_BATCH: str(s.max_batch)}
-            patch["spec"]["template"] = {
-                "spec": {"nodeSelector": dict(p.node_selector)},
-                "resources": {p.resource: p.count},
-            }
         elif action.max_batch is not None:
             s.max_batch = action.max_batch
-            labels = {LABEL_MAX_BATCH: str(action.max_batch)}
         if action.strategy is not None:
             s.strategy = dict(action.strategy)
-            patch["spec"]["strategy"] = dict(action.strategy)
         for key, value in action.annotations.items():
             if value is None:
                 s.annotations.pop(key, None)
             else:
                 s.annotations[key] = value
-        if labels:
-            patch["metadata"] = {"labels": labels}
-        if action.annotations:
-            patch.setdefault("metadata", {})["annotations"] = dict(action.annotations)
         # Pods are annotated before the replicas change, as the real actuator does.
         by_name = {r.name: r for r in s.replicas}
         for pod, cost in action.pod_deletion_cost.items():

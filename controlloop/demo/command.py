@@ -256,13 +256,22 @@ def _run_and_report(args: argparse.Namespace, scenario: Any, stream: Any) -> int
     print(f"scenario {scenario.name} ({scenario.source}): {scenario.description.splitlines()[0]}"
           if scenario.description else f"scenario {scenario.name}", file=stream)
 
+    live = _live_dashboard(args, scenario, stream)  # --serve: the page, live
+
     def show(rec: CycleRecord, i: int, total: int) -> None:
         print(progress_line(rec, i, total), file=stream, flush=True)
         if log.isEnabledFor(logging.DEBUG):
             for line in decision_lines(rec):
                 log.debug("cycle %d: %s", i, line)
+        if live is not None:
+            live.publish(rec)
 
-    run = run_scenario(scenario, cycles=args.cycles, seed=args.seed, progress=show)
+    try:
+        run = run_scenario(scenario, cycles=args.cycles, seed=args.seed, progress=show)
+    except BaseException:
+        if live is not None:
+            live.close()
+        raise
     outdir: Path = args.out
     prepare_outdir(outdir)
     write_cycle_log(run, outdir / "cycles.jsonl")
@@ -276,4 +285,22 @@ def _run_and_report(args: argparse.Namespace, scenario: Any, stream: Any) -> int
         f"cycle log {outdir / 'cycles.jsonl'}",
         file=stream,
     )
+    if live is not None:
+        live.serve_until_interrupted(stream)
     return 0
+
+
+def _live_dashboard(args: argparse.Namespace, scenario: Scenario, stream: Any) -> Any:
+    """``--serve [HOST:]PORT``: the dashboard (controlloop.ui) over this run, or None."""
+    address = getattr(args, "serve", None)
+    if address is None:
+        return None
+    from controlloop.ui.live import LiveDashboard
+
+    system, capacity = build_system(scenario)
+    live = LiveDashboard(
+        address, system=system, capacity=capacity, total_cycles=args.cycles or scenario.cycles,
+        pace_s=args.pace, title=f"controlloop demo: {scenario.name}",
+    )
+    print(f"dashboard: {live.url} (one cycle every {args.pace:g}s)", file=stream, flush=True)
+    return live

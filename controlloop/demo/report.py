@@ -282,8 +282,6 @@ def _assignment_md(run: DemoRun) -> str:
 
 def summary_figures(run: DemoRun) -> dict[str, float]:
     """The run's headline figures: SLO attainment, mean cost, dropped and lost requests."""
-    from controlloop.demo.command import slo_met
-
     # SLO and cost per regular cycle (comparable across runs); requests over every window
     # (a surge cycle closes one too).
     recs = [r for r in run.records if not r.fast]
@@ -309,7 +307,6 @@ def _dropped(rec: CycleRecord) -> int:
 
 
 def _markdown(run: DemoRun, plots: list[tuple[str, Path]], sections: list[str]) -> str:
-
     sc, every = run.scenario, run.records
     recs = [r for r in every if not r.fast]
     fig = summary_figures(run)

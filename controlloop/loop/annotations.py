@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from controlloop.bounds import MAX_REPLICAS as MAX_REPLICAS_BOUND
 from controlloop.loop.settings import (
     ANNOTATION_PREFIX,
     MOVE_ANNOTATION,
@@ -42,16 +43,23 @@ _FALSE = {"false", "no", "0", "off"}
 
 
 def _count(text: str, *, minimum: int) -> int:
+    if len(text) > 20:  # int() of a huge digit string is slow and no count is that long
+        raise ValueError("not a replica count")
     value = int(text.strip())  # "2.5" and "abc" raise ValueError
     if value < minimum:
         raise ValueError(f"must be >= {minimum}")
+    if value > MAX_REPLICAS_BOUND:  # [bounds] Deployment.spec.replicas is an int32
+        raise ValueError(f"must be <= {MAX_REPLICAS_BOUND}")
     return value
+
+
+_MAX_SECONDS = 366 * 86400.0  # [bounds] a window or interval longer than a year never applies
 
 
 def _seconds(text: str) -> float:
     value = float(text.strip())
-    if not math.isfinite(value) or value < 0:
-        raise ValueError("must be a finite number of seconds >= 0")
+    if not math.isfinite(value) or value < 0 or value > _MAX_SECONDS:
+        raise ValueError(f"must be a finite number of seconds in 0..{_MAX_SECONDS:.0f}")
     return value
 
 

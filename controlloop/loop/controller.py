@@ -23,7 +23,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from controlloop.cluster.actuator import describe
 from controlloop.loop.annotations import BehaviorResolver  # per-Deployment overrides
 from controlloop.loop.behavior import Stabilizer
 from controlloop.loop.capacity import (
@@ -56,6 +55,7 @@ from controlloop.loop.state import (
     ClusterState,
     Collector,
     ManagedServer,
+    describe,
 )
 from controlloop.loop.surge import Panic, PanicState, SurgeSignal, panic_condition, signal_of
 from controlloop.optimizer import Solution, optimize
@@ -185,6 +185,7 @@ class Controller:
             report.errors.append(f"specs: {exc}")
             report.error_kinds["specs"] = 1
             return
+        report.actuation_mode = settings.actuation.mode
         if not self.is_leader():
             report.outcome = "ok"
             report.errors.append("not the leader: observing only")
@@ -493,7 +494,11 @@ class Controller:
             },
         )
         memory = self._memory.get(ms.key)
-        if memory is not None and ms.replicas not in (memory.expected_replicas, memory.also):
+        # In metrics mode an HPA/ScaledObject owns replicas and follows our series: feed it,
+        # and its changes are expected, not someone else's.
+        metrics_mode = settings.actuation.mode == "metrics"
+        if (not metrics_mode and memory is not None
+                and ms.replicas not in (memory.expected_replicas, memory.also)):
             hold = settings.ownership.hold_seconds
             why = (
                 f"replicas changed by someone else ({memory.expected_replicas}→{ms.replicas}); "
@@ -502,7 +507,7 @@ class Controller:
             self._hold_until[ms.key] = (now + hold, why)
             self.stabilizer.reset(ms.key)
             log.warning("%s: %s", ms.key, why, extra={"server": ms.name})
-        if ms.autoscaler:
+        if ms.autoscaler and not metrics_mode:
             row.verdict, row.held_reason = "held", "autoscaler"
             row.reason = f"targeted by {ms.autoscaler}: not ours to scale"
         elif ms.key in self._hold_until and now < self._hold_until[ms.key][0]:
@@ -520,7 +525,11 @@ class Controller:
             if row.verdict in ("held", "skipped"):
                 continue
             cls = system.service_class(ms.service_class)
-            if ms.model not in models:
+            if ms.bad_labels:  # [bounds] a number no real deployment has: do not size on it
+                row.verdict, row.held_reason = "held", "bad-label"
+                row.reason = "; ".join(ms.bad_labels) + ": leaving as is"
+                log.warning("%s: %s", ms.key, row.reason, extra={"server": ms.name})
+            elif ms.model not in models:
                 row.verdict, row.held_reason = "held", "unknown-model"
                 row.reason = f"model '{ms.model}' has no perf data in the specs"
             elif cls is None:

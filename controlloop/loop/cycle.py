@@ -22,6 +22,7 @@ HeldReason = Literal[
     "unknown-model",
     "unknown-class",
     "unknown-accelerator",
+    "bad-label",  # a label's number is beyond its physical bound (controlloop.bounds)
     "capacity-unknown",  # node capacity could not be read
     "not-optimized",  # the optimizer returned no decision for it
     "unallocated",  # the optimizer could not fit it: keep current
@@ -98,6 +99,7 @@ class CycleReport:
     durations: dict[str, float] = field(default_factory=dict)
     dry_run: bool = False
     trigger: str = "regular"  # regular | surge (run at once by the surge check)
+    actuation_mode: str = "patch"  # metrics: replicas are published, never patched
 
     def count(self, verdict: Verdict) -> int:
         return sum(1 for s in self.servers if s.verdict == verdict)

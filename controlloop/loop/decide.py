@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
-from controlloop.cluster.actuator import placement_for
+from controlloop.bounds import MAX_ARRIVAL_RPM
 from controlloop.loop.behavior import Stabilizer
 from controlloop.loop.capacity import current_accelerator
 from controlloop.loop.cycle import ServerReport
@@ -26,7 +26,7 @@ from controlloop.loop.moves import (
 )
 from controlloop.loop.pending import PendingTracker
 from controlloop.loop.settings import BehaviorSpec, ControllerSettings
-from controlloop.loop.state import Action, ManagedServer, ObservedLoad, Placement
+from controlloop.loop.state import Action, ManagedServer, ObservedLoad, Placement, placement_for
 from controlloop.optimizer.solution import Candidate, DecisionStatus, ServerDecision, Solution
 from controlloop.specs import (
     AllocationSpec,
@@ -97,6 +97,10 @@ def allowed_accelerators(
     ctx: CycleContext, ms: ManagedServer, movable: list[str], current: str, notes: list[str]
 ) -> list[str]:
     """Where the optimizer may place a server this cycle."""
+    if current and ctx.settings.actuation.mode == "metrics":
+        # An autoscaler scales replicas through our series; it cannot change the pod template.
+        notes.append(f"metrics mode: sized on {current} (no accelerator moves)")
+        return [current]
     # A server moved recently stays put: the optimizer then sizes it on its current
     # accelerator within capacity (not the controller after the fact).
     may_move, why_not = ctx.stabilizer.move_allowed(ms.key, ctx.now, ctx.behavior(ms))
@@ -149,7 +153,8 @@ def sizing_request(
                     num_replicas=ms.replicas,
                     max_batch=ms.max_batch,
                     load=LoadSpec(
-                        arrival_rate=demand,
+                        # [bounds] backlog and forecast lead may add up past the bound
+                        arrival_rate=min(demand, MAX_ARRIVAL_RPM),
                         avg_in_tokens=load.avg_in_tokens or 0.0,
                         avg_out_tokens=load.avg_out_tokens or 0.0,
                     ),

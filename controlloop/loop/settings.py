@@ -169,6 +169,10 @@ class ActuationConfig(Spec):
     move_strategy: Literal["make-before-break", "in-place"] = Field(
         "make-before-break", alias="moveStrategy"
     )
+    # patch: we set replicas (and move accelerators) ourselves; metrics: we never write a
+    # Deployment, we publish the desired replicas (controlloop_target_replicas) for an HPA or
+    # ScaledObject to follow, and keep every server on its accelerator (docs/actuation.md).
+    mode: Literal["patch", "metrics"] = "patch"
     # Before a scale-down, set controller.kubernetes.io/pod-deletion-cost on the running
     # pods (their running requests) so the ReplicaSet removes the least-loaded first.
     pod_deletion_cost: bool = Field(True, alias="podDeletionCost")

@@ -96,6 +96,8 @@ class ManagedServer:
     node_selector: dict[str, str] = field(default_factory=dict)
     rollout: Rollout | None = None  # None when the status was not read
     strategy: dict[str, Any] | None = None  # spec.strategy as found
+    # labels whose numbers are beyond their physical bounds (controlloop.bounds): held
+    bad_labels: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -183,3 +185,22 @@ class Collector(Protocol):
 
 class Actuator(Protocol):
     def apply(self, actions: list[Action]) -> list[ActionResult]: ...
+
+
+def placement_for(
+    accelerator: str, *, node_selector: dict[str, str] | None, resource: str, count: int, max_batch: int
+) -> Placement | None:
+    """A Placement, or None when the accelerator has no nodeSelector (cannot be moved to)."""
+    if not node_selector:
+        return None
+    return Placement(accelerator, dict(node_selector), resource, count, max_batch)
+
+
+def describe(action: Action) -> str:
+    moved = (
+        f", accelerator {action.from_placement.accelerator if action.from_placement else '?'}"
+        f"→{action.placement.accelerator}"
+        if action.placement is not None
+        else ""
+    )
+    return f"{action.namespace}/{action.deployment} replicas {action.from_replicas}→{action.replicas}{moved}"

@@ -14,9 +14,10 @@ from typing import Protocol, Self
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from controlloop.bounds import MAX_BATCH
 from controlloop.model.queue import ChainParams, ChainStats, FloatArray, IntArray
 
-DEFAULT_TOKEN_BUDGET = 8192  # tokens per iteration (MODEL.md section 8)
+DEFAULT_TOKEN_BUDGET = 8192  # tokens per iteration (docs/model-spec.md section 8)
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,16 @@ class PerfModel(Protocol):
 
 def batch_size(max_batch: ArrayLike, at_tokens: ArrayLike, out_tokens: ArrayLike, *,
                override: ArrayLike | None = None) -> IntArray:
-    """``N``: the override where set (> 0), else ``max(1, floor(maxBatchSize*atTokens/K))``."""
+    """``N``: the override where set (> 0), else ``max(1, floor(maxBatchSize*atTokens/K))``,
+    at most :data:`~controlloop.bounds.MAX_BATCH` (a short ``K`` would otherwise derive a
+    batch no engine runs, and a chain of ``11*N`` states; clamped before the int cast)."""
     k = np.maximum(np.asarray(out_tokens, np.float64), 1)  # K = 0 is zero load, sized elsewhere
-    derived = np.maximum(1, np.floor(np.asarray(max_batch) * np.asarray(at_tokens) / k))
+    derived = np.maximum(1, np.floor(np.asarray(max_batch, np.float64)
+                                     * np.asarray(at_tokens, np.float64) / k))
     if override is not None:
-        over = np.asarray(override)
+        over = np.asarray(override, np.float64)
         derived = np.where(over > 0, over, derived)
+    derived = np.clip(np.nan_to_num(derived, nan=1.0), 1, MAX_BATCH)
     return np.asarray(derived, np.int64).reshape(-1)
 
 
@@ -107,7 +112,7 @@ class _ArrayFields:
 
 @dataclass(frozen=True)
 class DecodePrefillPerf(_ArrayFields):
-    """MODEL.md section 2: decode ``alpha + beta*n`` per token, prefill ``gamma + delta*I*n``.
+    """docs/model-spec.md section 2: decode ``alpha + beta*n`` per token, prefill ``gamma + delta*I*n``.
 
     ``T(n) = prefill(n) + (K-1)*decode(n)``, so ``a = gamma + (K-1)*alpha``
     and ``b = delta*I + (K-1)*beta`` (prefill is zero, ``gamma`` included,
@@ -160,7 +165,7 @@ class DecodePrefillPerf(_ArrayFields):
 
 @dataclass(frozen=True)
 class IterationPerf(_ArrayFields):
-    """MODEL.md section 8: iteration time ``alpha + beta*tokens + gamma*KV tokens read``.
+    """docs/model-spec.md section 8: iteration time ``alpha + beta*tokens + gamma*KV tokens read``.
 
     A prompt is prefilled in ``c`` chunks, the fewest ``m >= 1`` with
     ``N <= floor((m + K)*(M - I/m)/(I + K))``: the chunk count is evaluated at

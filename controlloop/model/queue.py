@@ -1,4 +1,4 @@
-"""The birth-death chain of one batching replica (MODEL.md section 2), vectorised.
+"""The birth-death chain of one batching replica (docs/model-spec.md section 2), vectorised.
 
 Every service-time model in this package reduces to a *linear* per-request
 service time ``T(n) = a + b*n`` with ``n`` requests in the batch, so the
@@ -30,7 +30,7 @@ from numpy.typing import ArrayLike, NDArray
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
-QUEUE_FACTOR = 10  # Q = 10*N (MODEL.md section 2)
+QUEUE_FACTOR = 10  # Q = 10*N (docs/model-spec.md section 2)
 LAM_MIN_FACTOR = 0.001  # lam_min = 0.001*mu(1)
 LAM_MAX_FACTOR = 0.999  # lam_max = 0.999*mu(N)
 # Rates below this fraction of mu(1) are evaluated at it: the metrics are then

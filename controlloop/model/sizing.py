@@ -1,4 +1,4 @@
-"""SLO sizing of one replica (MODEL.md section 3), vectorised over pairs, with a cache.
+"""SLO sizing of one replica (docs/model-spec.md section 3), vectorised over pairs, with a cache.
 
 For each pair, ``lam*`` is the largest rate in ``[lam_min, lam_max]`` at
 which every set target is met (a target of 0 is not set):

@@ -30,6 +30,7 @@ def optimize(
     time_limit: float | None = None,
     cache: SizingCache | None = None,
     margin: str | None = None,  # [fidelity] "none" | "calibrated"
+    saturated_latency: str | None = None,  # "sized" (reference) | "offered"
 ) -> Solution:
     """Decide accelerator, replicas and batch size for every server of ``system``.
 
@@ -45,6 +46,7 @@ def optimize(
         verify=verify,
         time_limit=time_limit,
         margin=margin,
+        saturated_latency=saturated_latency,
     )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -76,7 +78,8 @@ def effective_options(base: OptimizerSpec, **overrides: Any) -> OptimizerSpec:
     update: dict[str, Any] = {}
     if overrides.get("solver") is not None:
         update["milp_solver"] = overrides["solver"] == "milp"
-    for key in ("unlimited", "service_model", "verify", "time_limit", "margin"):
+    for key in ("unlimited", "service_model", "verify", "time_limit", "margin",
+                "saturated_latency"):
         if overrides.get(key) is not None:
             update[key] = overrides[key]
     if overrides.get("saturation_policy") is not None:

@@ -1,4 +1,4 @@
-"""Safety margins learned from the token-level simulation (MODEL.md section 7).
+"""Safety margins learned from the token-level simulation (docs/model-spec.md section 7).
 
 The birth-death chain of section 2 is optimistic about queueing at high load
 and with small batches, so a replica sized to its ``lam*`` can miss the TTFT
@@ -451,7 +451,8 @@ def replace_candidates(
     no_reason = dict(cset.no_candidate_reason)
     for name in {n for n, _ in updates}:
         kept = [c for j, c in enumerate(candidates[name]) if (name, j) not in dropped]
-        kept.sort(key=lambda c: (c.value, c.accelerator))
+        kept.sort(key=lambda c: c.accelerator, reverse=True)  # the candidates' order:
+        kept.sort(key=lambda c: c.value)  # value, ties by reverse name (as the reference)
         candidates[name] = kept
         if not kept:
             no_reason[name] = "; ".join(

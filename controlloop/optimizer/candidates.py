@@ -1,4 +1,4 @@
-"""Candidate allocations per server (MODEL.md section 4), sized in one vectorised call."""
+"""Candidate allocations per server (docs/model-spec.md section 4), sized in one vectorised call."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from controlloop.bounds import MAX_REPLICAS
 from controlloop.model.perf import DecodePrefillPerf, IterationPerf, PerfModel, batch_size
 from controlloop.model.sizing import SizingCache, analyze, size
 from controlloop.optimizer.solution import Candidate, Rejected
@@ -183,7 +184,10 @@ def build_candidates(
         result.candidates[row.server.name].append(_zero_load_candidate(row))
 
     for name, cands in result.candidates.items():
-        cands.sort(key=lambda c: (c.value, c.accelerator))
+        # ties in value go to the accelerator name in reverse order, as in the reference
+        # (its total on large-capacity-div4, 10049, needs exactly this order)
+        cands.sort(key=lambda c: c.accelerator, reverse=True)
+        cands.sort(key=lambda c: c.value)
         if not cands and name not in result.no_candidate_reason:
             ctx = result.servers[name]
             if ctx.zero_load and ctx.spec.min_num_replicas == 0:
@@ -217,10 +221,15 @@ def _size_rows(
     demand = np.array([r.context.demand for r in rows])
     mins = np.array([r.server.min_num_replicas for r in rows])
     feasible = sized.feasible & (lam_star_s > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        replicas = np.where(feasible, np.ceil(demand / np.where(feasible, lam_star_s, 1.0)), 0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        exact = np.where(feasible, demand / np.where(feasible, lam_star_s, 1.0), 0)
+    # [bounds] more replicas than a Deployment can have (or an overflowing ratio) is no
+    # candidate: checked on the float before any cast to int
+    too_many = feasible & ~(exact <= MAX_REPLICAS)
+    feasible &= ~too_many
+    exact = np.where(feasible, exact, 0.0)
+    replicas = np.ceil(exact)
     # ceil of a ratio that is an integer up to rounding noise must not add a replica
-    exact = np.where(feasible, demand / np.where(feasible, lam_star_s, 1.0), 0)
     replicas = np.where(np.abs(exact - np.rint(exact)) < 1e-9, np.rint(exact), replicas)
     replicas = np.maximum(replicas, mins).astype(np.int64)
     replicas = np.maximum(replicas, np.where(feasible, 1, 0))
@@ -234,6 +243,13 @@ def _size_rows(
     itl_l, ttft_l, rho_l = predicted.itl.tolist(), predicted.ttft.tolist(), predicted.rho.tolist()
     for i, row in enumerate(rows):
         name = row.server.name
+        if too_many[i]:
+            result.rejected[name].append(Rejected(
+                name, row.acc.name,
+                f"needs {demand[i] / lam_star_s[i]:.3g} replicas ({demand[i]:.4g} req/s at "
+                f"{lam_star_s[i]:.4g} req/s each), more than a Deployment can have "
+                f"({MAX_REPLICAS})"))
+            continue
         if not feasible[i]:
             reason = sized.reason(i, ttft_target=float(ttft[i]), itl_target=float(itl[i]))
             result.rejected[name].append(Rejected(name, row.acc.name, reason or "infeasible"))

@@ -1,7 +1,8 @@
-"""Greedy solvers of MODEL.md section 5: unlimited, and limited with priorities,
+"""Greedy solvers of docs/model-spec.md section 5: unlimited, and limited with priorities,
 regret ordering and the best-effort (saturation) policies.
 
-Ties are broken deterministically: candidates by (value, accelerator name);
+Ties are broken deterministically: candidates by value, then accelerator name in
+reverse order (the order that reproduces the reference's published totals);
 servers by (priority, regret descending, value descending, server name).
 """
 
@@ -22,7 +23,7 @@ class ServerEntry:
 
     server: str
     priority: int
-    candidates: Sequence[Candidate]  # sorted by (value, accelerator)
+    candidates: Sequence[Candidate]  # sorted by value, ties by reverse accelerator name
     index: int = 0
     regret: float = math.inf  # value gap to the next candidate
     attempts: list[str] = field(default_factory=list)
@@ -183,30 +184,42 @@ def _allocate_maximally(
 def _allocate_round_robin(
     short: list[ServerEntry], available: dict[str, int], result: GreedyResult
 ) -> None:
-    """One replica at a time in turn, each on its first candidate type with room."""
-    tickets: list[tuple[ServerEntry, Candidate]] = []
-    for entry in short:
-        for cand in entry.candidates:
-            if available.get(cand.acc_type, 0) >= cand.units_per_replica:
-                tickets.append((entry, cand))
-                break
-    given = [0] * len(tickets)
-    active = [True] * len(tickets)
+    """One replica at a time in turn, each on its first candidate type with room.
+
+    As in the reference, a server picks its candidate when its turn first comes (after
+    the servers before it took their first replica), not all up front: a type the
+    servers before it just used up is not chosen. It then stays on that candidate until
+    it has its need or the type has no room for another replica.
+    """
+    tickets: dict[int, Candidate] = {}
+    given = [0] * len(short)
+    active = [True] * len(short)
     progress = True
     while progress:
         progress = False
-        for i, (_, cand) in enumerate(tickets):
+        for i, entry in enumerate(short):
             if not active[i]:
                 continue
+            cand = tickets.get(i)
+            if cand is None:
+                cand = next(
+                    (c for c in entry.candidates
+                     if available.get(c.acc_type, 0) >= c.units_per_replica),
+                    None,
+                )
+                if cand is None:
+                    active[i] = False
+                    continue
+                tickets[i] = cand
             if available[cand.acc_type] >= cand.units_per_replica and given[i] < cand.replicas:
                 available[cand.acc_type] -= cand.units_per_replica
                 given[i] += 1
                 progress = True
             else:
                 active[i] = False
-    for (entry, cand), replicas in zip(tickets, given, strict=True):
-        if replicas:
-            _give(result, entry, cand, replicas)
+    for i, entry in enumerate(short):
+        if given[i]:
+            _give(result, entry, tickets[i], given[i])
 
 
 def _give(result: GreedyResult, entry: ServerEntry, cand: Candidate, replicas: int) -> None:

@@ -127,7 +127,8 @@ class MilpModel:
         # n = full_need and r = 1 - w (n-1), the replicas x in [0, n] serve at most
         # r x + (n-1)(w-r) y (exact at x = n-1 and x = n): in the LP a server then needs
         # n f replicas, not f/w, to be served f (the LP bound was 1.5 % loose at 1,000).
-        full_need = np.ceil(1.0 / self.weight * (1.0 - 1e-9))
+        # replicas a candidate needs to serve its server fully (f_s = 1)
+        self.full_need = full_need = np.ceil(1.0 / self.weight * (1.0 - 1e-9))
         env = full_need <= self.upper
         r = 1.0 - self.weight * (full_need - 1.0)
         cx = np.where(env, r, self.weight)
@@ -155,8 +156,6 @@ class MilpModel:
         # the most a plan can cost (every server on its dearest candidate, all replicas)
         self.cost_scale = float(np.bincount(
             self.owner, weights=per_replica * self.upper + penalty, minlength=n_s).sum())
-        # replicas a candidate needs to serve its server fully (f_s = 1)
-        self.full_need = np.ceil(1.0 / self.weight * (1.0 - 1e-9))
 
     def highs(self) -> Any:
         # highspy._Highs is the plain solver: highspy.Highs prints a banner on stdout when

@@ -174,7 +174,7 @@ def _verdict(solution: Solution, d: ServerDecision, cand: Candidate) -> str:
     if free is not None and cand.cards > free:
         return f"did not fit capacity: needs {cand.cards} {cand.acc_type} cards, {free} free"
     if chosen_cand is not None and cand.value >= chosen_cand.value - EPS:
-        return "same value as the chosen; the tie goes to the accelerator name"
+        return "same value as the chosen; the tie goes to the later accelerator name"
     if chosen_cand is not None:
         return "fits alone, but the solver's plan is better overall with the chosen one"
     return "not chosen"

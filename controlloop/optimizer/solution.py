@@ -110,10 +110,6 @@ class ServerDecision:
     def meets_slo(self) -> bool:
         return self.status in (DecisionStatus.MEETS_SLO, DecisionStatus.ZERO_LOAD)
 
-    @property
-    def shortfall_replicas(self) -> int:
-        return max(0, self.needed_replicas - self.replicas)
-
 
 @dataclass(frozen=True, slots=True)
 class TypeUsage:

@@ -163,7 +163,12 @@ def build_solution(
         parts = _parts(assigned.get(name))
         if parts and any(n < c.replicas for c, n in parts) and len(parts) == 1:
             partial_rows.append((name, parts[0][0], parts[0][1]))
-    repredicted = _repredict(system, cset, partial_rows, options.service_model)
+    # The reference reports a best-effort allocation at the rate it was sized to;
+    # "offered" re-predicts it at the higher per-replica load it really gets.
+    repredicted = (
+        _repredict(system, cset, partial_rows, options.service_model)
+        if options.saturated_latency == "offered" else {}
+    )
 
     for name, ctx in cset.servers.items():
         parts = _parts(assigned.get(name))
@@ -302,6 +307,9 @@ def _decision(
     else:
         served = min(1.0, capacity_rate / ctx.demand) if ctx.demand > 0 else 1.0
     full = all(n >= c.replicas for c, n in parts) or served >= 1.0 - 1e-12
+    # never meets-slo without the capacity for the demand (e.g. replicas rounded from
+    # an overflowing ratio): the served fraction decides
+    full = full and (ctx.zero_load or served >= 1.0 - 1e-6)
     if len(parts) == 1 and not full and repredicted is not None:
         itl, ttft, rho = repredicted
     else:
@@ -340,7 +348,7 @@ def _explain(
         mix = " + ".join(f"{n}x{c.accelerator}" for c, n in parts)
         return f"mixed placement {mix} (heterogeneous MILP)"
     rank = next((i for i, c in enumerate(cands) if c.accelerator == main.accelerator), 0)
-    # value: cost change plus move penalty, cents/h (MODEL.md section 4); lower is better.
+    # value: cost change plus move penalty, cents/h (docs/model-spec.md section 4); lower is better.
     if rank == 0:
         alt = f", next best {cands[1].accelerator} {cands[1].value:.4g}" if len(cands) > 1 else ""
         why_acc = (

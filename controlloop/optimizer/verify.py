@@ -1,7 +1,7 @@
 """``verify: simulate``: check each chosen allocation in token-level simulation and repair.
 
 The chain of section 2 under-estimates TTFT at high load and with small
-batches (MODEL.md section 7), so a plan sized on it can miss targets once
+batches (docs/model-spec.md section 7), so a plan sized on it can miss targets once
 served token by token. After the solver has chosen, every chosen candidate is
 simulated at its per-replica load ``demand / replicas``; a candidate that
 misses gets the fewest extra replicas with which the simulated means meet the

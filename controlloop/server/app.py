@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 
 from controlloop import __version__
@@ -22,6 +22,7 @@ from controlloop.optimizer.api import optimize
 from controlloop.optimizer.solution import Solution
 from controlloop.server.context import ApiContext
 from controlloop.server.errors import ApiError, install_handlers, invalid, read_json
+from controlloop.server.limits import Limits
 from controlloop.server.metrics import CONTENT_TYPE
 from controlloop.server.payloads import parse, parse_optimizer_options, parse_system
 from controlloop.server.routes import build_router
@@ -39,12 +40,20 @@ SYSTEM_BODY: dict[str, Any] = {
 }
 
 
-def create_app(*, stateful: bool = False, system: SystemSpec | None = None) -> FastAPI:
-    """The API; ``system`` preloads the stored system (stateful) or the last-held one."""
+OPEN_PATHS = ("/healthz", "/readyz")  # probes answer without a token
+
+
+def create_app(
+    *, stateful: bool = False, system: SystemSpec | None = None, token: str | None = None,
+    limits: Limits | None = None,
+) -> FastAPI:
+    """The API; ``system`` preloads the stored system (stateful) or the last-held one;
+    ``token``: every request but the probes needs ``Authorization: Bearer <token>``;
+    ``limits``: body size, work per request and time (default :class:`Limits`)."""
     store = Store()
     if system is not None:
         store.replace_system(system)
-    ctx = ApiContext(store=store, stateful=stateful)
+    ctx = ApiContext(store=store, stateful=stateful, limits=limits or Limits())
     app = FastAPI(
         title="controlloop optimizer API",
         version=__version__,
@@ -54,10 +63,48 @@ def create_app(*, stateful: bool = False, system: SystemSpec | None = None) -> F
     app.state.ctx = ctx
     install_handlers(app)
     _install_metrics_middleware(app, ctx)
+    if token:
+        _install_token_check(app, token)
     _optimize_routes(app, ctx)
     app.include_router(build_router(ctx))
     _install_openapi(app, ctx)
     return app
+
+
+def _install_token_check(app: FastAPI, token: str) -> None:
+    import hmac
+
+    from fastapi.responses import JSONResponse
+
+    expected = token.encode()
+
+    @app.middleware("http")
+    async def check_token(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if request.url.path in OPEN_PATHS:
+            return await call_next(request)
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                                 expected):
+            return JSONResponse({"error": "a valid bearer token is required"}, status_code=401,
+                                headers={"WWW-Authenticate": 'Bearer realm="controlloop"'})
+        return await call_next(request)
+
+
+def read_token(path: str) -> str:
+    """The token of ``--token-file``; a clear error when unreadable or empty."""
+    from pathlib import Path
+
+    from controlloop.config import ConfigError
+
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError([f"--token-file {path}: cannot read: {exc.strerror or exc}"]) from None
+    if not token:
+        raise ConfigError([f"--token-file {path}: the file is empty"])
+    return token
 
 
 def _install_metrics_middleware(app: FastAPI, ctx: ApiContext) -> None:
@@ -94,8 +141,11 @@ def _install_openapi(app: FastAPI, ctx: ApiContext) -> None:
 
 
 def _run_optimizer(ctx: ApiContext, system: SystemSpec, endpoint: str) -> Solution:
+    ctx.limits.check_work(system)  # 422 before any memory is spent
     t0 = time.perf_counter()
-    solution = optimize(system)
+    # the MILP stops in time for the request's own limit (sizing and the rest fit in 20 %)
+    limit = min(system.optimizer.time_limit, 0.8 * ctx.limits.request_seconds)
+    solution = optimize(system, time_limit=limit)
     ctx.metrics.optimize_seconds.labels(endpoint).observe(time.perf_counter() - t0)
     ctx.metrics.last_total_cost.set(solution.total_cost)
     return solution
@@ -128,7 +178,7 @@ def _optimize_routes(app: FastAPI, ctx: ApiContext) -> None:
                 ctx.store.replace_system(loaded.system)
             return {**solution.to_json(), "warnings": loaded.warnings}
 
-        return await run_in_threadpool(work)
+        return await ctx.slots.run(work, seconds=ctx.limits.request_seconds)
 
     @app.post("/optimize", tags=["optimize"], openapi_extra=ctx.body(OptimizerData, required=False))
     async def optimize_stored(request: Request) -> dict[str, Any]:
@@ -143,7 +193,9 @@ def _optimize_routes(app: FastAPI, ctx: ApiContext) -> None:
             )
         options = parse_optimizer_options(raw, snap.system.optimizer)
         system = snap.system.model_copy(update={"optimizer": options})
-        solution = await run_in_threadpool(_run_optimizer, ctx, system, "optimize")
+        solution = await ctx.slots.run(
+            lambda: _run_optimizer(ctx, system, "optimize"), seconds=ctx.limits.request_seconds
+        )
         return solution.to_json()
 
     @app.post(
@@ -186,7 +238,7 @@ def _optimize_routes(app: FastAPI, ctx: ApiContext) -> None:
                 "warnings": warnings,
             }
 
-        return await run_in_threadpool(work)
+        return await ctx.slots.run(work, seconds=ctx.limits.request_seconds)
 
     ctx.schemas["WhatIfOverrides"] = WhatIfOverrides.model_json_schema(
         by_alias=True, ref_template="#/components/schemas/{model}"
@@ -207,21 +259,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for warning in loaded.warnings:
             log.warning("%s", warning)
         system, source = loaded.system, str(args.config)
-    app = create_app(stateful=args.stateful, system=system)
+    from controlloop.config import ConfigError
+
+    token_file = getattr(args, "token_file", None)
+    cert, key = getattr(args, "tls_cert", None), getattr(args, "tls_key", None)
+    if bool(cert) != bool(key):
+        raise ConfigError(["--tls-cert and --tls-key go together"])
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if path and not os.path.isfile(path):
+            raise ConfigError([f"{flag} {path}: no such file"])
+    token = read_token(token_file) if token_file else None
+    app = create_app(stateful=args.stateful, system=system, token=token)
     mode = "stateful" if args.stateful else "stateless"
+    scheme = "https" if cert else "http"
     log.info(
-        "serving the optimizer REST API on http://%s:%d (%s mode, system: %s, %d servers); "
+        "serving the optimizer REST API on %s://%s:%d (%s mode, system: %s, %d servers, %s); "
         "docs at /docs",
+        scheme,
         args.host,
         args.port,
         mode,
         source,
         len(system.servers) if system else 0,
+        "token required" if token else "no auth",
     )
+    if not token and args.host not in ("localhost", "127.0.0.1", "::1"):
+        log.warning("serving on %s without --token-file: anyone who reaches the port may "
+                    "use the API", args.host)
     config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
+        ssl_certfile=cert,
+        ssl_keyfile=key,
         log_config=None,
         # uvicorn's own start-up chatter only at debug: our line above says it all.
         log_level="debug" if getattr(args, "log_level", "info") == "debug" else "warning",

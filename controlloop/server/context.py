@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from controlloop.server.errors import ApiError
+from controlloop.server.limits import Limits, Slots
 from controlloop.server.metrics import ApiMetrics
 from controlloop.server.state import Store
 
@@ -21,6 +22,11 @@ class ApiContext:
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     # Schemas referenced by request bodies; merged into the OpenAPI components.
     schemas: dict[str, Any] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    slots: Slots = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slots = Slots(self.limits.max_concurrent)
 
     def require_stateful(self, verb: str) -> None:
         if not self.stateful:

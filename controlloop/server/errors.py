@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from controlloop.config import ConfigError
+from controlloop.config import ConfigError, is_bound_problem
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ class ApiError(Exception):
 
 
 def invalid(problems: list[str], error: str = "invalid request body") -> ApiError:
-    return ApiError(400, error, problems)
+    status = 422 if any(is_bound_problem(p) for p in problems) else 400
+    return ApiError(status, error, problems)
 
 
 def not_found(what: str, name: str) -> ApiError:
@@ -45,12 +46,33 @@ def not_found(what: str, name: str) -> ApiError:
 
 
 def from_config_error(exc: ConfigError, error: str = "invalid request body") -> ApiError:
-    return ApiError(400, error, list(exc.problems))
+    """400; 422 when a value is beyond its physical bound (controlloop.bounds)."""
+    status = 422 if any(is_bound_problem(p) for p in exc.problems) else 400
+    return ApiError(status, error, list(exc.problems))
+
+
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+async def _body(request: Request) -> bytes:
+    """The body, refused with 413 past the limit (announced or streamed) before it is read."""
+    ctx = getattr(request.app.state, "ctx", None)
+    limit = ctx.limits.max_body_bytes if ctx is not None else DEFAULT_MAX_BODY_BYTES
+    announced = request.headers.get("content-length", "")
+    if announced.isdigit() and int(announced) > limit:
+        raise ApiError(413, f"request body of {int(announced)} bytes is over the {limit}-byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def read_json(request: Request, *, required: bool = True) -> Any:
     """The request body as JSON; ``None`` when empty and not required."""
-    raw = await request.body()
+    raw = await _body(request)
     if not raw.strip():
         if required:
             raise ApiError(400, "request body is empty; expected a JSON document")

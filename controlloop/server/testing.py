@@ -20,14 +20,17 @@ def free_port() -> int:
 class LiveServer:
     """``with LiveServer(app) as srv: httpx.get(srv.url + "/healthz")``."""
 
-    def __init__(self, app: FastAPI, *, startup_timeout: float = 10.0):
+    def __init__(self, app: FastAPI, *, startup_timeout: float = 10.0,
+                 ssl_certfile: str | None = None, ssl_keyfile: str | None = None):
         self.app = app
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if ssl_certfile else 'http'}://127.0.0.1:{self.port}"
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
             port=self.port,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
             log_config=None,
             access_log=False,
             log_level="warning",

@@ -7,25 +7,31 @@ from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
+from controlloop import bounds as B
 from controlloop.optimizer.solution import ServerDecision, Solution
 from controlloop.server.errors import invalid
 from controlloop.server.payloads import merge_options
 from controlloop.specs import (
     CapacityEntry,
     CapacitySpec,
+    LatencyMs,
     ModelTarget,
-    NonNegFloat,
+    Name,
     OptimizerSpec,
     Spec,
     SystemSpec,
 )
 
+Rate = Annotated[float, Field(ge=0, le=B.MAX_ARRIVAL_RPM)]
+Factor = Annotated[float, Field(ge=0, le=B.MAX_ARRIVAL_RPM)]  # x a rate >= 1 req/min
+Tps = Annotated[float, Field(ge=0, le=B.MAX_TPS)]
+
 
 class ServerOverride(Spec):
     """Load of one server: scale its arrival rate, or set it (req/min)."""
 
-    load_factor: NonNegFloat | None = Field(None, alias="loadFactor")
-    arrival_rate: NonNegFloat | None = Field(None, alias="arrivalRate")
+    load_factor: Factor | None = Field(None, alias="loadFactor")
+    arrival_rate: Rate | None = Field(None, alias="arrivalRate")
 
     @model_validator(mode="after")
     def _one_of(self) -> ServerOverride:
@@ -37,18 +43,19 @@ class ServerOverride(Spec):
 class SloOverride(Spec):
     """New targets of one (class, model) pair; fields not given are kept."""
 
-    service_class: Annotated[str, Field(min_length=1)] = Field(alias="class")
-    model: Annotated[str, Field(min_length=1)]
-    slo_itl: NonNegFloat | None = Field(None, alias="slo-itl")
-    slo_ttft: NonNegFloat | None = Field(None, alias="slo-ttft")
-    slo_tps: NonNegFloat | None = Field(None, alias="slo-tps")
+    service_class: Name = Field(alias="class")
+    model: Name
+    slo_itl: LatencyMs | None = Field(None, alias="slo-itl")
+    slo_ttft: LatencyMs | None = Field(None, alias="slo-ttft")
+    slo_tps: Tps | None = Field(None, alias="slo-tps")
 
 
 class WhatIfOverrides(Spec):
-    load_factor: NonNegFloat | None = Field(None, alias="loadFactor")  # all servers
+    load_factor: Factor | None = Field(None, alias="loadFactor")  # all servers
     servers: dict[str, ServerOverride] = {}
     slo: list[SloOverride] = []
-    capacity: dict[str, int] = {}  # card deltas per accelerator type, result clamped at 0
+    # card deltas per accelerator type, result clamped to 0..MAX_CARDS
+    capacity: dict[str, Annotated[int, Field(ge=-B.MAX_CARDS, le=B.MAX_CARDS)]] = {}
     optimizer: OptimizerSpec | None = None  # fields given replace the system's
 
 
@@ -74,6 +81,11 @@ def apply_overrides(system: SystemSpec, ov: WhatIfOverrides) -> SystemSpec:
             factor = one.load_factor if one is not None else None
             factor = factor if factor is not None else ov.load_factor
             rate = load.arrival_rate * (factor if factor is not None else 1.0)
+            if rate > B.MAX_ARRIVAL_RPM:
+                problems.append(
+                    f"body: overrides: loadFactor {factor:g} makes server {server.name}'s "
+                    f"arrival rate {rate:g} req/min, must be <= {B.MAX_ARRIVAL_RPM:g}"
+                )
         alloc = server.current_alloc.model_copy(
             update={"load": load.model_copy(update={"arrival_rate": rate})}
         )
@@ -110,7 +122,7 @@ def apply_overrides(system: SystemSpec, ov: WhatIfOverrides) -> SystemSpec:
                 f"{json.dumps(acc_type)}"
             )
             continue
-        capacity[acc_type] = max(0, capacity.get(acc_type, 0) + delta)
+        capacity[acc_type] = min(B.MAX_CARDS, max(0, capacity.get(acc_type, 0) + delta))
     if problems:
         raise invalid(problems, "invalid what-if overrides")
 

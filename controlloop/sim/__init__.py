@@ -1,4 +1,4 @@
-"""Discrete-event simulation of continuously batching replicas (MODEL.md sections 6-7).
+"""Discrete-event simulation of continuously batching replicas (docs/model-spec.md sections 6-7).
 
 - :class:`ReplicaSimulator`: token-level engine of one replica, advanced piecewise.
 - :class:`ExponentialReplicaSimulator`: the same interface with exponential

@@ -1,4 +1,4 @@
-"""Check engine: the replica with exponential service (MODEL.md section 6).
+"""Check engine: the replica with exponential service (docs/model-spec.md section 6).
 
 With ``n`` requests in service the replica completes one at total rate
 ``mu(n) = n / (a + b*n)``, ``a = gamma + (K-1)*alpha``,

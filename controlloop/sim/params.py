@@ -16,7 +16,7 @@ IntArray = NDArray[np.int64]
 
 @dataclass(frozen=True, kw_only=True)
 class ReplicaParams:
-    """Performance parameters and sizes of one replica (MODEL.md sections 1-2).
+    """Performance parameters and sizes of one replica (docs/model-spec.md sections 1-2).
 
     Attributes
     ----------

@@ -1,4 +1,4 @@
-"""Token-level simulation of one continuously batching replica (MODEL.md section 7).
+"""Token-level simulation of one continuously batching replica (docs/model-spec.md section 7).
 
 Semantics, exactly as specified, with the readings this module commits to:
 

@@ -6,33 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from controlloop.cluster.actuator import DryRunActuator, KubeActuator
-from controlloop.cluster.collector import KubeCollector
-from controlloop.config import load_system
-from controlloop.loop.controller import Controller, StaticSpecs
-from controlloop.loop.settings import ControllerSettings
-from tests.e2e.helpers import CONFIG, FakeLoadSource, add_server, reading
-
-
-def make_controller(kube_client: Any, load: FakeLoadSource, *, dry_run: bool = False,
-                    clock: Any = None, settings: ControllerSettings | None = None) -> Controller:
-    settings = settings or ControllerSettings()
-    system = load_system(CONFIG)
-    actuator: Any = (
-        DryRunActuator(kube_client.get_deployment, settings.actuation)
-        if dry_run
-        else KubeActuator(kube_client, settings.actuation, sleep=lambda s: None)
-    )
-    kwargs: dict[str, Any] = {}
-    if clock is not None:
-        kwargs["clock"] = clock
-    return Controller(
-        specs=StaticSpecs(system, settings),
-        collector=KubeCollector(kube_client, load, settings),
-        actuator=actuator,
-        dry_run=dry_run,
-        **kwargs,
-    )
+from tests.helpers.cluster import (
+    FakeLoadSource,
+    add_server,
+    make_controller,
+    reading,
+)
 
 
 def test_scale_up_patches_replicas_and_keeps_sidecar(fake_kube: Any, kube_client: Any) -> None:

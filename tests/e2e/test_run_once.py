@@ -3,52 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from controlloop.cli import main
-from tests.e2e.helpers import CONFIG, managed_labels
-from tests.promharness.fixtures import DEPLOYMENT_A, WINDOW
-
-
-def config_dir(tmp_path: Path, prometheus_url: str) -> Path:
-    target = tmp_path / "config"
-    target.mkdir()
-    for name in ("accelerators.yaml", "capacity.yaml", "models.yaml", "service-classes.yaml",
-                 "optimizer.yaml"):
-        shutil.copy(CONFIG / name, target / name)
-    (target / "controller.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "controller": {
-                    "namespaces": ["llm"],
-                    "prometheus": {"url": prometheus_url, "window": WINDOW, "stalenessSeconds": 30},
-                }
-            }
-        )
-    )
-    return target
-
-
-def add_vllm_a(fake_kube: Any) -> None:
-    """The Deployment whose pods the test exporter publishes (vllm-a-1, vllm-a.2 in llm)."""
-    labels = managed_labels("granite_13b", "Premium", "A100")
-    labels["app"] = "vllm-a"
-    fake_kube.add_deployment(
-        "llm", "vllm-a", labels=labels, replicas=2,
-        containers=[
-            {"name": "vllm", "image": "vllm/vllm-openai:v0.6.0",
-             "resources": {"limits": {"nvidia.com/gpu": "1"}}},
-            {"name": "proxy", "image": "envoyproxy/envoy:v1.31"},
-        ],
-        node_selector={"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
-    )
-    for pod in DEPLOYMENT_A:
-        fake_kube.add_pod("llm", pod.pod, {"app": "vllm-a"})
+from tests.helpers.cluster import add_vllm_a, daemon_config_dir
 
 
 @pytest.mark.integration
@@ -58,7 +19,7 @@ def test_run_once_from_load_to_patched_deployment(
     add_vllm_a(fake_kube)
     cycle_log = tmp_path / "cycles.jsonl"
     code = main([
-        "run", "--config", str(config_dir(tmp_path, vllm_prom.url)),
+        "run", "--config", str(daemon_config_dir(tmp_path, vllm_prom.url)),
         "--kubeconfig", str(fake_kube.kubeconfig), "--once", "--cycle-log", str(cycle_log),
     ])
     assert code == 0
@@ -82,7 +43,7 @@ def test_run_once_dry_run_changes_nothing(vllm_prom: Any, fake_kube: Any, tmp_pa
     before = json.dumps(fake_kube.get("Deployment", "llm", "vllm-a"), sort_keys=True)
     cycle_log = tmp_path / "cycles.jsonl"
     code = main([
-        "run", "--config", str(config_dir(tmp_path, vllm_prom.url)),
+        "run", "--config", str(daemon_config_dir(tmp_path, vllm_prom.url)),
         "--kubeconfig", str(fake_kube.kubeconfig), "--once", "--dry-run",
         "--cycle-log", str(cycle_log),
     ])
@@ -101,7 +62,7 @@ def test_run_once_prometheus_down_holds(fake_kube: Any, tmp_path: Path) -> None:
     add_vllm_a(fake_kube)
     cycle_log = tmp_path / "cycles.jsonl"
     code = main([
-        "run", "--config", str(config_dir(tmp_path, "http://127.0.0.1:9")),
+        "run", "--config", str(daemon_config_dir(tmp_path, "http://127.0.0.1:9")),
         "--kubeconfig", str(fake_kube.kubeconfig), "--once", "--cycle-log", str(cycle_log),
     ])
     assert code == 0

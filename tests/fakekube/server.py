@@ -11,17 +11,20 @@ it unchanged, plus test hooks: object builders, fault injection and a request lo
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 import socket
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from . import objects
+from . import crd, objects
 from .kubeconfig import write_kubeconfig
 from .patch import PatchError, json_patch, merge_patch, strategic_merge
 from .selectors import (
@@ -93,10 +96,16 @@ class FakeKubeServer:
 
     def __init__(self, *, token: str | None = None, keda_installed: bool = True) -> None:
         self.store = Store()
+        self.store.admit = self._admit
+        # Built-in kinds plus those registered by CustomResourceDefinitions.
+        self.resources: list[Resource] = list(RESOURCES)
         self.token = token
         self.keda_installed = keda_installed
         self.kubeconfig: Path | None = None
         self._faults: list[Fault] = []
+        # TokenReview / SubjectAccessReview: token -> user info; (subject, path, verb) grants.
+        self.users: dict[str, Obj] = {}
+        self.grants: set[tuple[str, str, str]] = set()
         self._forbidden: list[tuple[str, frozenset[str] | None, str | None]] = []
         self._requests: list[Request] = []
         self._lock = threading.Lock()
@@ -174,23 +183,73 @@ class FakeKubeServer:
         with self._lock:
             self._requests.clear()
 
+    def find_resource(self, name: str) -> Resource:
+        """Like :func:`store.find_resource`, custom resources and short names included."""
+        low = name.lower()
+        for res in list(self.resources):
+            if low in (res.kind.lower(), res.plural, res.key.lower(), *res.short_names):
+                return res
+        return find_resource(name)
+
+    def add_user(self, token: str, username: str, groups: tuple[str, ...] = ()) -> None:
+        """A bearer token that TokenReview authenticates as ``username``."""
+        with self._lock:
+            self.users[token] = {"username": username, "uid": f"uid-{username}",
+                                 "groups": [*groups, "system:authenticated"]}
+
+    def grant(self, subject: str, path: str, verb: str) -> None:
+        """RBAC for a non-resource URL: ``subject`` (user or group) may ``verb`` ``path``."""
+        with self._lock:
+            self.grants.add((subject, path, verb))
+
+    def _review(self, path: str, body: Any) -> tuple[int, Any] | None:
+        reviews = {"/apis/authentication.k8s.io/v1/tokenreviews": ("tokenreviews", "TokenReview"),
+                   "/apis/authorization.k8s.io/v1/subjectaccessreviews":
+                       ("subjectaccessreviews", "SubjectAccessReview")}
+        if path not in reviews:
+            return None
+        plural, kind = reviews[path]
+        group = path.split("/")[2]
+        res = Resource(group, "v1", plural, kind, namespaced=False)
+        if self._is_forbidden(res, "create", ""):
+            return 403, self._forbidden_body(res, "create", "", "")
+        spec = (body or {}).get("spec") if isinstance(body, dict) else None
+        if not isinstance(spec, dict):
+            return 400, status_body(400, "BadRequest", f"{kind}: spec is required")
+        if kind == "TokenReview":
+            with self._lock:
+                user = self.users.get(str(spec.get("token", "")))
+            status: Obj = ({"authenticated": True, "user": user} if user
+                           else {"authenticated": False, "error": "invalid bearer token"})
+        else:
+            attrs = spec.get("nonResourceAttributes") or {}
+            subjects = {spec.get("user", ""), *(spec.get("groups") or [])}
+            with self._lock:
+                allowed = any((s, attrs.get("path"), attrs.get("verb")) in self.grants
+                              for s in subjects)
+            status = {"allowed": allowed}
+            if not allowed:
+                status["reason"] = "no RBAC policy matched"
+        return 201, {"apiVersion": f"{group}/v1", "kind": kind, "metadata": {},
+                     "spec": spec, "status": status}
+
     def put(self, obj: Obj) -> Obj:
         """Create any object (kind/apiVersion from the body); returns the stored copy."""
-        res = find_resource(f"{obj['apiVersion']}/{obj['kind']}")
+        res = self.find_resource(f"{obj['apiVersion']}/{obj['kind']}")
         ns = obj["metadata"].get("namespace", "default") if res.namespaced else ""
         return self.store.create(res, ns, obj)
 
     def get(self, kind: str, ns: str | None, name: str) -> Obj:
         """Current stored object; ``kind`` may be a Kind, a plural or ``apiVersion/Kind``."""
-        res = find_resource(kind)
+        res = self.find_resource(kind)
         return self.store.get(res, ns or "" if res.namespaced else "", name)
 
     def list_objects(self, kind: str, ns: str | None = None) -> list[Obj]:
-        return self.store.list(find_resource(kind), ns)
+        return self.store.list(self.find_resource(kind), ns)
 
     def set_status(self, kind: str, ns: str | None, name: str, status: Obj) -> Obj:
         """Merge ``status`` into the object's status, as a controller would."""
-        res = find_resource(kind)
+        res = self.find_resource(kind)
         ns = ns or "" if res.namespaced else ""
         with self.store.lock:
             cur = self.store.get(res, ns, name)
@@ -259,7 +318,7 @@ class FakeKubeServer:
                        for p, v, n in self._forbidden)
 
     def handle(self, method: str, path: str, query: dict[str, str], ctype: str,
-               body: Any, auth: str) -> tuple[int, Any]:
+               body: Any, auth: str, accept: str = "") -> tuple[int, Any]:
         if self.token is not None and auth != f"Bearer {self.token}":
             return 401, status_body(401, "Unauthorized", "Unauthorized")
         if path in ("/version", "/version/"):
@@ -272,6 +331,13 @@ class FakeKubeServer:
                          "serverAddressByClientCIDRs": []}
         if path in ("/apis", "/apis/"):
             return 200, self._discovery()
+        found = self._discover_path(path) if method == "GET" else None
+        if found is not None:
+            return found
+        if method == "POST":
+            review = self._review(path, body)
+            if review is not None:
+                return review
         route = self._route(path)
         if route is None:
             return 404, status_body(404, "NotFound",
@@ -283,19 +349,34 @@ class FakeKubeServer:
                                                         and not name):
             return 405, status_body(405, "MethodNotAllowed", f"{method} not allowed on {path}")
         if self._is_forbidden(res, verb, ns):
-            return 403, status_body(403, "Forbidden", (
-                f'{res.qualified} "{name}" is forbidden: User "system:serviceaccount:'
-                f'controlloop:controlloop" cannot {verb} resource "{res.plural}" in API group '
-                f'"{res.group}" in the namespace "{ns}"'),
-                {"name": name, "group": res.group, "kind": res.plural})
+            return 403, self._forbidden_body(res, verb, ns, name)
         try:
-            return self._execute(res, verb, ns, name, sub, query, ctype, body)
+            code, out = self._execute(res, verb, ns, name, sub, query, ctype, body)
         except StoreError as err:
             return err.code, status_body(err.code, err.reason, err.message,
-                                         {"name": name, "group": res.group, "kind": res.plural})
+                                         {"name": name, "group": res.group, "kind": res.plural,
+                                          **err.details})
         except (SelectorError, PatchError) as err:
             code = 422 if isinstance(err, PatchError) else 400
             return code, status_body(code, _REASONS[code], str(err))
+        if "as=Table" in accept and verb in ("get", "list") and code == 200:
+            items = out["items"] if verb == "list" else [out]
+            if verb == "list":
+                items = [{"kind": res.kind, "apiVersion": res.api_version, **o} for o in items]
+            out = crd.table(items, list(res.columns) or crd.DEFAULT_COLUMNS,
+                            str(self.store.revision))
+        return code, out
+
+    def _forbidden_body(self, res: Resource, verb: str, ns: str, name: str) -> Obj:
+        return status_body(403, "Forbidden", (
+            f'{res.qualified} "{name}" is forbidden: User "system:serviceaccount:'
+            f'controlloop:controlloop" cannot {verb} resource "{res.plural}" in API group '
+            f'"{res.group}" in the namespace "{ns}"'),
+            {"name": name, "group": res.group, "kind": res.plural})
+
+    def _served(self) -> list[Resource]:
+        return [r for r in list(self.resources)
+                if r.group != "keda.sh" or self.keda_installed]
 
     def _route(self, path: str) -> tuple[Resource, str, str, str] | None:
         parts = [p for p in path.split("/") if p]
@@ -305,14 +386,12 @@ class FakeKubeServer:
             group, version, rest = parts[1], parts[2], parts[3:]
         else:
             return None
-        if group == "keda.sh" and not self.keda_installed:
-            return None
         ns = ""
         if len(rest) >= 3 and rest[0] == "namespaces":
             ns, rest = rest[1], rest[2:]
         if not rest or len(rest) > 3:
             return None
-        res = next((r for r in RESOURCES if (r.group, r.version, r.plural)
+        res = next((r for r in self._served() if (r.group, r.version, r.plural)
                     == (group, version, rest[0])), None)
         if res is None or (ns and not res.namespaced):
             return None
@@ -324,20 +403,172 @@ class FakeKubeServer:
             return None
         return res, ns, name, sub
 
-    def _discovery(self) -> Obj:
+    def _group_versions(self) -> dict[str, list[str]]:
         groups: dict[str, list[str]] = {}
-        for r in RESOURCES:
-            if r.group and (r.group != "keda.sh" or self.keda_installed):
+        for r in self._served():
+            if r.group:
                 groups.setdefault(r.group, [])
                 if r.version not in groups[r.group]:
                     groups[r.group].append(r.version)
+        return groups
+
+    @staticmethod
+    def _group_body(g: str, vs: list[str]) -> Obj:
+        return {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
+                "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]}}
+
+    def _discovery(self) -> Obj:
         return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-            {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
-             "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]}}
-            for g, vs in groups.items()]}
+            self._group_body(g, vs) for g, vs in self._group_versions().items()]}
+
+    def _discover_path(self, path: str) -> tuple[int, Any] | None:
+        """``/api/v1``, ``/apis/GROUP`` and ``/apis/GROUP/VERSION`` (legacy discovery, what
+        kubectl reads to map ``kubectl get optimizers`` to a path)."""
+        parts = [p for p in path.split("/") if p]
+        if parts == ["api", "v1"]:
+            group, version = "", "v1"
+        elif len(parts) == 3 and parts[0] == "apis":
+            group, version = parts[1], parts[2]
+        elif len(parts) == 2 and parts[0] == "apis":
+            vs = self._group_versions().get(parts[1])
+            if not vs:
+                return 404, status_body(404, "NotFound",
+                                        "the server could not find the requested resource")
+            return 200, {"kind": "APIGroup", "apiVersion": "v1", **self._group_body(parts[1], vs)}
+        else:
+            return None
+        served = [r for r in self._served() if (r.group, r.version) == (group, version)]
+        if not served:
+            return 404, status_body(404, "NotFound",
+                                    "the server could not find the requested resource")
+        verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
+        out: list[Obj] = []
+        for r in served:
+            entry: Obj = {"name": r.plural, "singularName": r.kind.lower(),
+                          "namespaced": r.namespaced, "kind": r.kind, "verbs": verbs}
+            if r.short_names:
+                entry["shortNames"] = list(r.short_names)
+            out.append(entry)
+            if r.status_subresource:
+                out.append({"name": f"{r.plural}/status", "singularName": "",
+                            "namespaced": r.namespaced, "kind": r.kind,
+                            "verbs": ["get", "patch", "update"]})
+        return 200, {"kind": "APIResourceList", "apiVersion": "v1",
+                     "groupVersion": f"{group}/{version}" if group else version,
+                     "resources": out}
+
+    # -- custom resources ---------------------------------------------------------------------
+
+    def _register_crd(self, obj: Obj) -> None:
+        spec = obj.get("spec") or {}
+        names = spec.get("names") or {}
+        new = [Resource(spec["group"], v["name"], names["plural"], names["kind"],
+                        namespaced=spec.get("scope") == "Namespaced",
+                        status_subresource="status" in (v.get("subresources") or {}),
+                        custom=True,
+                        schema=(v.get("schema") or {}).get("openAPIV3Schema"),
+                        columns=tuple(v.get("additionalPrinterColumns") or ()),
+                        short_names=tuple(names.get("shortNames") or ()))
+               for v in spec.get("versions") or [] if v.get("served", True)]
+        with self._lock:
+            self.resources = [r for r in self.resources
+                              if not (r.custom and (r.group, r.plural)
+                                      == (spec["group"], names["plural"]))] + new
+
+    def _unregister_crd(self, obj: Obj) -> None:
+        spec = obj.get("spec") or {}
+        group, plural = spec.get("group"), (spec.get("names") or {}).get("plural")
+        with self._lock:
+            gone = [r for r in self.resources if r.custom and (r.group, r.plural)
+                    == (group, plural)]
+            self.resources = [r for r in self.resources if r not in gone]
+        with self.store.lock:  # deleting a CRD deletes its objects
+            keys = {r.key for r in gone}
+            for key in [k for k in self.store.objects if k[0] in keys]:
+                res = next(r for r in gone if r.key == key[0])
+                self.store.delete(res, key[1], key[2])
+
+    def _check_crd(self, obj: Obj) -> None:
+        spec = obj.get("spec") or {}
+        names = spec.get("names") or {}
+        problems = []
+        for key in ("group", "scope", "versions"):
+            if not spec.get(key):
+                problems.append(f"spec.{key}: Required value")
+        for key in ("plural", "kind"):
+            if not names.get(key):
+                problems.append(f"spec.names.{key}: Required value")
+        if spec.get("scope") not in ("Namespaced", "Cluster"):
+            problems.append(f'spec.scope: Unsupported value: "{spec.get("scope")}"')
+        expected = f"{names.get('plural')}.{spec.get('group')}"
+        if obj["metadata"].get("name") != expected:
+            problems.append(f'metadata.name: Invalid value: "{obj["metadata"].get("name")}": '
+                            f'must be spec.names.plural+"."+spec.group')
+        versions = spec.get("versions") or []
+        if sum(1 for v in versions if v.get("storage")) != 1:
+            problems.append("spec.versions: Invalid value: must have exactly one version "
+                            "marked as storage version")
+        for i, v in enumerate(versions):
+            schema = (v.get("schema") or {}).get("openAPIV3Schema")
+            if schema is None:
+                problems.append(f"spec.versions[{i}].schema.openAPIV3Schema: Required value")
+                continue
+            problems += [f"spec.versions[{i}].schema.openAPIV3Schema.{p}"
+                         for p in crd.structural_problems(schema)]
+        if problems:
+            raise _invalid("CustomResourceDefinition", obj["metadata"].get("name", ""), problems)
+
+    def _admit(self, res: Resource, obj: Obj, old: Obj | None) -> Obj:
+        """Admission of every stored object: CRDs are checked, custom objects pruned and
+        validated against their schema (422 Invalid naming each field). Like the API server's
+        validation ratcheting, a field left as stored is not re-judged (a status write to an
+        object whose spec no longer validates goes through)."""
+        if res.kind == "CustomResourceDefinition" and res.group == "apiextensions.k8s.io":
+            self._check_crd(obj)
+            return obj
+        if not res.custom or res.schema is None:
+            return obj
+        obj = crd.prune_object(obj, res.schema)
+        problems = crd.validation_errors(obj, res.schema)
+        if old is not None:
+            unchanged = [k for k in obj if k not in ("metadata",) and obj.get(k) == old.get(k)]
+            problems = [p for p in problems
+                        if not any(p == k or p.startswith((f"{k}.", f"{k}[", f"{k}:"))
+                                   for k in unchanged)]
+        if problems:
+            raise _invalid(res.kind, obj["metadata"].get("name", ""), problems, res)
+        return obj
 
     def _execute(self, res: Resource, verb: str, ns: str, name: str, sub: str,
                  query: dict[str, str], ctype: str, body: Any) -> tuple[int, Any]:
+        is_crd = res.kind == "CustomResourceDefinition" and res.group == "apiextensions.k8s.io"
+        doomed = self.store.get(res, ns, name) if is_crd and verb == "delete" else None
+        code, out = self._execute_store(res, verb, ns, name, sub, query, ctype, body)
+        if is_crd:
+            if doomed is not None:
+                self._unregister_crd(doomed)
+            elif verb in ("create", "update", "patch") and not sub:
+                self._register_crd(out)
+                if verb == "create":
+                    out = self._establish(out)
+        return code, out
+
+    def _establish(self, obj: Obj) -> Obj:
+        res = find_resource("CustomResourceDefinition")
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        conditions = [{"type": t, "status": "True", "reason": r, "message": m,
+                       "lastTransitionTime": now}
+                      for t, r, m in (("NamesAccepted", "NoConflicts", "no conflicts found"),
+                                      ("Established", "InitialNamesAccepted",
+                                       "the initial names have been accepted"))]
+        obj = {**obj, "status": {"conditions": conditions,
+                                 "acceptedNames": obj["spec"]["names"],
+                                 "storedVersions": [v["name"] for v in obj["spec"]["versions"]
+                                                    if v.get("storage")]}}
+        return self.store.update(res, "", obj["metadata"]["name"], obj, subresource="status")
+
+    def _execute_store(self, res: Resource, verb: str, ns: str, name: str, sub: str,
+                       query: dict[str, str], ctype: str, body: Any) -> tuple[int, Any]:
         store = self.store
         if verb == "list":
             labels = parse_label_selector(query.get("labelSelector"))
@@ -370,7 +601,8 @@ class FakeKubeServer:
         if not isinstance(body, dict | list):
             raise StoreError(400, "BadRequest", "a patch must be a JSON object or list")
         patcher = PATCHERS.get(ctype.split(";")[0].strip())
-        if patcher is None or (patcher is strategic_merge and res.group == "keda.sh"):
+        if patcher is None or (patcher is strategic_merge
+                               and (res.custom or res.group == "keda.sh")):
             # Custom resources have no strategic-merge schema, like the real server.
             raise StoreError(415, "UnsupportedMediaType",
                              f"the body of the request was in an unknown format: {ctype}")
@@ -382,6 +614,82 @@ class FakeKubeServer:
             # A resourceVersion that the patch set (or kept) must match the stored one.
             rv = (new.get("metadata") or {}).get("resourceVersion")
             return store.update(res, ns, name, new, subresource=sub, check_rv=rv)
+
+    # -- watch -----------------------------------------------------------------------------------
+
+    def watch(self, path: str, query: dict[str, str]) -> tuple[int, Any, Iterator[Obj] | None]:
+        """(code, error body, events) for ``GET ...?watch=true``: with a resourceVersion the
+        changes after it, without one (or "0") an ADDED per current object first; ends after
+        ``timeoutSeconds`` or when the server stops; a compacted resourceVersion gets an
+        ERROR event with 410 Gone, as from a real server."""
+        route = self._route(path)
+        if route is None:
+            return 404, status_body(404, "NotFound",
+                                    "the server could not find the requested resource"), None
+        res, ns, name, _ = route
+        if name:
+            return 405, status_body(405, "MethodNotAllowed", "watch a collection"), None
+        if self._is_forbidden(res, "watch", ns) or self._is_forbidden(res, "list", ns):
+            return 403, self._forbidden_body(res, "watch", ns, ""), None
+        try:
+            labels = parse_label_selector(query.get("labelSelector"))
+            fields = parse_field_selector(query.get("fieldSelector"))
+        except SelectorError as err:
+            return 400, status_body(400, "BadRequest", str(err)), None
+        timeout = float(query.get("timeoutSeconds") or 1800)
+
+        def matches(obj: Obj) -> bool:
+            return (match_labels(labels, obj["metadata"].get("labels"))
+                    and match_fields(fields, obj))
+
+        def events() -> Iterator[Obj]:
+            store = self.store
+            rv = query.get("resourceVersion") or "0"
+            deadline = time.monotonic() + timeout
+            with store.lock:
+                if rv == "0":
+                    cursor = store.revision
+                    initial = [o for o in store.list(res, ns or None) if matches(o)]
+                else:
+                    cursor, initial = int(rv), []
+                    if cursor < store.compacted:
+                        gone = status_body(410, "Expired",
+                                           f"too old resource version: {rv} "
+                                           f"({store.compacted})")
+                        initial = [{"__error__": gone}]
+            for obj in initial:
+                if "__error__" in obj:
+                    yield {"type": "ERROR", "object": obj["__error__"]}
+                    return
+                yield {"type": "ADDED", "object": obj}
+            while not self.stopping.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                with store.changed:
+                    start = bisect.bisect_right(store.events, cursor,
+                                                key=lambda e: e.revision)
+                    if start == len(store.events):
+                        store.changed.wait(min(remaining, 0.25))
+                        start = bisect.bisect_right(store.events, cursor,
+                                                    key=lambda e: e.revision)
+                    pending = store.events[start:]
+                if pending:
+                    cursor = pending[-1].revision
+                for ev in pending:
+                    if ev.key == res.key and (not ns or ev.namespace == ns) and matches(ev.obj):
+                        yield {"type": ev.type, "object": ev.obj}
+
+        return 200, None, events()
+
+
+def _invalid(kind: str, name: str, problems: list[str], res: Resource | None = None) -> StoreError:
+    """422 Invalid with one cause per problem, as the API server reports validation."""
+    causes = [{"reason": "FieldValueInvalid", "message": p,
+               "field": p.split(":", 1)[0]} for p in problems]
+    err = StoreError(422, "Invalid", f'{kind} "{name}" is invalid: ' + "; ".join(problems))
+    err.details = {"causes": causes}
+    return err
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -429,10 +737,37 @@ class _Handler(BaseHTTPRequestHandler):
                 code, _REASONS.get(code, "InternalError"), f"injected fault {code}")
         elif isinstance(body, str):
             code, out = 400, status_body(400, "BadRequest", "invalid JSON body")
+        elif self.command == "GET" and query.get("watch") in ("true", "1"):
+            if fake.token is not None and (self.headers.get("Authorization", "")
+                                           != f"Bearer {fake.token}"):
+                code, out = 401, status_body(401, "Unauthorized", "Unauthorized")
+            else:
+                code, out, events = fake.watch(url.path, query)
+                if events is not None:
+                    self._stream(events)
+                    return
         else:
             code, out = fake.handle(self.command, url.path, query, ctype, body,
-                                    self.headers.get("Authorization", ""))
+                                    self.headers.get("Authorization", ""),
+                                    self.headers.get("Accept", ""))
         self._send(code, out)
+
+    def _stream(self, events: Iterator[Any]) -> None:
+        """A watch: one JSON event per line, chunked, until the watch ends."""
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.flush()
+            for event in events:
+                line = json.dumps(event).encode() + b"\n"
+                self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
 
     def _send(self, code: int, out: Any) -> None:
         data = out if isinstance(out, bytes) else json.dumps(out).encode()

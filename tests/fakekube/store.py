@@ -12,7 +12,8 @@ import copy
 import datetime as dt
 import threading
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 Obj = dict[str, Any]
@@ -26,6 +27,12 @@ class Resource:
     kind: str
     namespaced: bool = True
     status_subresource: bool = False
+    # Custom resources (registered by a CustomResourceDefinition): the served version's
+    # schema, printer columns and short names.
+    custom: bool = False
+    schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    columns: tuple[dict[str, Any], ...] = field(default=(), compare=False, hash=False)
+    short_names: tuple[str, ...] = field(default=(), compare=False, hash=False)
 
     @property
     def api_version(self) -> str:
@@ -52,6 +59,8 @@ RESOURCES: list[Resource] = [
     Resource("coordination.k8s.io", "v1", "leases", "Lease"),
     Resource("events.k8s.io", "v1", "events", "Event"),
     Resource("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject", status_subresource=True),
+    Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions",
+             "CustomResourceDefinition", namespaced=False, status_subresource=True),
 ]
 
 
@@ -68,10 +77,22 @@ class StoreError(Exception):
     def __init__(self, code: int, reason: str, message: str) -> None:
         super().__init__(message)
         self.code, self.reason, self.message = code, reason, message
+        self.details: dict[str, Any] = {}
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One change, for watches: ``type`` is ADDED, MODIFIED or DELETED."""
+
+    revision: int
+    type: str
+    key: str  # Resource.key
+    namespace: str
+    obj: Obj
 
 
 class Store:
@@ -79,6 +100,24 @@ class Store:
         self.lock = threading.RLock()
         self.objects: dict[tuple[str, str, str], Obj] = {}
         self.revision = 0
+        self.events: list[Event] = []  # every change, oldest first (watch history)
+        self.compacted = 0  # watches from an older resourceVersion get 410 Gone
+        self.changed = threading.Condition(self.lock)
+        # Admission: called with each object about to be stored (create and update, after
+        # status handling); returns the object to store or raises StoreError (422).
+        # ``old`` is the stored object on an update, None on create.
+        self.admit: Callable[[Resource, Obj, Obj | None], Obj] | None = None
+
+    def compact(self) -> None:
+        """Forget the watch history, as etcd compaction does."""
+        with self.lock:
+            self.events.clear()
+            self.compacted = self.revision
+
+    def _emit(self, kind: str, res: Resource, ns: str, obj: Obj) -> None:
+        self.events.append(Event(int(obj["metadata"]["resourceVersion"]), kind, res.key, ns,
+                                 copy.deepcopy(obj)))
+        self.changed.notify_all()
 
     def _next_rv(self) -> str:
         self.revision += 1
@@ -126,7 +165,10 @@ class Store:
                         resourceVersion=self._next_rv(), generation=1)
             if res.kind == "Deployment":
                 obj.setdefault("spec", {}).setdefault("replicas", 1)
+            if self.admit is not None:
+                obj = self.admit(res, obj, None)
             self.objects[key] = obj
+            self._emit("ADDED", res, ns, obj)
             return copy.deepcopy(obj)
 
     def _ensure_namespace(self, ns: str) -> None:
@@ -164,6 +206,9 @@ class Store:
                 if field in old_meta:
                     meta[field] = old_meta[field]
             obj["kind"], obj["apiVersion"] = res.kind, res.api_version
+            if self.admit is not None:
+                obj = self.admit(res, obj, old)
+                meta = obj["metadata"]
 
             def body(o: Obj) -> Obj:
                 return {k: v for k, v in o.items() if k not in ("metadata", "status")}
@@ -175,6 +220,7 @@ class Store:
                 return copy.deepcopy(old)  # a no-op write does not bump resourceVersion
             meta["resourceVersion"] = self._next_rv()
             self.objects[key] = obj
+            self._emit("MODIFIED", res, ns, obj)
             return copy.deepcopy(obj)
 
     def delete(self, res: Resource, ns: str, name: str) -> Obj:
@@ -182,5 +228,8 @@ class Store:
             obj = self.objects.pop((res.key, ns, name), None)
             if obj is None:
                 raise self.not_found(res, name)
-            self._next_rv()
+            # The DELETED event carries the object at the deletion's revision, as etcd's does.
+            obj = copy.deepcopy(obj)
+            obj["metadata"]["resourceVersion"] = self._next_rv()
+            self._emit("DELETED", res, ns, obj)
             return obj

@@ -9,28 +9,24 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from controlloop.cluster.actuator import KubeActuator
 from controlloop.cluster.collector import KubeCollector
 from controlloop.cluster.kube import KubeClient
 from controlloop.cluster.prom import PrometheusLoadSource, PrometheusSettings
-from controlloop.config import load_system
-from controlloop.loop.controller import Controller, CycleReport, StaticSpecs
+from controlloop.loop.controller import CycleReport
 from controlloop.loop.settings import ControllerSettings
 from controlloop.metrics import ControllerMetrics
-from tests.e2e.helpers import CONFIG, add_server
 from tests.fakekube import FakeKubeServer
+from tests.helpers.cluster import CONFIG, add_server
+from tests.helpers.faults import FakeProm, Loop
 
 pytestmark = pytest.mark.integration
 
@@ -38,69 +34,6 @@ pytestmark = pytest.mark.integration
 # --- a scriptable Prometheus ------------------------------------------------------------------
 
 
-class FakeProm:
-    """Answers the default vLLM queries; ``mode``: ok, down, slow, empty, nan, stale."""
-
-    VALUES = (  # (substring of the query, value); first match wins
-        ("timestamp(", None), ("prompt_tokens_total", 128.0), ("generation_tokens_total", 1024.0),
-        ("time_to_first_token", 200.0), ("time_per_output_token", 30.0),
-        ("num_requests_running", 3.0), ("num_requests_waiting", 0.0),
-        ("request_success_total", 600.0),
-    )
-
-    def __init__(self) -> None:
-        self.mode = "ok"
-        self.rpm = 600.0
-        self.calls = 0
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                fake.calls += 1
-                query = parse_qs(urlsplit(self.path).query).get("query", [""])[0]
-                code, body = fake.answer(query)
-                if code == 0:
-                    time.sleep(1.0)  # longer than the client's timeout
-                    code = 200
-                data = json.dumps(body).encode()
-                try:
-                    self.send_response(code)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def answer(self, query: str) -> tuple[int, Any]:
-        if self.mode == "down":
-            return 503, {"status": "error", "errorType": "unavailable", "error": "down"}
-        now = time.time()
-        ok = {"status": "success", "data": {"resultType": "vector", "result": []}}
-        if self.mode == "empty":
-            return 200, ok
-        needle, value = next((n, v) for n, v in self.VALUES if n in query)
-        if needle == "timestamp(":
-            age = 900.0 if self.mode == "stale" else 2.0
-            ok["data"]["result"] = [{"metric": {"pod": "p"}, "value": [now, str(now - age)]}]
-        else:
-            if needle == "request_success_total":
-                value = math.nan if self.mode == "nan" else self.rpm
-            text = "NaN" if value is not None and math.isnan(value) else repr(value)
-            ok["data"]["result"] = [{"metric": {}, "value": [now, text]}]
-        return (0 if self.mode == "slow" else 200), ok
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -113,28 +46,6 @@ def prom() -> Iterator[FakeProm]:
 # --- the loop under test ------------------------------------------------------------------------
 
 
-class Loop:
-    def __init__(self, kube: KubeClient, prom_url: str, settings: ControllerSettings | None = None,
-                 **kw: Any) -> None:
-        self.settings = settings or ControllerSettings()
-        self.metrics = ControllerMetrics()
-        self.now = 1_000_000.0
-        source = PrometheusLoadSource(PrometheusSettings(url=prom_url, timeout_s=0.3, retries=0))
-        self.controller = Controller(
-            specs=kw.pop("specs", None) or StaticSpecs(load_system(CONFIG), self.settings),
-            collector=KubeCollector(kube, source, self.settings),
-            actuator=KubeActuator(kube, self.settings.actuation, sleep=lambda s: None),
-            clock=lambda: self.now,
-            **kw,
-        )
-        self.controller.on_report.append(self.metrics.observe)
-
-    def cycle(self, dt: float = 60.0) -> CycleReport:
-        self.now += dt
-        return self.controller.run_cycle()
-
-    def metric(self, name: str, **labels: str) -> float:
-        return self.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 @pytest.fixture

@@ -26,10 +26,10 @@ from controlloop.loop.moves import MOVE_ANNOTATION
 from controlloop.loop.settings import LABEL_ACCELERATOR, ActuationConfig, ControllerSettings
 from controlloop.optimizer import Solution, optimize
 from controlloop.specs import SystemSpec
-from tests.e2e.helpers import CONFIG, managed_labels
 from tests.fakekube import FakeKubeServer
 from tests.fakekube.rollout import ClusterEmulator
-from tests.integration.test_faults import FakeProm
+from tests.helpers.cluster import CONFIG, managed_labels
+from tests.helpers.faults import FakeProm
 
 pytestmark = pytest.mark.integration
 

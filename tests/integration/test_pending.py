@@ -11,9 +11,8 @@ from controlloop.loop.settings import ControllerSettings, PendingConfig
 from controlloop.loop.state import ManagedServer
 from controlloop.optimizer import optimize
 from controlloop.specs import SystemSpec
-from tests.e2e.helpers import FakeLoadSource, add_server, reading
-from tests.e2e.test_control_loop import make_controller
 from tests.fakekube import FakeKubeServer
+from tests.helpers.cluster import FakeLoadSource, add_server, make_controller, reading
 
 CFG = PendingConfig(unschedulable_after_seconds=120, backoff_seconds=900)
 

@@ -9,8 +9,8 @@ import pytest
 from controlloop.cluster.collector import KubeCollector
 from controlloop.cluster.kube import KubeClient
 from controlloop.loop.settings import ControllerSettings
-from tests.e2e.helpers import FakeLoadSource, add_server
 from tests.fakekube import FakeKubeServer
+from tests.helpers.cluster import FakeLoadSource, add_server
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ def test_interval_edits_reschedule_the_cycle() -> None:
 def test_prometheus_edits_apply_at_the_next_read() -> None:
     from controlloop.daemon import ReloadingLoadSource, prometheus_settings
     from controlloop.loop.settings import PrometheusConfig
-    from tests.integration.test_faults import FakeProm
+    from tests.helpers.faults import FakeProm
 
     first, second = FakeProm(), FakeProm()
     try:

@@ -16,7 +16,7 @@ from schemathesis.checks import not_a_server_error
 from controlloop.config import load_system
 from controlloop.server import create_app
 from controlloop.server.testing import LiveServer
-from tests.integration.test_rest_stateless import EXAMPLES
+from tests.helpers.rest import EXAMPLES
 
 pytestmark = pytest.mark.integration
 

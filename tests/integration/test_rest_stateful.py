@@ -12,7 +12,7 @@ import pytest
 from controlloop.config import load_system
 from controlloop.server import create_app
 from controlloop.server.testing import LiveServer
-from tests.integration.test_rest_stateless import EXAMPLES, EXPECTED_COST, sample_doc
+from tests.helpers.rest import EXAMPLES, EXPECTED_COST, sample_doc
 
 pytestmark = pytest.mark.integration
 
@@ -119,7 +119,7 @@ def test_model_and_perf_verbs(small: httpx.Client) -> None:
     r = small.post("/addModelAcceleratorPerf", json={**perf, "decodeParms": {"alpha": 0}})
     assert r.status_code == 400
     assert set(r.json()["problems"]) == {
-        "body: decodeParms.alpha: must be > 0, got 0",
+        "body: decodeParms.alpha: must be >= 0.001, got 0",
         "body: decodeParms.beta: required field is missing",
     }
     assert len(ok(small.get("/getModel", params={"name": "phi3"}))["models"]) == 1

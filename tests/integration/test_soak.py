@@ -58,11 +58,11 @@ from controlloop.loop.settings import (
     ControllerSettings,
 )
 from controlloop.loop.state import ClusterState
-from tests.e2e.helpers import add_server
 from tests.fakekube import FakeKubeServer
 from tests.fakekube import objects as k8s_objects
 from tests.fakekube.store import find_resource
-from tests.integration.test_faults import FakeProm, Loop
+from tests.helpers.cluster import add_server
+from tests.helpers.faults import FakeProm, Loop
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

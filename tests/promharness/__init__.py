@@ -8,6 +8,7 @@ from .harness import (
     expected_load,
     free_port,
     prometheus_binary,
+    promtool_binary,
     start_stack,
     wait_until,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "expected_load",
     "free_port",
     "prometheus_binary",
+    "promtool_binary",
     "start_stack",
     "wait_until",
 ]

@@ -2,7 +2,7 @@
 
 Import them from ``tests/conftest.py``::
 
-    from tests.promharness.fixtures import prom_stack_factory, prometheus_bin, vllm_prom  # noqa: F401
+    from tests.promharness.fixtures import prom_stack_factory, prometheus_bin, vllm_prom
 
 or list the module in ``pytest_plugins`` there.
 """
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
-from .harness import PodLoad, PromStack, prometheus_binary, start_stack
+from .harness import PodLoad, PromStack, prometheus_binary, promtool_binary, start_stack
 
 # The Deployment under test: two pods with different load, names that need
 # regex escaping ("."), and neighbours that a sloppy pod regex would match.
@@ -65,6 +65,19 @@ def prometheus_bin() -> str:
             "prometheus binary not found ($PROMETHEUS_BIN or /usr/bin/prometheus); "
             "install it with `apt-get install prometheus`"
         )
+    return path
+
+
+@pytest.fixture(scope="session")
+def promtool_bin() -> str:
+    """Path of ``promtool`` (Debian's prometheus package). Missing: a failure under CI, a skip
+    elsewhere, as for the Prometheus binary."""
+    path = promtool_binary()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool not found under CI: `make test` should install prometheus")
+        pytest.skip("promtool not found ($PROMTOOL_BIN or beside prometheus); "
+                    "install it with `apt-get install prometheus`")
     return path
 
 

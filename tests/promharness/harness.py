@@ -46,6 +46,20 @@ def prometheus_binary() -> str | None:
     return None if os.environ.get("PROMETHEUS_BIN") else shutil.which("prometheus")
 
 
+def promtool_binary() -> str | None:
+    """``$PROMTOOL_BIN``, else ``promtool`` beside the Prometheus binary or on PATH.
+    (Debian's ``prometheus`` package ships both.)"""
+    if os.environ.get("PROMTOOL_BIN"):
+        path = os.environ["PROMTOOL_BIN"]
+        return path if Path(path).is_file() and os.access(path, os.X_OK) else None
+    prom = prometheus_binary()
+    if prom is not None:
+        beside = Path(prom).with_name("promtool")
+        if beside.is_file() and os.access(beside, os.X_OK):
+            return str(beside)
+    return shutil.which("promtool")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -318,8 +318,8 @@ def test_an_idle_server_with_scale_to_zero_goes_to_zero_through_the_controller()
     from controlloop.config import load_system
     from controlloop.loop.controller import Controller, StaticSpecs
     from controlloop.loop.state import ObservedLoad
-    from tests.e2e.helpers import CONFIG
-    from tests.unit.test_moves import OneServer, _server
+    from tests.helpers.cluster import CONFIG
+    from tests.helpers.moves import OneServer, _server
 
     settings = ControllerSettings(verify="none").model_copy(update={
         "behavior": spec(scale_to_zero=True, scale_down=rules(window=0)),
@@ -339,8 +339,8 @@ def test_a_restarted_controller_does_not_scale_down_on_its_first_cycle() -> None
     from controlloop.config import load_system
     from controlloop.loop.controller import Controller, StaticSpecs
     from controlloop.loop.state import ObservedLoad
-    from tests.e2e.helpers import CONFIG
-    from tests.unit.test_moves import OneServer, _server
+    from tests.helpers.cluster import CONFIG
+    from tests.helpers.moves import OneServer, _server
 
     now = [1000.0]
     load = ObservedLoad("ok", arrival_rate_rpm=10.0, avg_in_tokens=128, avg_out_tokens=1024)

@@ -13,7 +13,7 @@ from controlloop.optimizer.calibrate import (
     replica_params,
 )
 from controlloop.optimizer.candidates import build_candidates
-from tests.unit.test_fidelity import tiny_system
+from tests.helpers.systems import tiny_system
 
 FAST = SimSettings(requests=800, min_s=600.0)
 

@@ -339,3 +339,28 @@ def test_validate_rejects_two_controller_files(tmp_path: Path, capsys: pytest.Ca
     shutil.copy(cfg / "controller.yaml", cfg / "controller.yml")
     assert main(["validate", str(cfg)]) == 2
     assert "both controller.yaml and controller.yml define the controller settings" in capsys.readouterr().err
+
+
+def test_an_environment_failure_exits_1_and_bad_input_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ConfigError is for the user's input only (exit 2); a port taken or an API server
+    that cannot be reached is a StartupError (exit 1), each one line on stderr."""
+    import controlloop.cli.optimize as optimize_cmd
+    from controlloop.config import ConfigError, StartupError
+
+    def taken(_args: object) -> int:
+        raise StartupError("--listen 0.0.0.0:8080: cannot listen: Address already in use")
+
+    def bad(_args: object) -> int:
+        raise ConfigError(["x.yaml: servers[0].maxBatchSize: must be > 0, got -1"])
+
+    from controlloop.cli.main import main as cli_main
+
+    monkeypatch.setattr(optimize_cmd, "cmd_optimize", taken)
+    assert cli_main(["optimize", "config/examples/small"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: --listen 0.0.0.0:8080: cannot listen: Address already in use")
+    monkeypatch.setattr(optimize_cmd, "cmd_optimize", bad)
+    assert cli_main(["optimize", "config/examples/small"]) == 2
+    assert "maxBatchSize" in capsys.readouterr().err

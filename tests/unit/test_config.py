@@ -117,7 +117,7 @@ def test_zero_where_positive(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     edit_json(d / "model-data.json", lambda doc: doc["models"][4]["decodeParms"].update(alpha=-3))
     code, _, err = run_validate(d, capsys)
     assert code == 2
-    assert f"{d / 'model-data.json'}: models[4].decodeParms.alpha: must be > 0, got -3" in err
+    assert f"{d / 'model-data.json'}: models[4].decodeParms.alpha: must be >= 0.001, got -3" in err
 
 
 def test_negative_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

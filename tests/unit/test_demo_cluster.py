@@ -124,7 +124,12 @@ def test_move_is_make_before_break() -> None:
     cluster.advance(90)
     snap = cluster.snapshot()[SERVER]
     assert snap["retiring"] == 0 and snap["serving"] == 2
-    assert cluster.servers[SERVER].max_batch == cluster.derived_batch(SERVER, "G2")
+    # models.yaml llama_7b on G2: maxBatchSize 76 at 512 tokens; the server's K = 1024
+    # output tokens, so N = floor(76 * 512 / 1024) = 38 (docs/model-spec.md section 2)
+    assert cluster.servers[SERVER].max_batch == 38
+    # and the patch is the real actuator's: new nodeSelector, allocation labels
+    labels = res.patch["metadata"]["labels"] if res.patch else {}
+    assert labels.get("inferno.server.allocation.accelerator") == "G2", res.patch
 
 
 # --- pod removal with running requests (Termination) and pod-deletion-cost -------------------

@@ -9,27 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from controlloop.config import load_system
 from controlloop.fidelity import cmd_fidelity, fidelity_report
 from controlloop.optimizer.api import optimize
-from controlloop.specs import CapacityEntry, CapacitySpec, SystemSpec
+from tests.helpers.systems import tiny_system
 
 LARGE = Path(__file__).resolve().parents[2] / "config" / "examples" / "large"
 
 
-def tiny_system(capacity: int = 64, rate: float = 120.0) -> SystemSpec:
-    """One server (Premium mistral_7b, 2 req/s) on 2xG2 (N=38): the chain is optimistic here."""
-    system = load_system(LARGE)
-    server = next(s for s in system.servers if s.name == "Premium-mistral_7b")
-    load = server.load.model_copy(update={"arrival_rate": rate})
-    server = server.model_copy(
-        update={"current_alloc": server.current_alloc.model_copy(update={"load": load})}
-    )
-    return system.model_copy(update={
-        "models": [m for m in system.models if m.name == "mistral_7b" and m.acc == "2xG2"],
-        "servers": [server],
-        "capacity": CapacitySpec(count=[CapacityEntry(type="G2", count=capacity)]),
-    })
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from controlloop.loop.forecast import LoadTrend, lead_rpm
 from controlloop.loop.settings import ControllerSettings, ForecastConfig
 from controlloop.loop.state import ObservedLoad
-from tests.unit.test_moves import OneServer, _server
+from tests.helpers.moves import OneServer, _server
 
 CFG = ForecastConfig(max_increase=1.0)  # lead 180 s, window 300 s, at most +100 %
 
@@ -81,7 +81,7 @@ def _controller_on_ramp(
 ) -> tuple[list[Any], OneServer]:
     from controlloop.config import load_system
     from controlloop.loop.controller import Controller, StaticSpecs
-    from tests.e2e.helpers import CONFIG
+    from tests.helpers.cluster import CONFIG
 
     now = [0.0]
     fake = OneServer(_server(accelerator="H100", replicas=1, rollout=None))

@@ -31,9 +31,10 @@ CONFIG = ROOT / "config"
 NAMESPACE = "controlloop-system"
 # Oldest Kubernetes we claim to support, and the newest the installed schemas know.
 K8S_VERSIONS = ("1.28.0", kv.latest_version())
-CRD_GROUPS = {"monitoring.coreos.com", "keda.sh"}
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "Node"}
-OVERLAYS = ("cluster", "namespaced")
+CRD_GROUPS = {"monitoring.coreos.com", "keda.sh", "controlloop.io"}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "Node",
+                  "CustomResourceDefinition"}
+OVERLAYS = ("cluster", "namespaced", "crd-mode")
 
 Obj = dict[str, Any]
 
@@ -172,6 +173,41 @@ def structural_check(doc: Obj, where: str) -> None:
         for ep in endpoints:
             assert isinstance(ep.get("port"), str), f"{where}: endpoints need a named port"
             assert ep.get("path", "/metrics").startswith("/"), where
+    elif doc["kind"] == "PrometheusRule":  # the PromQL is checked by promtool in
+        # tests/integration/test_grafana_dashboard.py
+        assert doc["apiVersion"] == "monitoring.coreos.com/v1", where
+        groups = spec.get("groups")
+        assert isinstance(groups, list) and groups, f"{where}: groups required"
+        for group in groups:
+            assert isinstance(group.get("name"), str), f"{where}: a group needs a name"
+            for rule in group.get("rules") or []:
+                assert isinstance(rule.get("alert") or rule.get("record"), str), where
+                assert isinstance(rule.get("expr"), str), f"{where}: {rule}: expr required"
+    elif doc["kind"] == "ScaledObject":
+        assert doc["apiVersion"] == "keda.sh/v1alpha1", where
+        assert spec["scaleTargetRef"]["name"], where
+        assert spec.get("minReplicaCount", 0) >= 1, f"{where}: never scale a model to zero"
+        fallback = spec.get("fallback") or {}
+        assert fallback.get("failureThreshold", 0) >= 1 and fallback.get("replicas", 0) >= 1, (
+            f"{where}: fallback must be set so a dead controller does not scale to zero")
+        for trigger in spec["triggers"]:
+            meta = trigger["metadata"]
+            assert trigger["type"] == "prometheus" and meta["serverAddress"].startswith("http")
+            assert "controlloop_target_replicas" in meta["query"], where
+            # An empty result must be an error (fallback), not 0; AverageValue threshold 1
+            # makes the HPA set exactly the published target.
+            assert meta.get("ignoreNullValues") == "false", where
+            assert trigger.get("metricType", "AverageValue") == "AverageValue", where
+            assert float(meta["threshold"]) == 1.0, where
+    elif doc["apiVersion"] == "controlloop.io/v1alpha1":
+        # Our own kinds: against the definitions we ship (manifests/crds).
+        from controlloop.crds import KIND_BY_NAME, crd_document
+        from tests.fakekube.crd import validation_errors
+
+        assert doc["kind"] in KIND_BY_NAME, f"{where}: unknown kind {doc['kind']}"
+        crd = crd_document(KIND_BY_NAME[doc["kind"]])
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        assert validation_errors(doc, schema) == [], where
     else:
         pytest.fail(f"{where}: no structural check for CRD kind {doc['kind']}")
 
@@ -238,7 +274,9 @@ def rules_of(docs: list[Obj]) -> list[tuple[str, str, str, tuple[str, ...]]]:
         if d["kind"] in ("Role", "ClusterRole"):
             ns = d["metadata"].get("namespace", "*")
             for rule in d["rules"]:
-                for group in rule["apiGroups"]:
+                for url in rule.get("nonResourceURLs") or []:
+                    out.append((ns, "(url)", url, tuple(sorted(rule["verbs"]))))
+                for group in rule.get("apiGroups") or []:
                     for res in rule["resources"]:
                         out.append((ns, group, res, tuple(sorted(rule["verbs"]))))
     return out
@@ -283,16 +321,32 @@ def test_rbac_is_least_privilege(rendered: tuple[str, list[Obj]]) -> None:
     name, docs = rendered
     rules = rules_of(docs)
     resources = {(g, r) for _, g, r, _ in rules}
-    assert resources == {
+    expected = {
         ("apps", "deployments"),
         ("", "pods"),
         ("autoscaling", "horizontalpodautoscalers"),
         ("keda.sh", "scaledobjects"),
         ("", "events"),
         ("coordination.k8s.io", "leases"),
-    }, f"{name}: unexpected resources (nodes belong in the node-capacity component only)"
-    for ns, _, res, verbs in rules:
+    }
+    if name != "namespaced":  # roles for callers of the endpoints (bound by the user)
+        expected |= {("(url)", "/invoke"), ("(url)", "/metrics")}
+    if name == "crd-mode":
+        from controlloop.crds import KINDS
+
+        expected |= {("controlloop.io", k.plural) for k in KINDS}
+        expected |= {("controlloop.io", f"{k.plural}/status") for k in KINDS}
+    assert resources == expected, (
+        f"{name}: unexpected resources (nodes belong in the node-capacity component only)")
+    for ns, group, res, verbs in rules:
         assert "*" not in verbs
+        if group == "controlloop.io":
+            assert ns == NAMESPACE, "spec resources are read in the controller's namespace"
+            allowed = {"get", "patch", "update"} if res.endswith("/status") else {
+                "get", "list", "watch"}
+            assert set(verbs) <= allowed, (res, verbs)
+        if group == "(url)":
+            assert verbs == (("post",) if res == "/invoke" else ("get",))
         if res == "leases":
             assert ns == NAMESPACE and set(verbs) <= {"get", "create", "update"}
         if res == "pods":  # patch: the pod-deletion-cost annotation only
@@ -303,6 +357,10 @@ def test_rbac_is_least_privilege(rendered: tuple[str, list[Obj]]) -> None:
             assert set(verbs) == {"create", "patch"}
     if name == "namespaced":
         assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    else:  # TokenReview/SubjectAccessReview for the endpoints' callers
+        delegated = [b for b in by_kind(docs, "ClusterRoleBinding")
+                     if b["roleRef"]["name"] == "system:auth-delegator"]
+        assert len(delegated) == 1
     for binding in by_kind(docs, "RoleBinding") + by_kind(docs, "ClusterRoleBinding"):
         for subject in binding["subjects"]:
             assert (subject["kind"], subject["namespace"]) == ("ServiceAccount", NAMESPACE)
@@ -346,12 +404,32 @@ def test_renderer_agrees_with_kustomize(overlay: str) -> None:
     assert _normalized(real) == _normalized(render(MANIFESTS / overlay))
 
 
+def test_endpoints_are_locked_down(rendered: tuple[str, list[Obj]]) -> None:
+    name, docs = rendered
+    (dep,) = by_kind(docs, "Deployment")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    # In-cluster the default --http-auth is tokenreview; without cluster RBAC /invoke is off.
+    assert env.get("CONTROLLOOP_HTTP_AUTH", "auto") in ("auto", "tokenreview")
+    if name == "namespaced":
+        assert env["CONTROLLOOP_INVOKE"] == "off"
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    ports = [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+    assert ports == ["http"]
+    if name == "crd-mode":
+        assert env["CONTROLLOOP_SPECS"] == "crd"
+        assert env["CONTROLLOOP_CRD_NAMESPACE"] == NAMESPACE
+
+
 def test_node_capacity_component_adds_only_node_reads() -> None:
     docs = render(MANIFESTS / "components" / "node-capacity")
     assert {(g, r, v) for _, g, r, v in rules_of(docs)} == {("", "nodes", ("get", "list"))}
 
 
-@pytest.mark.parametrize("component", ["node-capacity", "servicemonitor"])
+@pytest.mark.parametrize("component", ["node-capacity", "servicemonitor", "monitoring"])
 def test_components_are_valid(component: str) -> None:
     for doc in render(MANIFESTS / "components" / component):
         check_doc(doc, K8S_VERSIONS[0], f"component {component}")

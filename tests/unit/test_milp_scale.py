@@ -3,14 +3,13 @@ and time shares. Each must keep the plan optimal (or the greedy plan's equal or 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from controlloop.config import load_system
+from controlloop.demo.fleet import fleet
 from controlloop.optimizer import optimize
 from controlloop.optimizer.candidates import build_candidates
 from controlloop.optimizer.milp_model import MilpModel, MilpServer, max_replicas, prune_dominated
@@ -88,20 +87,10 @@ def test_cuts_hold_at_integer_points(partial: bool) -> None:
         assert ok.all(), np.flatnonzero(~ok)
 
 
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("bench_optimize", ROOT / "benchmarks" / "bench_optimize.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_optimize"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_milp_on_a_saturated_fleet_beats_greedy_in_time() -> None:
     """60 servers, capacity short: the MILP returns its own plan (no fallback) within the
     time limit, serving every priority level at least as much as greedy."""
-    bench = _bench_module()
-    system = bench.fleet(load_system(ROOT / "config" / "examples" / "large"), 60)
+    system = fleet(load_system(ROOT / "config" / "examples" / "large"), 60)
     greedy = optimize(system, solver="greedy", unlimited=False)
     milp = optimize(system, solver="milp", unlimited=False, time_limit=4.0)
     assert milp.solver == "milp", milp.message
@@ -120,8 +109,7 @@ def _fleet_stages(n: int):  # type: ignore[no-untyped-def]
     from controlloop.optimizer.milp import _Stages
     from controlloop.specs import SaturationPolicy
 
-    bench = _bench_module()
-    system = bench.fleet(load_system(ROOT / "config" / "examples" / "large"), n)
+    system = fleet(load_system(ROOT / "config" / "examples" / "large"), n)
     cset = build_candidates(system)
     capacity = system.capacity_by_type()
     servers = [
@@ -201,8 +189,7 @@ def test_neighbourhood_never_costs_more_than_its_start() -> None:
 def test_milp_on_300_servers_reports_both_gaps_and_beats_greedy() -> None:
     """300 servers, 6 s: the MILP's own plan, priority by priority at least greedy's, with the
     level and cost gaps both in the message; the level gap is the dive's LP-bound gap."""
-    bench = _bench_module()
-    system = bench.fleet(load_system(ROOT / "config" / "examples" / "large"), 300)
+    system = fleet(load_system(ROOT / "config" / "examples" / "large"), 300)
     greedy = optimize(system, solver="greedy", unlimited=False)
     milp = optimize(system, solver="milp", unlimited=False, time_limit=6.0)
     assert milp.solver == "milp", milp.message

@@ -1,4 +1,4 @@
-"""Single rules of MODEL.md sections 4-5, each on a system small enough to derive by hand.
+"""Single rules of docs/model-spec.md sections 4-5, each on a system small enough to derive by hand.
 
 Numbers come from test_optimizer_fixtures: on ``P`` lam* = 4.995 req/s (cost 10),
 on ``Q`` (alpha 20) lam* = 3.33 req/s.
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from controlloop.optimizer import DecisionStatus, optimize
 from controlloop.optimizer.candidates import transition_value
-from tests.unit.test_optimizer_fixtures import (
+from tests.helpers.optimizer_fixtures import (
     LAM_P,
     LAM_Q,
     accelerator,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import pytest
 
 from controlloop.optimizer import DecisionStatus, optimize
-from tests.unit.test_optimizer_fixtures import per_min, replicas, server, system
+from tests.helpers.optimizer_fixtures import per_min, replicas, server, system
 
 SERVERS = [
     server("A", per_min(6.6), "hi"),  # 33 req/s -> 7 replicas
@@ -71,12 +71,24 @@ def test_greedy_best_effort_policies(delayed: bool, policy: str) -> None:
 
 
 def test_best_effort_replicas_are_repredicted_at_their_higher_load() -> None:
-    """B gets 3 of 5 replicas: 23 req/s over 3 replicas is above lam_max, so rho ~ 1."""
-    solution = optimize(_tight(False), saturation_policy="PriorityExhaustive")
+    """saturatedLatency "offered": B gets 3 of 5 replicas: 23 req/s over 3 replicas is
+    above lam_max, so rho ~ 1 and TTFT far above the candidate's."""
+    solution = optimize(_tight(False), saturation_policy="PriorityExhaustive",
+                        saturated_latency="offered")
     b = solution.decisions["B"]
     full = solution.candidates["B"][0]
     assert b.rho is not None and full.rho < b.rho <= 1.0
     assert b.ttft_ms is not None and b.ttft_ms > full.ttft_ms
+
+
+def test_best_effort_latency_is_the_sized_one_by_default() -> None:
+    """The reference (default "sized") reports the candidate's figures, sized at
+    demand/needed replicas, whatever the replicas given."""
+    solution = optimize(_tight(False), saturation_policy="PriorityExhaustive")
+    b = solution.decisions["B"]
+    full = solution.candidates["B"][0]
+    assert b.status is DecisionStatus.SATURATED and b.replicas == 3
+    assert (b.itl_ms, b.ttft_ms, b.rho) == (full.itl_ms, full.ttft_ms, full.rho)
 
 
 @pytest.mark.parametrize("policy", ["None", "PriorityExhaustive", "RoundRobin"])

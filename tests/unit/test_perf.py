@@ -1,4 +1,4 @@
-"""Service-time models (MODEL.md sections 2 and 8): hand-checked values and properties."""
+"""Service-time models (docs/model-spec.md sections 2 and 8): hand-checked values and properties."""
 
 from __future__ import annotations
 
@@ -11,27 +11,12 @@ from hypothesis import strategies as st
 
 from controlloop.model.perf import DecodePrefillPerf, IterationPerf, batch_size
 from controlloop.model.sizing import analyze
+from tests.helpers.systems import GRANITE, plain_chain
 
 # granite_13b on A100 (small sample): alpha=20.58 beta=0.41 gamma=164.64 delta=0.0128125,
 # maxBatchSize=32 at 512 tokens; load I=128, K=1024.
-GRANITE = {"alpha": 20.58, "beta": 0.41, "gamma": 164.64, "delta": 0.0128125}
 
 
-def plain_chain(a: float, b: float, n: int, lam: float) -> dict[str, float]:
-    """Section 2 by the book: p(j+1) = p(j)*lam/mu(j+1) over 0..N+10N, then the moments."""
-    def mu(j: int) -> float:
-        m = min(j, n)
-        return m / (a + b * m)
-
-    p = [1.0]
-    for j in range(1, 11 * n + 1):
-        p.append(p[-1] * lam / mu(j))
-    total = sum(p)
-    p = [x / total for x in p]
-    big_l = sum(j * x for j, x in enumerate(p))
-    big_b = sum(min(j, n) * x for j, x in enumerate(p))
-    x = lam * (1 - p[-1])
-    return {"L": big_l, "B": big_b, "X": x, "S": big_b / x, "W": big_l / x - big_b / x}
 
 
 def test_granite_a100_by_hand() -> None:

@@ -1,4 +1,4 @@
-"""The chain of MODEL.md section 2 against closed forms, a simulation and properties."""
+"""The chain of docs/model-spec.md section 2 against closed forms, a simulation and properties."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from controlloop.model.queue import (
     rate_range,
     state_probabilities,
 )
-from tests.unit.des_chain import simulate
+from tests.helpers.des_chain import simulate
 
 
 def mmc_k(lam: float, mu: float, c: int, k: int) -> dict[str, float]:

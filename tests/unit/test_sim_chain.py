@@ -1,7 +1,7 @@
 """Simulation against closed forms: the birth-death chain (exponential service) and
 M/D/1 (token engine with one slot).
 
-The chain is recomputed here from MODEL.md section 2, independently of
+The chain is recomputed here from docs/model-spec.md section 2, independently of
 controlloop.model, so the two implementations check each other.
 """
 

@@ -1,4 +1,4 @@
-"""SLO sizing (MODEL.md section 3): hand-checked roots, statuses, cache and properties."""
+"""SLO sizing (docs/model-spec.md section 3): hand-checked roots, statuses, cache and properties."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from controlloop.model.sizing import (
     analyze,
     size,
 )
-from tests.unit.test_perf import GRANITE, plain_chain
+from tests.helpers.systems import GRANITE, plain_chain
 
 A, B, N = 21217.98, 421.07, 16  # granite_13b/A100 at I=128, K=1024 (see test_perf)
 MU_1, MU_N = 1 / (A + B), N / (A + B * N)

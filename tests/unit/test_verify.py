@@ -11,7 +11,7 @@ from controlloop.optimizer.api import optimize
 from controlloop.optimizer.calibrate import SimOracle, estimate, replica_params
 from controlloop.optimizer.solution import DecisionStatus, Solution
 from controlloop.specs import SystemSpec
-from tests.unit.test_fidelity import tiny_system
+from tests.helpers.systems import tiny_system
 
 SMALL = Path(__file__).resolve().parents[2] / "config" / "examples" / "small"
 

@@ -1,4 +1,4 @@
-"""Derive iteration-model ``perfParms`` (MODEL.md section 8) from decode/prefill parameters.
+"""Derive iteration-model ``perfParms`` (docs/model-spec.md section 8) from decode/prefill parameters.
 
 Reads ``config/examples/large``, writes this directory: the same system with
 ``perfParms`` added to every model entry (decode/prefill parameters kept, so
