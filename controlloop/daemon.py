@@ -167,8 +167,8 @@ class HttpState:
     controller: Controller
     metrics: ControllerMetrics
     specs: Any = None  # a SpecSource with ``_good`` (files or custom resources)
-    ui: UiApp | None = None  # the web dashboard at /ui (controlloop.ui), read-only
     policy: EndpointPolicy | None = None  # None: everything open (tests, loopback)
+    ui: UiApp | None = None  # the web dashboard at /ui (controlloop.ui), read-only
 
 
 def ui_allowed(handler: Any, state: HttpState) -> bool:

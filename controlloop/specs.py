@@ -80,7 +80,8 @@ class AcceleratorSpec(Spec):
     cost: Cost
     # Placement on Kubernetes: the pod template's nodeSelector for this
     # accelerator and the extended resource its cards are requested as.
-    node_selector: dict[Name, Annotated[str, Field(max_length=63)]] | None = Field(
+    # (values are label values: at most 63 characters; keys are checked by Kubernetes)
+    node_selector: dict[str, Annotated[str, Field(max_length=63)]] | None = Field(
         None, alias="nodeSelector"
     )
     resource: Name = "nvidia.com/gpu"

@@ -274,7 +274,8 @@ def _run_crd_and_http_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--metrics-auth", action=FlagAction, default=env_flag("METRICS_AUTH"),
-        help="serve /metrics only to callers --http-auth accepts (env CONTROLLOOP_METRICS_AUTH)",
+        help="serve /metrics and the dashboard (/ui) only to callers --http-auth accepts "
+        "(env CONTROLLOOP_METRICS_AUTH)",
     )
 
 

@@ -205,7 +205,7 @@ def _se(means: list[float]) -> float:
 # --- per-pair calibration ----------------------------------------------------------------------
 
 
-CalKey = tuple[float, float, float, float, int, int, int, float, float]
+CalKey = tuple[float, float, float, float, int, int, int, int, float, float]
 
 
 @dataclass
@@ -231,7 +231,10 @@ class Calibrator:
 
     def key(self, params: ReplicaParams, *, ttft: float, itl: float) -> CalKey:
         p = params
-        return (p.alpha, p.beta, p.gamma, p.delta, p.batch, p.in_tokens, p.out_tokens,
+        # the queue bound changes the safe rate (a short queue loses requests instead of
+        # waiting): it is part of the key, -1 for unbounded
+        queue = -1 if p.queue is None else int(p.queue)
+        return (p.alpha, p.beta, p.gamma, p.delta, p.batch, p.in_tokens, p.out_tokens, queue,
                 float(ttft), float(itl))
 
     def rates(
@@ -289,8 +292,10 @@ class Calibrator:
         if doc.get("settings") != _settings_doc(self.oracle.settings, self.rtol):
             return  # learned under other settings: not comparable
         for row in doc.get("rates", []):
-            a, b, g, d, n, i, k, t, itl, rate = row
-            self._rates[(a, b, g, d, int(n), int(i), int(k), t, itl)] = float(rate)
+            if not isinstance(row, list) or len(row) != 11:
+                continue  # an older cache without the queue bound: re-learned
+            a, b, g, d, n, i, k, q, t, itl, rate = row
+            self._rates[(a, b, g, d, int(n), int(i), int(k), int(q), t, itl)] = float(rate)
 
     def __len__(self) -> int:
         return len(self._rates)

@@ -21,6 +21,31 @@ def _num(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf as None and tuples as lists, for ``json.dumps(allow_nan=False)``."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return str(value)
+
+
+def tuning_rows(report: CycleReport) -> list[dict[str, Any]]:
+    """The online tuning's per-(model, accelerator) estimates of this cycle, when the
+    controller tunes (``CycleReport.tuning["pairs"]``: pair, params, applied multipliers,
+    sigma, warm-up, observations); [] otherwise."""
+    tuning = getattr(report, "tuning", None) or {}
+    pairs = tuning.get("pairs") if isinstance(tuning, dict) else None
+    if not isinstance(pairs, list):
+        return []
+    keep = ("pair", "params", "applied", "sigma", "warmedUp", "observations", "rejected")
+    return [json_safe({k: p.get(k) for k in keep}) for p in pairs if isinstance(p, dict)]
+
+
 def server_row(s: ServerReport) -> dict[str, Any]:
     """What the page shows of one server in one cycle."""
     return {
@@ -46,6 +71,8 @@ def server_row(s: ServerReport) -> dict[str, Any]:
         "sloItlMs": _num(s.slo_itl_ms),
         "sloTtftMs": _num(s.slo_ttft_ms),
         "costCentsPerHour": _num(s.cost),
+        # the tuning's predicted-vs-observed error at this cycle's operating point
+        "modelError": json_safe(getattr(s, "model_error", None)),
     }
 
 
@@ -138,6 +165,7 @@ class ReportStore:
             "errors": list(report.errors),
             "servers": rows,
             "gpus": gpus or {},
+            "tuning": tuning_rows(report),
         }
         with self._lock:
             self._seq += 1

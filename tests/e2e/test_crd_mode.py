@@ -21,8 +21,8 @@ from controlloop.config import ConfigError, load_config
 from controlloop.crds import GROUP, KIND_BY_NAME, VERSION, crd_documents, system_to_crs
 from controlloop.loop.controller import Controller
 from controlloop.loop.settings import ControllerSettings
-from tests.e2e.helpers import CONFIG, FakeLoadSource, add_server, reading
 from tests.fakekube import FakeKubeServer
+from tests.helpers.cluster import CONFIG, FakeLoadSource, add_server, reading
 
 pytestmark = pytest.mark.integration
 

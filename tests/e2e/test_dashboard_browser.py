@@ -10,6 +10,7 @@ change); with ``CONTROLLOOP_UPDATE_DOCS=1`` also to docs/images/ for docs/dashbo
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -209,7 +210,7 @@ def test_dashboard_live_then_after_the_run(demo: DemoServer, browser: Any) -> No
     # the server shown is the one with the most changes; its decision log names them
     selected = browser.execute_script("return window.controlloopDashboard.selected")
     changes = {n: sum(1 for c in log for s in c["servers"]
-                      if s["server"] == n and s["verdict"] != "unchanged") for n in last}
+                      if s["server"] == n and s["verdict"] in ("scaled", "moved")) for n in last}
     assert changes[selected] == max(changes.values()) and changes[selected] > 0, changes
     logged = browser.find_elements(By.CSS_SELECTOR, "#decision-log tbody tr")
     assert any(r.find_element(By.CSS_SELECTOR, ".verdict").text in ("scaled", "moved")
@@ -233,3 +234,89 @@ def test_dashboard_live_then_after_the_run(demo: DemoServer, browser: Any) -> No
     assert demo.proc.poll() is None
     assert demo.stop() == 0
     assert demo.lines[-1] == "dashboard stopped", demo.lines[-3:]
+
+
+def test_errors_held_servers_and_unknowns_in_the_daemon_clock(browser: Any) -> None:
+    """The daemon's case (wall-clock times) with what a demo rarely shows: a failed patch,
+    a held server with unknown load (no observations, no opinion) and the cycle's errors."""
+    from controlloop.loop.cycle import CycleReport, ServerReport
+    from controlloop.ui import ReportStore, UiApp, make_ui_server
+
+    store = ReportStore(title="controlloop (dry-run)")
+    now = time.time()
+    for i in range(6):
+        ok = ServerReport(
+            server="granite", namespace="llm", deployment="granite", model="granite_13b",
+            service_class="Premium", current_accelerator="A100", current_replicas=2 + i // 2,
+            ready_replicas=2, pending_pods=0, verdict="scaled" if i % 2 else "unchanged",
+            reason=f"sized for load {600 + 100 * i} rpm", desired_accelerator="A100",
+            desired_replicas=2 + (i + 1) // 2,
+            load={"status": "ok", "arrivalRate": 600.0 + 100 * i, "itlMs": 30.0, "ttftMs": 200.0},
+            predicted_itl_ms=28.0, predicted_ttft_ms=180.0, slo_itl_ms=40.0, slo_ttft_ms=500.0,
+            cost=100.0 + 10 * i,
+        )
+        held = ServerReport(
+            server="llama", namespace="llm", deployment="llama", model="llama_7b",
+            service_class="Premium", current_accelerator="A100", current_replicas=4,
+            ready_replicas=4, pending_pods=0, verdict="held", held_reason="unknown-load",
+            reason="load unknown (no series): leaving as is", load={"status": "unknown"},
+        )
+        failed = ServerReport(
+            server="mistral", namespace="llm", deployment="mistral", model="mistral_7b",
+            service_class="Free", current_accelerator="A100", current_replicas=1,
+            ready_replicas=1, pending_pods=0, verdict="error", error_kind="conflict",
+            error="llm/mistral: 409 Conflict: the object has been modified",
+            load={"status": "ok", "arrivalRate": 300.0},
+        )
+        rep = CycleReport(
+            cycle_id=f"{i + 1}-abc", started_at=now - 60 * (6 - i), outcome="partial",
+            servers=[ok, held, failed], total_cost=200.0, dry_run=True,
+            errors=["llm/mistral: 409 Conflict: the object has been modified"],
+        )
+        # what the online tuning (issue of its own) adds to a report: per-pair estimates
+        rep.tuning = {"mode": "on", "pairs": [{  # type: ignore[attr-defined]
+            "pair": "granite_13b/A100", "params": {"alpha": 10.0 + i, "beta": 0.5},
+            "applied": {"alpha": 1.0 + 0.05 * i, "beta": 1.0},
+            "sigma": {"alpha": 0.1, "beta": math.nan}, "warmedUp": i >= 3,
+            "observations": 10 * i, "rejected": 1,
+        }]}
+        store.publish(rep)
+    server = make_ui_server("127.0.0.1", 0, UiApp(store))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        browser.set_window_size(1400, 1700)
+        browser.get(f"http://127.0.0.1:{server.server_address[1]}/ui/")
+        WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda d: cycles_shown(d) == 6)
+        status = browser.find_element(By.ID, "status").text
+        assert "dry-run" in status and "partial" in status and browser.title.startswith(
+            "controlloop (dry-run)")
+        errors = browser.find_element(By.ID, "cycle-errors")
+        assert errors.is_displayed() and "409 Conflict" in errors.text
+        row = {r.get_attribute("data-server"): r
+               for r in browser.find_elements(By.CSS_SELECTOR, "#servers tbody tr")}
+        assert set(row) == {"granite", "llama", "mistral"}
+        held = row["llama"]
+        assert held.find_element(By.CSS_SELECTOR, ".verdict").text == "held"
+        assert held.find_element(By.CSS_SELECTOR, "td.reason").text.startswith("load unknown")
+        cells = [td.text for td in held.find_elements(By.TAG_NAME, "td")]
+        assert "unknown" in cells and "– / – / –" in cells  # no load, no latencies: no zeros
+        assert "no cards in use reported" in browser.find_element(By.ID, "gpus").text
+        failed = row["mistral"]
+        assert failed.find_element(By.CSS_SELECTOR, ".verdict").text == "error"
+        assert "409 Conflict" in failed.find_element(By.CSS_SELECTOR, "td.reason").text
+        # the server with the most changes is shown: granite, scaled every other cycle
+        assert browser.find_element(By.ID, "server-title").text == "Server granite"
+        drawn = browser.execute_script(SERIES_PIXELS, "chart-load")
+        assert drawn["points"] == 6 and drawn["pixels"] > 100
+        # the tuning's estimates for granite's (model, accelerator), and their history
+        tuned = browser.find_elements(By.CSS_SELECTOR, '#tuning tr[data-pair="granite_13b/A100"]')
+        assert [r.find_elements(By.TAG_NAME, "td")[1].text for r in tuned] == ["alpha", "beta"]
+        alpha = [td.text for td in tuned[0].find_elements(By.TAG_NAME, "td")]
+        assert alpha == ["granite_13b/A100", "alpha", "15.0000", "1.250", "0.100", "50 (1 rejected)"]
+        assert [td.text for td in tuned[1].find_elements(By.TAG_NAME, "td")][4] == "–"  # NaN
+        drawn = browser.execute_script(SERIES_PIXELS, "chart-tuning")
+        assert drawn["points"] == 6 and drawn["series"] == 2 and drawn["pixels"] > 100
+        save(browser, "dashboard-errors.png")
+    finally:
+        server.shutdown()
+        server.server_close()

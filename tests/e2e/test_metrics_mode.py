@@ -18,7 +18,7 @@ from controlloop.config import load_system
 from controlloop.loop.controller import Controller, StaticSpecs
 from controlloop.loop.settings import ControllerSettings
 from controlloop.metrics import ControllerMetrics
-from tests.e2e.helpers import CONFIG, FakeLoadSource, add_server, reading
+from tests.helpers.cluster import CONFIG, FakeLoadSource, add_server, reading
 
 ROOT = Path(__file__).resolve().parents[2]
 HPA = ROOT / "manifests" / "examples" / "metrics-mode" / "hpa-external-metric.yaml"

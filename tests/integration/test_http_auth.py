@@ -18,13 +18,13 @@ import pytest
 from controlloop.cluster.actuator import KubeActuator
 from controlloop.cluster.collector import KubeCollector
 from controlloop.config import load_system
-from controlloop.daemon import HttpState, make_http_server
+from controlloop.daemon import HttpState, daemon_ui, make_http_server
 from controlloop.httpauth import EndpointPolicy, RateLimiter, build_policy
 from controlloop.loop.controller import Controller, StaticSpecs
 from controlloop.loop.settings import ControllerSettings
 from controlloop.metrics import ControllerMetrics
-from tests.e2e.helpers import CONFIG, FakeLoadSource
 from tests.fakekube import FakeKubeServer
+from tests.helpers.cluster import CONFIG, FakeLoadSource
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,8 @@ def serve(kube_client: Any, policy: EndpointPolicy) -> Iterator[str]:
         actuator=KubeActuator(kube_client, settings.actuation, sleep=lambda s: None))
     metrics = ControllerMetrics()
     controller.on_report.append(metrics.observe)
-    http = make_http_server("127.0.0.1", 0, HttpState(controller, metrics, None, policy))
+    ui = daemon_ui(controller, controller.specs, dry_run=False)
+    http = make_http_server("127.0.0.1", 0, HttpState(controller, metrics, policy=policy, ui=ui))
     threading.Thread(target=http.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{http.server_address[1]}"
@@ -63,6 +64,7 @@ def reviewed(fake_kube: FakeKubeServer, kube_client: Any) -> Iterator[str]:
     fake_kube.add_user("viewer-token", "bob")
     fake_kube.grant("ops", "/invoke", "post")
     fake_kube.grant("bob", "/metrics", "get")
+    fake_kube.grant("bob", "/ui", "get")  # the dashboard: every /ui/... path is checked as /ui
     policy = build_policy(mode="auto", in_cluster=True, token_file=None, invoke=True,
                           invoke_per_minute=600, metrics_auth=True,
                           api_client=kube_client.api_client)
@@ -97,6 +99,11 @@ def test_metrics_behind_the_same_check(reviewed: str) -> None:
     assert call(reviewed + "/metrics", "GET", token="ops-token")[0] == 403
     code, body = call(reviewed + "/metrics", "GET", token="viewer-token")
     assert code == 200 and b"# HELP" in body
+    # the dashboard shows what /metrics does: the same check
+    assert call(reviewed + "/ui/api/cycles", "GET")[0] == 401
+    assert call(reviewed + "/ui/", "GET", token="ops-token")[0] == 403
+    code, body = call(reviewed + "/ui/api/cycles", "GET", token="viewer-token")
+    assert code == 200 and b'"cycles"' in body
     assert call(reviewed + "/healthz", "GET")[0] == 200, "probes stay open"
     assert call(reviewed + "/readyz", "GET")[0] == 200
 

@@ -85,7 +85,7 @@ def test_schema_carries_the_loaders_constraints() -> None:
     assert set(acc["required"]) == {"type", "cost"}
     assert acc["properties"]["cost"]["minimum"] == 0
     assert acc["properties"]["multiplicity"] == {"type": "integer", "minimum": 0,
-                                                 "exclusiveMinimum": True}
+                                                 "exclusiveMinimum": True, "maximum": 1024}
     opt = schema_of("Optimizer")["properties"]["spec"]["properties"]
     assert opt["optimizer"]["properties"]["saturationPolicy"]["enum"] == [
         "None", "PriorityExhaustive", "PriorityRoundRobin", "RoundRobin"]
@@ -120,6 +120,13 @@ BAD_CASES = [
     ("Optimizer", {"controller": {"intervalSeconds": 0}}),
     ("Optimizer", {"controller": {"actuation": {"moveStrategy": "teleport"}}}),
     ("Server", {"model": "m", "minNumReplicas": -1}),
+    # physical bounds (controlloop/bounds.py)
+    ("Model", {"perf": [{"acc": "L4", "maxBatchSize": 100_000_000, "atTokens": 512,
+                         "decodeParms": {"alpha": 1, "beta": 0},
+                         "prefillParms": {"gamma": 0, "delta": 0}}]}),
+    ("Capacity", {"count": [{"type": "L4", "count": 10**12}]}),
+    ("ServiceClass", {"modelTargets": [{"model": "m", "slo-ttft": 1e12}]}),
+    ("Server", {"model": "m", "maxBatchSize": 5000}),
 ]
 
 

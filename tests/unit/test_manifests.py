@@ -330,7 +330,7 @@ def test_rbac_is_least_privilege(rendered: tuple[str, list[Obj]]) -> None:
         ("coordination.k8s.io", "leases"),
     }
     if name != "namespaced":  # roles for callers of the endpoints (bound by the user)
-        expected |= {("(url)", "/invoke"), ("(url)", "/metrics")}
+        expected |= {("(url)", "/invoke"), ("(url)", "/metrics"), ("(url)", "/ui")}
     if name == "crd-mode":
         from controlloop.crds import KINDS
 

@@ -6,7 +6,7 @@ Two kinds of truth:
   saturated scenarios; its best-effort allocations on them, issue 15's table:
   accelerator x replicas, cost, ITL/TTFT to the 0.1 ms it prints);
 * an independent literal rendering of the reference's greedy
-  (tests/unit/reference_greedy.py) on every scenario x saturation policy x
+  (tests/helpers/reference_greedy.py) on every scenario x saturation policy x
   delayedBestEffort, and on load and capacity variants: every allocation's
   accelerator, replicas, cost and ITL/TTFT must be the reference's (1e-9 relative
   here; the reference itself computes costs in float32, ~1e-7 relative).
@@ -24,7 +24,7 @@ from controlloop.model.sizing import SizingCache
 from controlloop.optimizer import DecisionStatus, Solution, optimize
 from controlloop.optimizer.candidates import build_candidates
 from controlloop.specs import CapacityEntry, CapacitySpec, SaturationPolicy, SystemSpec
-from tests.unit import reference_greedy
+from tests.helpers import reference_greedy
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
 SCENARIOS = sorted((EXAMPLES / "scenarios").glob("*.json"))

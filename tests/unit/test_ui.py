@@ -81,6 +81,26 @@ def test_snapshot_has_no_nan_and_keeps_the_reason() -> None:
     assert store.since(1)["cycles"][0]["servers"][0]["reason"] == "409 Conflict"
 
 
+def test_tuning_estimates_pass_through_json_safe() -> None:
+    store = ReportStore()
+    rep = report(0)
+    assert store.since(0)["cycles"] == [] and store.publish(rep) == 1
+    assert store.since(0)["cycles"][0]["tuning"] == []  # a controller that does not tune
+    rep = report(1)
+    rep.tuning = {"mode": "on", "pairs": [  # type: ignore[attr-defined]
+        {"pair": "m/A100", "params": {"alpha": 1.5}, "applied": {"alpha": 1.1},
+         "sigma": {"alpha": math.nan}, "warmedUp": False, "observations": 3, "rejected": 0,
+         "profile": {"alpha": 1.0}},
+    ]}
+    rep.servers[0].model_error = {"itlError": math.inf, "tuned": True}  # type: ignore[attr-defined]
+    store.publish(rep)
+    doc = json.loads(UiApp(store).handle("/ui/api/cycles?since=1").body)
+    (pair,) = doc["cycles"][0]["tuning"]
+    assert pair["params"] == {"alpha": 1.5} and pair["sigma"] == {"alpha": None}
+    assert "profile" not in pair  # only what the page shows
+    assert doc["cycles"][0]["servers"][0]["modelError"] == {"itlError": None, "tuned": True}
+
+
 @pytest.mark.parametrize("itl,ttft,slo_itl,slo_ttft,expected", [
     (20.0, 150.0, 40.0, 500.0, True),
     (41.0, 150.0, 40.0, 500.0, False),

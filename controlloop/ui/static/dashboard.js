@@ -31,9 +31,10 @@
   function chartSize(box) { return { width: Math.max(box.clientWidth - 12, 200), height: 200 }; }
 
   function xAxis() {
-    var axis = { stroke: "#6b7384", grid: { stroke: "#eef0f3" } };
-    if (isSim()) { // simulated seconds: ticks on whole minutes
-      axis.incrs = [60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400];
+    // cycles are a minute or so apart: ticks on whole minutes, at least 70 px apart
+    var axis = { stroke: "#6b7384", grid: { stroke: "#eef0f3" }, space: 70,
+      incrs: [60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800] };
+    if (isSim()) { // simulated seconds from 0: "12m", "2.5h"
       axis.values = function (u, splits) {
         return splits.map(function (s) { return s >= 7200 ? (s / 3600).toFixed(1) + "h" : Math.round(s / 60) + "m"; });
       };
@@ -178,7 +179,44 @@
       col(function (r) { return pos(r.predictedItlMs); }), col(function (r) { return pos(r.sloItlMs); })], { log: true });
     draw("chart-ttft", name + ": TTFT (ms, log scale)", "ms", lat, [ts, col(function (r) { return pos(r.observedTtftMs); }),
       col(function (r) { return pos(r.predictedTtftMs); }), col(function (r) { return pos(r.sloTtftMs); })], { log: true });
+    tuning(name, rows);
     decisionLog(rows, ts);
+  }
+
+  /* The online tuning (when the controller tunes): the selected server's
+     (model, accelerator) multipliers over time, and every pair's estimates now. */
+  function tuning(name, rows) {
+    var last = state.cycles[state.cycles.length - 1];
+    var section = $("tuning-section");
+    if (!last || !last.tuning || !last.tuning.length) { section.hidden = true; return; }
+    section.hidden = false;
+    var row = rows[rows.length - 1];
+    var pair = row ? row.model + "/" + row.currentAccelerator : "";
+    var ts = [], byParam = {};
+    state.cycles.forEach(function (x) {
+      var p = (x.tuning || []).find(function (t) { return t.pair === pair; });
+      if (!p) { return; }
+      ts.push(x.t);
+      Object.keys(p.applied || {}).forEach(function (k) { (byParam[k] = byParam[k] || {})[ts.length - 1] = p.applied[k]; });
+    });
+    var names = Object.keys(byParam).sort();
+    draw("chart-tuning", pair + ": applied multipliers", "× profile", names.map(function (k, i) {
+      return { label: k, color: COLORS[i % COLORS.length], step: true };
+    }), [ts].concat(names.map(function (k) { return ts.map(function (_, i) { var v = byParam[k][i]; return v === undefined ? null : v; }); })));
+    var body = $("tuning").querySelector("tbody");
+    body.textContent = "";
+    last.tuning.forEach(function (p) {
+      Object.keys(p.params || {}).sort().forEach(function (k, i) {
+        var tr = el("tr", { "data-pair": p.pair, "class": p.pair === pair ? "selected" : "" });
+        tr.appendChild(el("td", {}, i === 0 ? p.pair + (p.warmedUp ? "" : " (warming up)") : ""));
+        tr.appendChild(el("td", {}, k));
+        tr.appendChild(el("td", { "class": "num" }, fmt(p.params[k], 4)));
+        tr.appendChild(el("td", { "class": "num" }, fmt((p.applied || {})[k], 3)));
+        tr.appendChild(el("td", { "class": "num" }, fmt((p.sigma || {})[k], 3)));
+        tr.appendChild(el("td", { "class": "num" }, i === 0 ? (p.observations || 0) + " (" + (p.rejected || 0) + " rejected)" : ""));
+        body.appendChild(tr);
+      });
+    });
   }
 
   function decisionLog(rows, ts) {
@@ -211,7 +249,7 @@
 
   function latency(obs, pred, slo) {
     var td = el("td", { "class": "num" });
-    var o = el("span", { "class": obs !== null && slo && obs > slo ? "miss" : "met" }, fmt(obs, 1));
+    var o = el("span", { "class": obs === null || !slo ? "" : obs > slo ? "miss" : "met" }, fmt(obs, 1));
     td.appendChild(o);
     td.appendChild(document.createTextNode(" / " + fmt(pred, 1) + " / " + fmt(slo, 0)));
     return td;
@@ -229,6 +267,10 @@
     var changed = (counts.scaled || 0) + (counts.moved || 0);
     $("decisions").textContent = changed + " changed";
     $("decisions-sub").textContent = Object.keys(counts).sort().map(function (k) { return counts[k] + " " + k; }).join(", ");
+    if (last.errors && last.errors.length) { // the cycle's own errors (collection, specs, patches)
+      $("decisions-sub").appendChild(el("div", { "class": "miss", "id": "cycle-errors" },
+        last.errors.length + " error" + (last.errors.length > 1 ? "s" : "") + ": " + last.errors[0]));
+    }
     var gpus = $("gpus");
     gpus.textContent = "";
     var used = usedTypes();
@@ -244,6 +286,7 @@
       var desired = g.desired !== g.used ? " (→ " + g.desired + ")" : "";
       gpus.appendChild(el("div", { "class": "num" }, g.used + desired + " / " + (g.capacity === null ? "∞" : g.capacity)));
     });
+    if (!used.length) { gpus.appendChild(el("div", { "class": "sub idle" }, "no cards in use reported")); }
     var idle = Object.keys(last.gpus || {}).filter(function (t) { return used.indexOf(t) < 0; });
     if (idle.length) {
       gpus.appendChild(el("div", { "class": "sub idle" }, "unused: " + idle.join(", ")));
@@ -267,7 +310,11 @@
       td.appendChild(el("span", { "class": "verdict " + r.verdict }, r.verdict));
       tr.appendChild(td);
       tr.appendChild(el("td", { "class": "reason" }, r.reason));
-      tr.addEventListener("click", function () { state.selected = r.server; render(); });
+      tr.addEventListener("click", function () {
+        state.selected = r.server;
+        state.userSelected = true;
+        render();
+      });
       body.appendChild(tr);
     });
   }
@@ -275,13 +322,15 @@
   function render() {
     var last = state.cycles[state.cycles.length - 1];
     if (!last) { return; }
-    if (!state.selected || !last.servers.some(function (s) { return s.server === state.selected; })) {
-      // the server whose decisions changed most often is the interesting one to show first
+    var gone = !last.servers.some(function (s) { return s.server === state.selected; });
+    if (!state.userSelected || gone) { // until a row is clicked, follow the busiest server
+      // the server scaled or moved most often is the interesting one to show first
       var changes = {};
       state.cycles.forEach(function (x) { x.servers.forEach(function (s) {
-        changes[s.server] = (changes[s.server] || 0) + (s.verdict === "unchanged" ? 0 : 1);
+        changes[s.server] = (changes[s.server] || 0) + (s.verdict === "scaled" || s.verdict === "moved" ? 1 : 0);
       }); });
-      var best = last.servers[0] ? last.servers[0].server : null;
+      // ties keep the server shown (no jumping between equals)
+      var best = !gone && state.selected ? state.selected : (last.servers[0] ? last.servers[0].server : null);
       last.servers.forEach(function (s) { if ((changes[s.server] || 0) > (changes[best] || 0)) { best = s.server; } });
       state.selected = best;
     }
