@@ -300,14 +300,15 @@ def decide_target(
         if stable.reason:
             why = f"{why}; {stable.reason}"
         target_n = stable.replicas
-        cap = ctx.pending.cap(ms, target_acc)  # [pending]
-        if cap is not None and target_n > cap:
-            why = f"{why}; {target_acc} backed off (pods unschedulable): capped at {cap}"
-            target_n = cap
+        # a panic blocks a load-driven scale-down; the unschedulable cap below still holds
         panic = ctx.panic.get(ms.key)
         if panic is not None and target_n < ms.replicas:
             why = f"{why}; panic ({panic}): no scale-down, keeping {ms.replicas}"
             target_n = ms.replicas
+        cap = ctx.pending.cap(ms, target_acc)  # [pending]
+        if cap is not None and target_n > cap:
+            why = f"{why}; {target_acc} backed off (pods unschedulable): capped at {cap}"
+            target_n = cap
     row.desired_accelerator, row.desired_replicas, row.batch = target_acc, target_n, batch
     row.reason = why
     relabel = batch != ms.max_batch and batch > 0
