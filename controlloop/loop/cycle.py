@@ -80,6 +80,9 @@ class ServerReport:
     forecaster: str = ""
     forecast_error: float | None = None
     startup_seconds: float | None = None
+    # [tuning] Predicted (with the values sizing used) vs observed at this cycle's
+    # operating point: itlPredMs, ttftPredMs, itlError, ttftError (relative), tuned.
+    model_error: dict[str, Any] | None = None
 
 
 @dataclass
@@ -99,6 +102,7 @@ class CycleReport:
     durations: dict[str, float] = field(default_factory=dict)
     dry_run: bool = False
     trigger: str = "regular"  # regular | surge (run at once by the surge check)
+    tuning: dict[str, Any] = field(default_factory=dict)  # mode and per-pair estimates
     actuation_mode: str = "patch"  # metrics: replicas are published, never patched
 
     def count(self, verdict: Verdict) -> int:
