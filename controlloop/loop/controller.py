@@ -330,7 +330,8 @@ class Controller:
                 if (lead := leads.get(ms.key)) is not None:
                     row.forecaster, row.forecast_error = lead.forecaster, lead.error
                     row.startup_seconds = lead.startup_s
-            solution = self.optimize_fn(request, verify=settings.verify)
+            solution = self.optimize_fn(request, verify=settings.verify,
+                                        verify_budget=settings.verify_budget_seconds or None)
             ctx = replace(ctx, solution=solution, notes=notes, panic=panic)
             for _, ms in active:
                 self._slo_rate[ms.key] = {
