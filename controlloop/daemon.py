@@ -350,7 +350,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.dry_run
         else KubeActuator(kube, settings.actuation)
     )
-    controller = Controller(specs=specs, collector=collector, actuator=actuator, dry_run=args.dry_run)
+    from controlloop.cluster.tuning_store import ConfigMapStore
+    from controlloop.tuning import Tuner
+
+    # [tuning] learnt perf survives restarts and leader changes in a ConfigMap next to the
+    # lease; a dry run reads it but never writes.
+    tuning_store = ConfigMapStore(kube, settings.leader_election.namespace,
+                                  read_only=args.dry_run)
+    controller = Controller(specs=specs, collector=collector, actuator=actuator,
+                            dry_run=args.dry_run, tuner=Tuner(store=tuning_store))
     if settings.actuation.emit_events and not args.dry_run:
         controller.on_held = partial(note_held, kube)
     controller.on_report.append(metrics.observe)

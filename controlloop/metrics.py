@@ -101,6 +101,39 @@ class ControllerMetrics:
         self.is_leader = Gauge(
             "controlloop_is_leader", "1 when this replica holds the leader lease", registry=r
         )
+        # [tuning] model error per server and the learnt parameters per pair.
+        self.model_error = Gauge(
+            "controlloop_server_model_error_ratio",
+            "Relative error of predicted (values sizing used, at the observed operating point) "
+            "vs observed latency: (predicted - observed) / observed", (*SERVER_LABELS, "metric"),
+            registry=r,
+        )
+        pair = ("model", "accelerator")
+        self.tuning_param = Gauge(
+            "controlloop_tuning_parameter", "Perf parameter sizing uses (tuned or profile)",
+            (*pair, "parameter"), registry=r,
+        )
+        self.tuning_multiplier = Gauge(
+            "controlloop_tuning_multiplier", "Applied multiplier of the profile's parameter",
+            (*pair, "parameter"), registry=r,
+        )
+        self.tuning_sigma = Gauge(
+            "controlloop_tuning_uncertainty_ratio",
+            "Posterior 1-sigma of the parameter, relative (log-multiplier std-dev)",
+            (*pair, "parameter"), registry=r,
+        )
+        self.tuning_warm = Gauge(
+            "controlloop_tuning_warmed_up", "1 once the pair's fit is used for sizing", pair,
+            registry=r,
+        )
+        self.tuning_nis = Gauge(
+            "controlloop_tuning_nis", "Mean NIS of the pair's last update (chi-square, ~dof)",
+            pair, registry=r,
+        )
+        self.tuning_obs = Gauge(
+            "controlloop_tuning_observations", "Observations accepted / rejected by the NIS gate",
+            (*pair, "outcome"), registry=r,
+        )
         self.specs_valid.set(1)
         self.is_leader.set(1)
         for outcome in ("ok", "partial", "failed"):  # rate() and alerts see 0, not no series
@@ -117,9 +150,10 @@ class ControllerMetrics:
         for gauge in (
             self.desired, self.current, self.accelerator, self.predicted_itl,
             self.predicted_ttft, self.observed_itl, self.observed_ttft, self.load_known, self.cost,
-            self.slo_itl, self.slo_ttft, self.arrival_rate, self.target,
+            self.slo_itl, self.slo_ttft, self.arrival_rate, self.target, self.model_error,
         ):
             gauge.clear()
+        self._observe_tuning(report)
         self.total_cost.set(report.total_cost)
         for s in report.servers:
             labels = (s.server, s.namespace, s.deployment)
@@ -144,11 +178,36 @@ class ControllerMetrics:
                 if value is not None:
                     gauge.labels(*labels).set(value)
             self.load_known.labels(*labels).set(0 if s.load.get("status") == "unknown" else 1)
+            err = s.model_error or {}
+            for metric in ("itl", "ttft"):
+                value = err.get(f"{metric}Error")
+                if value is not None:
+                    self.model_error.labels(*labels, metric).set(value)
+
             if getattr(report, "actuation_mode", "patch") == "metrics":
                 decided = s.verdict in ("scaled", "moved", "unchanged")
                 target = s.desired_replicas if decided else None
                 self.target.labels(s.namespace, s.deployment, s.server, acc or "").set(
                     s.current_replicas if target is None else target)
+
+    def _observe_tuning(self, report: CycleReport) -> None:
+        pairs = (report.tuning or {}).get("pairs")
+        if pairs is None:  # a cycle that did not get to tuning keeps the last values
+            return
+        for gauge in (self.tuning_param, self.tuning_multiplier, self.tuning_sigma,
+                      self.tuning_warm, self.tuning_nis, self.tuning_obs):
+            gauge.clear()
+        for p in pairs:
+            model, _, acc = p["pair"].partition("/")
+            for name, value in p["params"].items():
+                self.tuning_param.labels(model, acc, name).set(value)
+                self.tuning_multiplier.labels(model, acc, name).set(p["applied"][name])
+                self.tuning_sigma.labels(model, acc, name).set(p["sigma"][name])
+            self.tuning_warm.labels(model, acc).set(1 if p["warmedUp"] else 0)
+            if p["nis"] is not None and p["nis"] == p["nis"]:
+                self.tuning_nis.labels(model, acc).set(p["nis"])
+            self.tuning_obs.labels(model, acc, "accepted").set(p["observations"])
+            self.tuning_obs.labels(model, acc, "rejected").set(p["rejected"])
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

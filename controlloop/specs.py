@@ -143,6 +143,10 @@ class ModelPerfSpec(Spec):
     # Per-iteration token budget of the iteration-time model (vLLM's
     # max_num_batched_tokens).
     max_num_batched_tokens: PositiveTokens = Field(8192, alias="maxNumBatchedTokens")
+    # Ours [tuning]: scale of the chain's queue wait in TTFT (1 = MODEL.md as written); the
+    # online tuner learns it per pair, since the chain's wait (memoryless service) is not a
+    # real batch's (docs/fidelity.md).
+    wait_scale: PositiveFloat = Field(1.0, alias="waitScale")
 
 
 class ModelData(Spec):
@@ -280,6 +284,14 @@ class OptimizerSpec(Spec):
     calibration_cache: Annotated[str, Field(max_length=4096)] | None = Field(
         None, alias="calibrationCache"
     )
+    # [tuning] Online estimate of each (model, accelerator)'s perf parameters from the
+    # observed ITL/TTFT (controlloop/tuning): "apply" sizes with them once warmed up,
+    # "observe" only reports them and the model error, "off" neither.
+    tuning: Literal["off", "observe", "apply"] = "apply"
+    # [fidelity] TTFT's prefill term (decode-prefill model): "batch" = MODEL.md section 2,
+    # gamma + delta*I*n*; "joiner" = the joining iteration of section 7, gamma + delta*I
+    # (continuous batching prefills only the joiners; docs/fidelity.md "TTFT on the demo").
+    ttft_prefill: Literal["batch", "joiner"] = Field("batch", alias="ttftPrefill")
 
     @field_validator("saturation_policy", mode="before")
     @classmethod

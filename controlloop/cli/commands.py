@@ -59,7 +59,39 @@ def register(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
     _serve(sub, add_common, lazy)
     _demo(sub, add_common, lazy)
     _fidelity(sub, add_common, lazy)
+    _tuning(sub, add_common, lazy)
     _export_crs(sub, add_common, lazy)
+
+
+def _tuning(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
+    p = sub.add_parser(
+        "tuning",
+        help="what the controller learnt of each (model, accelerator)'s performance",
+        description="Show the online tuner's state: per (model, accelerator) the learnt perf "
+        "parameters against the profile, their uncertainty, warm-up, conditioning and NIS. "
+        "Reads the controller's ConfigMap, or a saved JSON document with --file.",
+    )
+    tsub = p.add_subparsers(dest="tuning_command", metavar="{show}", required=True)
+    show = tsub.add_parser("show", help="print the learnt parameters",
+                           description="Print the learnt parameters per (model, accelerator).")
+    show.add_argument("--file", type=Path, metavar="PATH",
+                      help="a saved state (the ConfigMap's tuning.json) instead of the cluster")
+    show.add_argument(
+        "--kubeconfig", type=text, default=env_default("KUBECONFIG"),
+        help="kubeconfig file (env CONTROLLOOP_KUBECONFIG; default $KUBECONFIG, "
+        "then ~/.kube/config)",
+    )
+    show.add_argument("--context", type=text, default=env_default("CONTEXT"),
+                      help="kubeconfig context (env CONTROLLOOP_CONTEXT; default: the current one)")
+    show.add_argument("--namespace", type=text, default="controlloop-system",
+                      help="the controller's namespace, where its ConfigMap is "
+                      "(default: %(default)s, the leaderElection namespace)")
+    show.add_argument("--name", type=text, default="controlloop-tuning",
+                      help="ConfigMap name (default: %(default)s)")
+    show.add_argument("--format", choices=["table", "json"], default="table",
+                      help="output format (default: %(default)s)")
+    add_common(show)
+    show.set_defaults(handler=lazy("controlloop.tuning_show", "cmd_tuning_show"))
 
 
 def _plan_options(p: argparse.ArgumentParser) -> None:
@@ -340,6 +372,21 @@ def _demo(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
         help="report directory, created if missing (default: %(default)s)",
     )
     p.add_argument("--seed", type=integer, default=1, help="random seed (default: %(default)s)")
+    p.add_argument(
+        "--tuning", choices=["off", "observe", "apply"],
+        help="online tuning of the perf profile (default: the scenario's tuning, else the "
+        "system's optimizer.tuning, apply unless set)",
+    )
+    p.add_argument(
+        "--oracle", action="store_true",
+        help="the controller reads the emulated replicas' true perf (the scenario's truth: "
+        "applied to the profile): the best a perfect profile can do",
+    )
+    p.add_argument(
+        "--restart-at", type=integer, metavar="CYCLE",
+        help="replace the controller by a new one after this cycle (its learnt tuning comes "
+        "back from the store, as after a restart)",
+    )
     from controlloop.ui.listen import serve_address
 
     p.add_argument(

@@ -307,6 +307,21 @@ class KubeClient:
             item.setdefault("apiVersion", api_version)
         return items
 
+    # -- v1 ConfigMaps (the tuner's learnt state) ----------------------------------------
+
+    def get_config_map(self, ns: str, name: str) -> Obj:
+        return self._call(f"configmaps {ns}/{name}", self._core.read_namespaced_config_map,
+                          name, ns)  # type: ignore[no-any-return]
+
+    def create_config_map(self, ns: str, body: Obj) -> Obj:
+        name = (body.get("metadata") or {}).get("name", "")
+        return self._call(f"configmaps {ns}/{name}", self._core.create_namespaced_config_map,
+                          ns, body)  # type: ignore[no-any-return]
+
+    def replace_config_map(self, ns: str, name: str, body: Obj) -> Obj:
+        return self._call(f"configmaps {ns}/{name}", self._core.replace_namespaced_config_map,
+                          name, ns, body)  # type: ignore[no-any-return]
+
     # -- coordination.k8s.io/v1 Leases (leader election) ----------------------------------
 
     def get_lease(self, ns: str, name: str) -> Obj:

@@ -163,8 +163,12 @@ class EmulatedCluster:
         seed: int = 1,
         namespace: str = "demo",
         rate_fn: Callable[[str, float], float] | None = None,
+        truth: Callable[[str, str], dict[str, float]] | None = None,
     ) -> None:
         self.system = system
+        # Multipliers of the replicas' perf parameters per (model, accelerator): servers
+        # that differ from the profile the controller reads (scenario ``truth:``).
+        self.truth = truth
         self.capacity = dict(capacity) if capacity is not None else None
         self.startup_s = startup_s
         self.namespace = namespace
@@ -272,9 +276,12 @@ class EmulatedCluster:
         perf = self.system.perf(s.spec.model, accelerator)
         if perf is None or perf.decode_parms is None or perf.prefill_parms is None:
             raise ValueError(f"{s.name}: no decode/prefill perf data for {accelerator}")
+        m = self.truth(s.spec.model, accelerator) if self.truth is not None else {}
         return ReplicaParams(
-            alpha=perf.decode_parms.alpha, beta=perf.decode_parms.beta,
-            gamma=perf.prefill_parms.gamma, delta=perf.prefill_parms.delta,
+            alpha=perf.decode_parms.alpha * m.get("alpha", 1.0),
+            beta=perf.decode_parms.beta * m.get("beta", 1.0),
+            gamma=perf.prefill_parms.gamma * m.get("gamma", 1.0),
+            delta=perf.prefill_parms.delta * m.get("delta", 1.0),
             batch=batch, in_tokens=s.in_tokens, out_tokens=s.out_tokens,
         )
 

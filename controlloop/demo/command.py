@@ -25,7 +25,16 @@ from controlloop.demo.records import CycleRecord, DemoRun, slo_met
 from controlloop.loop.controller import Controller, StaticSpecs
 from controlloop.loop.settings import ControllerSettings
 from controlloop.optimizer import optimize
-from controlloop.specs import CapacityEntry, CapacitySpec, SaturationPolicy, SystemSpec
+from controlloop.specs import (
+    CapacityEntry,
+    CapacitySpec,
+    DecodeParms,
+    OptimizerSpec,
+    PrefillParms,
+    SaturationPolicy,
+    SystemSpec,
+)
+from controlloop.tuning import MemoryStore, Tuner
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +62,21 @@ def resolve_system(ref: str, *, where: str) -> SystemSpec:
     return load_system(path)
 
 
-def build_system(scenario: Scenario) -> tuple[SystemSpec, dict[str, int] | None]:
+def build_system(scenario: Scenario, *, tuning: str | None = None,
+                 optimizer: dict[str, Any] | None = None,
+                 ) -> tuple[SystemSpec, dict[str, int] | None]:
     """The scenario's system (servers, optimizer overrides, capacity) and the cluster capacity."""
     system = resolve_system(scenario.system, where=scenario.source)
+    extra = {**scenario.optimizer, **(optimizer or {})}
+    if extra:
+        try:
+            system = system.model_copy(update={"optimizer": OptimizerSpec.model_validate(
+                {**system.optimizer.model_dump(by_alias=True), **extra})})
+        except ValidationError as exc:
+            raise ConfigError([
+                f"{scenario.source}: optimizer.{'.'.join(str(p) for p in e['loc'])}: "
+                f"{e['msg']} (got {e.get('input')!r})" for e in exc.errors()
+            ]) from exc
     names = [s.name for s in system.servers]
     servers = system.servers
     if scenario.servers is not None:
@@ -73,6 +94,8 @@ def build_system(scenario: Scenario) -> tuple[SystemSpec, dict[str, int] | None]
         opt["milp_solver"] = scenario.solver == "milp"
     if scenario.saturation_policy is not None:
         opt["saturation_policy"] = SaturationPolicy(scenario.saturation_policy)
+    if (tuning or scenario.tuning) is not None:
+        opt["tuning"] = tuning or scenario.tuning
     update: dict[str, Any] = {
         "servers": servers,
         "optimizer": system.optimizer.model_copy(update=opt),
@@ -108,14 +131,23 @@ def run_scenario(
     cycles: int | None = None,
     seed: int = 1,
     progress: Callable[[CycleRecord, int, int], None] | None = None,
+    tuning: str | None = None,
+    oracle: bool = False,
+    restart_at: int | None = None,
+    optimizer: dict[str, Any] | None = None,
 ) -> DemoRun:
-    """Build the cluster, start it from the scenario's initial state and run the cycles."""
+    """Build the cluster, start it from the scenario's initial state and run the cycles.
+
+    ``oracle``: the controller reads the true perf (the truth applied to the profile).
+    ``restart_at``: a new Controller takes over after that cycle, with the same tuning store.
+    """
     wall0 = time.perf_counter()
-    system, capacity = build_system(scenario)
+    system, capacity = build_system(scenario, tuning=tuning, optimizer=optimizer)
     settings = controller_settings(scenario)
     profiles = {s.name: scenario.profile(s.name) for s in system.servers}
     cluster = EmulatedCluster(
-        system, profiles, capacity=capacity, startup_s=scenario.startup_seconds, seed=seed
+        system, profiles, capacity=capacity, startup_s=scenario.startup_seconds, seed=seed,
+        truth=scenario.truth_for if scenario.truth else None,
     )
     if scenario.initial == "plan":
         # Start in the steady state the optimizer plans for the load at t=0.
@@ -133,10 +165,16 @@ def run_scenario(
         for name, d in sorted(plan.decisions.items()):
             if d.accelerator and d.replicas > 0:
                 cluster.place(name, d.accelerator, d.replicas, d.batch)
-    controller = Controller(
-        specs=StaticSpecs(system, settings), collector=cluster, actuator=cluster,
-        clock=cluster.now_s,
-    )
+    seen = truth_system(system, scenario) if oracle else system
+    store = MemoryStore()
+
+    def new_controller() -> Controller:
+        return Controller(
+            specs=StaticSpecs(seen, settings), collector=cluster, actuator=cluster,
+            clock=cluster.now_s, tuner=Tuner(store=store),
+        )
+
+    controller = new_controller()
     run = DemoRun(scenario=scenario, system=system, capacity=capacity)
     total = cycles or scenario.cycles
     cluster.advance(scenario.interval)  # a first window of load before the first cycle
@@ -149,10 +187,28 @@ def run_scenario(
         run.records.append(rec)
         if progress is not None:
             progress(rec, i + 1, total)
+        if restart_at is not None and i + 1 == restart_at:
+            controller = new_controller()  # as after a restart: only the store survives
         if i + 1 < total:
             cluster.advance(scenario.interval)
     run.wall_s = time.perf_counter() - wall0
     return run
+
+
+def truth_system(system: SystemSpec, scenario: Scenario) -> SystemSpec:
+    """The system with the scenario's truth applied to its perf parameters (the oracle)."""
+    models = []
+    for perf in system.models:
+        m = scenario.truth_for(perf.name, perf.acc)
+        update: dict[str, Any] = {}
+        if perf.decode_parms is not None:
+            update["decode_parms"] = DecodeParms(alpha=perf.decode_parms.alpha * m["alpha"],
+                                                 beta=perf.decode_parms.beta * m["beta"])
+        if perf.prefill_parms is not None:
+            update["prefill_parms"] = PrefillParms(gamma=perf.prefill_parms.gamma * m["gamma"],
+                                                   delta=perf.prefill_parms.delta * m["delta"])
+        models.append(perf.model_copy(update=update))
+    return system.model_copy(update={"models": models})
 
 
 def progress_line(rec: CycleRecord, i: int, total: int) -> str:
@@ -247,7 +303,10 @@ def _run_and_report(args: argparse.Namespace, scenario: Any, stream: Any) -> int
             live.publish(rec)
 
     try:
-        run = run_scenario(scenario, cycles=args.cycles, seed=args.seed, progress=show)
+        run = run_scenario(scenario, cycles=args.cycles, seed=args.seed, progress=show,
+                           tuning=getattr(args, "tuning", None),
+                           oracle=getattr(args, "oracle", False),
+                           restart_at=getattr(args, "restart_at", None))
     except BaseException:
         if live is not None:
             live.close()

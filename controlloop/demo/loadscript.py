@@ -26,8 +26,9 @@ _FACTOR = re.compile(r"^\s*x\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
 _TOP_KEYS = {
     "name", "description", "system", "unlimited", "solver", "saturationPolicy", "capacity",
     "interval", "cycles", "startupSeconds", "servers", "load", "initial", "controller",
-    "report",
+    "report", "truth", "tuning", "optimizer",
 }
+TRUTH_PARAMS = ("alpha", "beta", "gamma", "delta")  # the emulated replicas' perf parameters
 _LOAD_KEYS = {"phases", "noise", "inTokens", "outTokens"}
 _PHASE_KEYS = {"duration", "rate", "shape"}
 
@@ -103,6 +104,18 @@ class Scenario:
     initial: str = "plan"  # plan: start from the optimizer's plan; none: 0 replicas
     controller: dict[str, Any] = field(default_factory=dict)  # ControllerSettings overrides
     report: str = "timeline"  # timeline | assignment (the classic examples' tables)
+    # Multipliers of the emulated replicas' perf parameters (the controller still reads the
+    # profile): "model/acc" > "model/*" > "*/acc" > "*"; missing parameters are 1.
+    truth: dict[str, dict[str, float]] = field(default_factory=dict)
+    tuning: str | None = None  # off | observe | apply: the system's optimizer.tuning
+    optimizer: dict[str, Any] = field(default_factory=dict)  # other optimizer overrides
+
+    def truth_for(self, model: str, accelerator: str) -> dict[str, float]:
+        """The multipliers of the most specific matching ``truth:`` key (1 for the rest)."""
+        for key in (f"{model}/{accelerator}", f"{model}/*", f"*/{accelerator}", "*"):
+            if key in self.truth:
+                return {p: self.truth[key].get(p, 1.0) for p in TRUTH_PARAMS}
+        return dict.fromkeys(TRUTH_PARAMS, 1.0)
 
     def profile(self, server: str) -> LoadProfile:
         """Exact name first, then the first matching glob pattern, then ``*``."""
@@ -233,14 +246,51 @@ def parse_scenario(text: str, *, where: str) -> Scenario:
         if profile is not None:
             load[str(key)] = profile
 
+    truth = _truth(raw.get("truth", {}), bad, num)
+    tuning = raw.get("tuning")
+    if tuning is not None and tuning not in ("off", "observe", "apply"):
+        bad("tuning", "must be 'off', 'observe' or 'apply'", tuning)
+        tuning = None
+    optimizer = raw.get("optimizer", {})
+    if not isinstance(optimizer, dict):
+        bad("optimizer", "must be a mapping of optimizer options (e.g. ttftPrefill)", optimizer)
+        optimizer = {}
+
     if problems:
         raise ConfigError(problems)
     return Scenario(
         name=name, description=description.strip(), system=system, source=where,
         interval=interval, cycles=cycles, startup_seconds=startup, servers=servers, load=load,
         unlimited=unlimited, solver=solver, saturation_policy=policy, capacity=capacity,
-        initial=initial, controller=controller, report=report,
+        initial=initial, controller=controller, report=report, truth=truth,
+        tuning=tuning, optimizer=optimizer,
     )
+
+
+def _truth(raw: Any, bad: Any, num: Any) -> dict[str, dict[str, float]]:
+    if not isinstance(raw, dict):
+        bad("truth", "must map 'model/accelerator' keys (or 'model/*', '*') to multipliers", raw)
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for key, mults in raw.items():
+        fld = f"truth.{key}"
+        parts = str(key).split("/")
+        if str(key) != "*" and (len(parts) != 2 or not all(parts)):
+            bad(fld, "key must be 'model/accelerator', 'model/*', '*/accelerator' or '*'", key)
+            continue
+        if not isinstance(mults, dict):
+            bad(fld, f"must map perf parameters ({', '.join(TRUTH_PARAMS)}) to multipliers", mults)
+            continue
+        entry: dict[str, float] = {}
+        for name, value in mults.items():
+            if name not in TRUTH_PARAMS:
+                bad(f"{fld}.{name}", f"unknown parameter; expected one of {', '.join(TRUTH_PARAMS)}")
+                continue
+            v = num(f"{fld}.{name}", value, least=0, strict=True)
+            if v is not None:
+                entry[str(name)] = v
+        out[str(key)] = entry
+    return out
 
 
 def _profile(fld: str, raw: Any, bad: Any, num: Any) -> LoadProfile | None:

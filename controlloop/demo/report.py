@@ -98,6 +98,11 @@ def write_report(run: DemoRun, outdir: Path) -> list[Path]:
     plots.append(("GPU usage", _save(fig, outdir / "gpus.png")))
 
     sections: list[str] = []
+    # [tuning] model error (and what was learnt) over the run
+    from controlloop.demo.fidelity_figures import model_error_plot, model_error_section
+
+    sections.append(model_error_section(run))
+    plots.append(("Model error", _save(model_error_plot(run), outdir / "model-error.png")))
     if run.scenario.report == "assignment":
         last = recs[-1]
         for title, fname, fn in (

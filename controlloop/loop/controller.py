@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from controlloop.loop.annotations import BehaviorResolver  # per-Deployment overrides
 from controlloop.loop.behavior import Stabilizer
@@ -60,6 +61,7 @@ from controlloop.optimizer import Solution, optimize
 from controlloop.specs import (
     SystemSpec,
 )
+from controlloop.tuning import ModelError, Tuner, pair_key
 
 __all__ = ["Controller", "CycleReport", "ServerReport", "SpecSource", "StaticSpecs"]
 
@@ -94,6 +96,7 @@ class Controller:
         dry_run: bool = False,
         on_report: list[Callable[[CycleReport], None]] | None = None,
         optimize_fn: Callable[..., Solution] = optimize,
+        tuner: Tuner | None = None,
     ) -> None:
         self.specs = specs
         self.collector = collector
@@ -102,6 +105,8 @@ class Controller:
         self.dry_run = dry_run
         self.on_report = on_report or []
         self.optimize_fn = optimize_fn
+        self.tuner = tuner if tuner is not None else Tuner()  # [tuning] learnt perf per pair
+        self.tuner.skip_annotations = (MOVE_ANNOTATION,)
         self.stabilizer = Stabilizer()
         self.behavior_for = BehaviorResolver()  # controlloop.io/* annotations
         self.pending = PendingTracker()  # [pending] back-off of unschedulable placements
@@ -161,6 +166,7 @@ class Controller:
         if not self.is_leader():
             report.outcome = "ok"
             report.errors.append("not the leader: observing only")
+            self.tuner.forget()  # [tuning] the leader learns; re-read its state when we lead
             return
         state = self._collect(report)
         if state is None:
@@ -170,7 +176,9 @@ class Controller:
         self._check_specs(system, rows)
         live = self._track(system, settings, state, rows, now)
         moves = self._moves(rows, system, now)
-        actions = self._plan(report, system, settings, state, rows, moves, now)
+        sizing, tuned_notes = self._tune(report, system, state, rows)
+        actions = self._plan(report, sizing, settings, state, rows, moves, now)
+        note_tuned(rows, tuned_notes)
         t = time.perf_counter()
         results = self.actuator.apply([a for _, _, a in actions]) if actions else []
         report.durations["actuate"] = time.perf_counter() - t
@@ -186,6 +194,22 @@ class Controller:
         report.total_cost = sum(r.cost or 0.0 for r in report.servers)
         if report.error_kinds and report.outcome == "ok":
             report.outcome = "partial"
+
+    def _tune(
+        self, report: CycleReport, system: SystemSpec, state: ClusterState,
+        rows: list[tuple[ServerReport, ManagedServer]],
+    ) -> tuple[SystemSpec, dict[str, str]]:
+        """[tuning] Learn from this cycle's windows; the system to size with (tuned in apply)."""
+        mode = system.optimizer.tuning
+        t = time.perf_counter()
+        errors = self.tuner.observe(system, state.servers, mode)
+        for row, ms in rows:
+            if (err := errors.get(ms.key)) is not None:
+                row.model_error = model_error_json(err)
+        sizing, notes = self.tuner.tuned_system(system) if mode == "apply" else (system, {})
+        report.tuning = {"mode": mode, "pairs": self.tuner.rows() if mode != "off" else []}
+        report.durations["tuning"] = time.perf_counter() - t
+        return sizing, notes
 
     def _collect(self, report: CycleReport) -> ClusterState | None:
         """This cycle's observations; None when the Deployment list itself failed."""
@@ -466,3 +490,22 @@ class Controller:
         )
         landed = action.replicas if result.error_kind == "timeout" else None  # [reliability]
         self._memory[ms.key] = _Memory(ms.replicas, now, also=landed)
+
+
+def note_tuned(rows: list[tuple[ServerReport, ManagedServer]], notes: dict[str, str]) -> None:
+    """Say in its reason when a decision was sized with tuned perf values."""
+    if not notes:
+        return
+    for row, _ in rows:
+        acc = row.desired_accelerator or row.current_accelerator
+        note = notes.get(pair_key(row.model, acc))
+        if note and row.verdict not in ("skipped",) and row.desired_replicas is not None:
+            row.reason = f"{row.reason}; sized with {note}" if row.reason else f"sized with {note}"
+
+
+def model_error_json(err: ModelError) -> dict[str, Any]:
+    return {
+        "pair": err.pair, "tuned": err.tuned, "itlPredMs": err.itl_pred_ms,
+        "ttftPredMs": err.ttft_pred_ms, "itlObsMs": err.itl_obs_ms, "ttftObsMs": err.ttft_obs_ms,
+        "itlError": err.itl_error, "ttftError": err.ttft_error,
+    }

@@ -71,6 +71,9 @@ class ServerReport:
     sent: bool = False
     error: str = ""
     error_kind: str = ""
+    # [tuning] Predicted (with the values sizing used) vs observed at this cycle's
+    # operating point: itlPredMs, ttftPredMs, itlError, ttftError (relative), tuned.
+    model_error: dict[str, Any] | None = None
 
 
 @dataclass
@@ -89,6 +92,7 @@ class CycleReport:
     total_cost: float = 0.0
     durations: dict[str, float] = field(default_factory=dict)
     dry_run: bool = False
+    tuning: dict[str, Any] = field(default_factory=dict)  # mode and per-pair estimates
     actuation_mode: str = "patch"  # metrics: replicas are published, never patched
 
     def count(self, verdict: Verdict) -> int:

@@ -119,7 +119,9 @@ class DecodePrefillPerf(_ArrayFields):
     when ``I = 0``).  From the chain's service time ``S`` the effective batch
     is ``n* = (S - a)/b`` clamped to ``[0, N]`` (``B``, the mean number in
     service, when ``b = 0``: then ``T`` is flat and any ``n`` solves it);
-    ``ITL = alpha + beta*n*`` and ``TTFT = W + prefill(n*)``.
+    ``ITL = alpha + beta*n*`` and ``TTFT = W + prefill(n*)``; ``wait_scale``
+    multiplies ``W`` in TTFT (1 unless tuning learnt otherwise: the chain's wait
+    assumes memoryless service, a real batch's is nearly deterministic).
     """
 
     alpha: FloatArray
@@ -129,8 +131,13 @@ class DecodePrefillPerf(_ArrayFields):
     in_tokens: FloatArray
     out_tokens: FloatArray
     batch: IntArray
+    # [tuning] Scale of the chain's queue wait in TTFT, learnt online (1 = the chain).
+    wait_scale: FloatArray = 1.0  # type: ignore[assignment]
+    # Share of the batch in TTFT's prefill: ``gamma + delta*I*(1 + s*(n* - 1))``; 1 is
+    # MODEL.md section 2 (``gamma + delta*I*n*``), 0 one joiner's prefill (section 7).
+    prefill_share: FloatArray = 1.0  # type: ignore[assignment]
 
-    _positive = ("out_tokens", "batch")
+    _positive = ("out_tokens", "batch", "wait_scale")
 
     def __post_init__(self) -> None:
         self._normalise()
@@ -158,7 +165,8 @@ class DecodePrefillPerf(_ArrayFields):
         return _metrics(
             stats,
             itl=self.alpha + self.beta * n_star,
-            ttft=stats.wait + on * (self.gamma + self.delta * self.in_tokens * n_star),
+            ttft=self.wait_scale * stats.wait + on * (
+                self.gamma + self.delta * self.in_tokens * (1 + self.prefill_share * (n_star - 1))),
             concurrency=n_star,
         )
 
@@ -175,7 +183,8 @@ class IterationPerf(_ArrayFields):
     ``d = (wp + wd)/(c + K)`` and ``tau(B) = (c+K)*(alpha + B*d)``: ``a = (c+K)*alpha``,
     ``b = (c+K)*d``.  Metrics at the chain's mean number in service ``B``:
     prefill ``c*(alpha + (B-1)*d) + wp``, ``ITL = (S - prefill)/K`` and
-    ``TTFT = W + prefill + ITL``.
+    ``TTFT = W + prefill + ITL``.  ``wait_scale`` multiplies ``W`` in TTFT
+    (1 unless tuning learnt otherwise, :mod:`controlloop.tuning`).
     """
 
     alpha: FloatArray
@@ -185,8 +194,9 @@ class IterationPerf(_ArrayFields):
     out_tokens: FloatArray
     batch: IntArray
     token_budget: FloatArray = DEFAULT_TOKEN_BUDGET  # type: ignore[assignment]
+    wait_scale: FloatArray = 1.0  # type: ignore[assignment]  # [tuning] as DecodePrefillPerf
 
-    _positive = ("out_tokens", "batch", "token_budget")
+    _positive = ("out_tokens", "batch", "token_budget", "wait_scale")
 
     def __post_init__(self) -> None:
         self._normalise()
@@ -227,7 +237,8 @@ class IterationPerf(_ArrayFields):
         mean_batch = stats.in_service
         prefill = c * (self.alpha + (mean_batch - 1) * d) + wp
         itl = (stats.service - prefill) / self.out_tokens
-        return _metrics(stats, itl=itl, ttft=stats.wait + prefill + itl, concurrency=mean_batch)
+        ttft = self.wait_scale * stats.wait + prefill + itl
+        return _metrics(stats, itl=itl, ttft=ttft, concurrency=mean_batch)
 
 
 def _metrics(stats: ChainStats, *, itl: FloatArray, ttft: FloatArray,

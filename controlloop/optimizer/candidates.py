@@ -98,7 +98,8 @@ def _context(system: SystemSpec, server: ServerSpec) -> ServerContext:
     )
 
 
-def _perf_arrays(rows: list[_Row], batches: np.ndarray, service_model: str) -> PerfModel:
+def _perf_arrays(rows: list[_Row], batches: np.ndarray, service_model: str,
+                 prefill_share: float = 1.0) -> PerfModel:
     in_tok = np.array([r.server.load.avg_in_tokens for r in rows], np.float64)
     out_tok = np.array([r.server.load.avg_out_tokens for r in rows], np.float64)
     if service_model == "iteration":
@@ -110,6 +111,7 @@ def _perf_arrays(rows: list[_Row], batches: np.ndarray, service_model: str) -> P
             out_tokens=out_tok,
             batch=batches,
             token_budget=np.array([r.perf.max_num_batched_tokens for r in rows], np.float64),
+            wait_scale=np.array([r.perf.wait_scale for r in rows], np.float64),
         )
     return DecodePrefillPerf(
         alpha=np.array([r.perf.decode_parms.alpha for r in rows]),  # type: ignore[union-attr]
@@ -119,6 +121,8 @@ def _perf_arrays(rows: list[_Row], batches: np.ndarray, service_model: str) -> P
         in_tokens=in_tok,
         out_tokens=out_tok,
         batch=batches,
+        wait_scale=np.array([r.perf.wait_scale for r in rows], np.float64),
+        prefill_share=np.full(len(rows), prefill_share),
     )
 
 
@@ -179,7 +183,8 @@ def build_candidates(
             (zero_rows if ctx.zero_load else rows).append(_Row(server, acc, perf, ctx))
 
     if rows:
-        _size_rows(rows, result, service_model, cache)
+        share = 0.0 if system.optimizer.ttft_prefill == "joiner" else 1.0
+        _size_rows(rows, result, service_model, cache, share)
     for row in zero_rows:
         result.candidates[row.server.name].append(_zero_load_candidate(row))
 
@@ -201,7 +206,8 @@ def build_candidates(
 
 
 def _size_rows(
-    rows: list[_Row], result: CandidateSet, service_model: str, cache: SizingCache | None
+    rows: list[_Row], result: CandidateSet, service_model: str, cache: SizingCache | None,
+    prefill_share: float = 1.0,
 ) -> None:
     overrides = np.array([r.server.max_batch_size for r in rows], np.int64)
     batches = batch_size(
@@ -210,7 +216,7 @@ def _size_rows(
         np.array([r.server.load.avg_out_tokens for r in rows], np.float64),
         override=overrides,
     )
-    perf = _perf_arrays(rows, batches, service_model)
+    perf = _perf_arrays(rows, batches, service_model, prefill_share)
     ttft = np.array([r.context.target.slo_ttft for r in rows])  # type: ignore[union-attr]
     itl = np.array([r.context.target.slo_itl for r in rows])  # type: ignore[union-attr]
     tps = np.array([r.context.target.slo_tps for r in rows])  # type: ignore[union-attr]

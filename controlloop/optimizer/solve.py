@@ -247,6 +247,7 @@ def _repredict(
             out_tokens=np.array([s.load.avg_out_tokens for s, _, _ in perfs]),
             batch=np.array([c.batch for _, _, c in perfs]),
             token_budget=np.array([p.max_num_batched_tokens for _, p, _ in perfs], np.float64),
+            wait_scale=np.array([p.wait_scale for _, p, _ in perfs], np.float64),
         )
     else:
         model = DecodePrefillPerf(
@@ -257,6 +258,9 @@ def _repredict(
             in_tokens=np.array([s.load.avg_in_tokens for s, _, _ in perfs]),
             out_tokens=np.array([s.load.avg_out_tokens for s, _, _ in perfs]),
             batch=np.array([c.batch for _, _, c in perfs]),
+            wait_scale=np.array([p.wait_scale for _, p, _ in perfs], np.float64),
+            prefill_share=np.full(len(perfs), 0.0 if system.optimizer.ttft_prefill == "joiner"
+                                  else 1.0),
         )
     rates = np.array(
         [cset.servers[name].demand / n / MS_PER_S for name, _, n in rows], np.float64

@@ -59,10 +59,11 @@ def test_step_scales_up_within_two_cycles_and_down_after_stabilization() -> None
         assert high >= 2 * base, (name, reps)
         # Not before the 300 s scale-down stabilization, but soon after it. (A
         # recommendation that already fell shortly before the step may act 300 s after
-        # it fell, i.e. a little before STEP_DOWN + 300; the big drop comes after.)
+        # it fell, i.e. a little before STEP_DOWN + 300: with tuning on, the tuned sizing
+        # may shave one replica off the high phase that way; the big drop comes after.)
         at_step = reps[max(i for i, ts in enumerate(t) if ts <= STEP_DOWN)]
         early = [reps[i] for i, ts in enumerate(t) if STEP_DOWN < ts < STEP_DOWN + 240]
-        assert early and min(early) == at_step, (name, reps)
+        assert early and at_step - 1 <= min(early) <= at_step, (name, reps)
         late = [reps[i] for i, ts in enumerate(t) if ts >= STEP_DOWN + 300 + 3 * 60]
         assert late and max(late) < high and late[-1] <= base + 1, (name, reps)
         # No oscillation: within each phase the replica count turns at most once.

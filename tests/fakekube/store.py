@@ -51,6 +51,7 @@ class Resource:
 RESOURCES: list[Resource] = [
     Resource("", "v1", "pods", "Pod", status_subresource=True),
     Resource("", "v1", "events", "Event"),
+    Resource("", "v1", "configmaps", "ConfigMap"),
     Resource("", "v1", "nodes", "Node", namespaced=False, status_subresource=True),
     Resource("", "v1", "namespaces", "Namespace", namespaced=False),
     Resource("apps", "v1", "deployments", "Deployment", status_subresource=True),

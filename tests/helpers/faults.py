@@ -18,6 +18,7 @@ from controlloop.config import load_system
 from controlloop.loop.controller import Controller, CycleReport, StaticSpecs
 from controlloop.loop.settings import ControllerSettings
 from controlloop.metrics import ControllerMetrics
+from controlloop.specs import SystemSpec
 from tests.helpers.cluster import CONFIG
 
 
@@ -86,6 +87,13 @@ class FakeProm:
         self.httpd.server_close()
 
 
+def without_tuning(system: SystemSpec) -> SystemSpec:
+    """The system with ``optimizer.tuning: off``: FakeProm's ITL/TTFT are fixed numbers that
+    no replica at the test's load would show, and the tuner would learn them."""
+    return system.model_copy(update={
+        "optimizer": system.optimizer.model_copy(update={"tuning": "off"})})
+
+
 class Loop:
     def __init__(self, kube: KubeClient, prom_url: str, settings: ControllerSettings | None = None,
                  **kw: Any) -> None:
@@ -94,7 +102,8 @@ class Loop:
         self.now = 1_000_000.0
         source = PrometheusLoadSource(PrometheusSettings(url=prom_url, timeout_s=0.3, retries=0))
         self.controller = Controller(
-            specs=kw.pop("specs", None) or StaticSpecs(load_system(CONFIG), self.settings),
+            specs=kw.pop("specs", None) or StaticSpecs(without_tuning(load_system(CONFIG)),
+                                                       self.settings),
             collector=KubeCollector(kube, source, self.settings),
             actuator=KubeActuator(kube, self.settings.actuation, sleep=lambda s: None),
             clock=lambda: self.now,

@@ -29,12 +29,12 @@ from controlloop.specs import SystemSpec
 from tests.fakekube import FakeKubeServer
 from tests.fakekube.rollout import ClusterEmulator
 from tests.helpers.cluster import CONFIG, managed_labels
-from tests.helpers.faults import FakeProm
+from tests.helpers.faults import FakeProm, without_tuning
 
 pytestmark = pytest.mark.integration
 
 NS, NAME, MODEL, CLS = "llm", "srv", "llama3_8b", "Premium"
-SYSTEM = load_system(CONFIG)
+SYSTEM = without_tuning(load_system(CONFIG))  # FakeProm latencies: nothing to learn
 TICK_S, CYCLE_S = 10.0, 60.0
 
 

@@ -328,6 +328,7 @@ def test_rbac_is_least_privilege(rendered: tuple[str, list[Obj]]) -> None:
         ("keda.sh", "scaledobjects"),
         ("", "events"),
         ("coordination.k8s.io", "leases"),
+        ("", "configmaps"),  # [tuning] the learnt state, controlloop-tuning only
     }
     if name != "namespaced":  # roles for callers of the endpoints (bound by the user)
         expected |= {("(url)", "/invoke"), ("(url)", "/metrics"), ("(url)", "/ui")}
@@ -347,7 +348,7 @@ def test_rbac_is_least_privilege(rendered: tuple[str, list[Obj]]) -> None:
             assert set(verbs) <= allowed, (res, verbs)
         if group == "(url)":
             assert verbs == (("post",) if res == "/invoke" else ("get",))
-        if res == "leases":
+        if res in ("leases", "configmaps"):  # [tuning] configmaps: controlloop-tuning
             assert ns == NAMESPACE and set(verbs) <= {"get", "create", "update"}
         if res in ("pods", "horizontalpodautoscalers", "scaledobjects"):
             assert set(verbs) <= {"get", "list", "watch"}
