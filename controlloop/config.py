@@ -18,16 +18,23 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
+from controlloop import jsonout
+from controlloop.config_keys import (  # re-exported: callers import them from here
+    _clip_key,
+    _field_keys,
+    _fold,
+    _path_str,
+    normalize_keys,
+)
+from controlloop.gcpause import gc_paused
 from controlloop.specs import (
     LOWEST_PRIORITY,
     AcceleratorData,
@@ -132,11 +139,13 @@ def read_document(path: Path) -> Any:
         raise ConfigError([f"{path}: not UTF-8 text: {exc.reason}"]) from None
     if path.suffix.lower() == ".json":
         try:
-            return json.loads(text)
+            return jsonout.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(
                 [f"{path}: line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}"]
             ) from None
+    import yaml  # here: JSON-only runs (the reference files) skip its ~15 ms import
+
     try:
         return yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
@@ -146,108 +155,6 @@ def read_document(path: Path) -> Any:
         raise ConfigError([f"{path}: {where}invalid YAML: {problem}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: invalid YAML: {exc}"]) from None
-
-
-# --- key normalisation -------------------------------------------------------------
-
-
-def _fold(key: str) -> str:
-    return key.lower().replace("-", "").replace("_", "")
-
-
-def _field_keys(model: type[BaseModel]) -> dict[str, str]:
-    """Folded key -> canonical key (the alias) for each field of ``model``."""
-    keys: dict[str, str] = {}
-    for name, info in model.model_fields.items():
-        canonical = info.alias or name
-        keys[_fold(canonical)] = canonical
-        keys.setdefault(_fold(name), canonical)
-    return keys
-
-
-def _nested_models(annotation: Any) -> tuple[str, type[BaseModel]] | None:
-    """('one'|'list'|'dict', model) when a field holds spec models."""
-    origin = typing.get_origin(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return ("one", annotation)
-    if origin in (list, tuple):
-        args = typing.get_args(annotation)
-        inner = _nested_models(args[0]) if args else None
-        return ("list", inner[1]) if inner and inner[0] == "one" else None
-    if origin is dict:
-        args = typing.get_args(annotation)
-        inner = _nested_models(args[1]) if len(args) == 2 else None
-        return ("dict", inner[1]) if inner and inner[0] == "one" else None
-    if origin in (typing.Union, types.UnionType) or origin is typing.Annotated:
-        for arg in typing.get_args(annotation):
-            found = _nested_models(arg)
-            if found:
-                return found
-    return None
-
-
-def _clip_key(key: str) -> str:
-    """A junk key (a typo does not make 80 characters) shown by its start and length."""
-    return key if len(key) <= 80 else f"{key[:40]}… ({len(key)} chars)"
-
-
-def _path_str(path: Iterable[str | int]) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            part = _clip_key(str(part))
-            out += f".{part}" if out else part
-    return out or "(top level)"
-
-
-def normalize_keys(
-    model: type[BaseModel], data: Any, *, path: tuple[str | int, ...], problems: list[str], where: str
-) -> Any:
-    """Rename keys to the canonical aliases of ``model``; report unknown keys."""
-    if not isinstance(data, Mapping):
-        return data  # pydantic reports the type error with its location
-    known = _field_keys(model)
-    out: dict[str, Any] = {}
-    for raw_key, value in data.items():
-        key = str(raw_key)
-        canonical = known.get(_fold(key))
-        if canonical is None:
-            key = _clip_key(key)  # a junk key: no fuzzy match on 100k characters
-            suggestions = difflib.get_close_matches(
-                key, sorted(set(known.values())), n=1, cutoff=0.6
-            )
-            hint = f" (did you mean '{suggestions[0]}'?)" if suggestions else ""
-            expected = ", ".join(sorted(set(known.values())))
-            problems.append(
-                f"{where}: {_path_str((*path, key))}: unknown key{hint}; expected one of: {expected}"
-            )
-            continue
-        if canonical in out:
-            problems.append(f"{where}: {_path_str((*path, key))}: duplicate key '{canonical}'")
-            continue
-        name = next(
-            n for n, info in model.model_fields.items() if (info.alias or n) == canonical
-        )
-        nested = _nested_models(model.model_fields[name].annotation)
-        if nested:
-            kind, inner = nested
-            sub_path = (*path, canonical)
-            if kind == "one":
-                value = normalize_keys(inner, value, path=sub_path, problems=problems, where=where)
-            elif kind == "list" and isinstance(value, list):
-                value = [
-                    normalize_keys(inner, item, path=(*sub_path, i), problems=problems, where=where)
-                    for i, item in enumerate(value)
-                ]
-            elif kind == "dict" and isinstance(value, Mapping):
-                value = {
-                    k: normalize_keys(inner, v, path=(*sub_path, k), problems=problems, where=where)
-                    for k, v in value.items()
-                }
-        out[canonical] = value
-    return out
 
 
 # --- pydantic errors as one-liners ------------------------------------------------------
@@ -620,11 +527,12 @@ def load_directory(directory: Path) -> LoadedConfig:
 def load_config(path: str | Path) -> LoadedConfig:
     """Load any supported form; raises :class:`ConfigError` with one line per problem."""
     path = Path(path)
-    if path.is_dir():
-        return load_directory(path)
-    if not path.exists():
-        raise ConfigError([f"{path}: no such file or directory"])
-    loaded = parse_system_document(read_document(path), where=str(path))
+    with gc_paused():  # parsed documents and specs: many objects, no cycles
+        if path.is_dir():
+            return load_directory(path)
+        if not path.exists():
+            raise ConfigError([f"{path}: no such file or directory"])
+        loaded = parse_system_document(read_document(path), where=str(path))
     loaded.sources = {s.key: path for s in SECTIONS}
     return loaded
 

@@ -346,7 +346,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     load_source = ReloadingLoadSource(lambda: specs.current()[1].prometheus, prom_settings)
     collector = KubeCollector(kube, load_source, lambda: specs.current()[1])  # reloaded
     actuator: Any = (
-        DryRunActuator(kube.get_deployment, settings.actuation)
+        DryRunActuator(
+            lambda ns, name: kube.cached_deployment(ns, name) or kube.get_deployment(ns, name),
+            settings.actuation)
         if args.dry_run
         else KubeActuator(kube, settings.actuation)
     )
@@ -490,6 +492,13 @@ class ReloadingLoadSource:
         self._source = PrometheusLoadSource(initial)
 
     def read_load(self, *, namespace: str, pods: Sequence[str], model: str | None = None) -> Any:
+        return self._current_source().read_load(namespace=namespace, pods=pods, model=model)
+
+    def read_loads(self, requests: Sequence[Any]) -> list[Any]:
+        """All servers of a cycle at once (grouped queries, see PrometheusLoadSource)."""
+        return self._current_source().read_loads(requests)  # type: ignore[no-any-return]
+
+    def _current_source(self) -> Any:
         config = self._current()
         if config != self._config:
             from controlloop.cluster.prom import PrometheusLoadSource
@@ -500,16 +509,18 @@ class ReloadingLoadSource:
             except (ValueError, TypeError) as exc:
                 log.error("invalid prometheus settings, keeping the last good ones: %s", exc)
             self._config = config
-        return self._source.read_load(namespace=namespace, pods=pods, model=model)
+        return self._source
 
 
 def prometheus_settings(p: Any) -> Any:
-    from controlloop.cluster.prom import PrometheusSettings, QueryTemplates
+    from controlloop.cluster.prom import GroupedQueries, PrometheusSettings, QueryTemplates
 
+    grouped = getattr(p, "grouped_queries", None)
     return PrometheusSettings(
         url=p.url, bearer_token_file=p.bearer_token_file, ca_file=p.ca_file,
         insecure=p.insecure, timeout_s=p.timeout_seconds, retries=p.retries, window=p.window,
         staleness_s=p.staleness_seconds, queries=QueryTemplates(**p.queries),
+        grouped_queries=None if grouped is None else GroupedQueries(**grouped),
     )
 
 

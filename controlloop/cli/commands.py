@@ -387,10 +387,8 @@ def _demo(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
         help="replace the controller by a new one after this cycle (its learnt tuning comes "
         "back from the store, as after a restart)",
     )
-    from controlloop.ui.listen import serve_address
-
     p.add_argument(
-        "--serve", type=serve_address, metavar="[HOST:]PORT",
+        "--serve", type=_serve_address, metavar="[HOST:]PORT",
         help="serve the live dashboard at http://HOST:PORT/ui/ (host default 127.0.0.1, "
         "port 0: any free one) while the run goes on in paced time, and after it until "
         "interrupted",
@@ -448,3 +446,12 @@ def _export_crs(sub: Any, add_common: AddCommon, lazy: Lazy) -> None:
                    help="print the CustomResourceDefinitions (manifests/crds/) and exit")
     add_common(p)
     p.set_defaults(handler=lazy("controlloop.crds", "cmd_export_crs"))
+
+
+def _serve_address(value: str) -> Any:
+    """``controlloop.ui.listen.serve_address``, imported when the option is used: the UI
+    package (http.server, the dashboard store) cost every command ~90 ms of start-up."""
+    from controlloop.ui.listen import serve_address
+
+    return serve_address(value)
+

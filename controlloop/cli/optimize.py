@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from controlloop.cli.args import EXIT_BAD_INPUT, EXIT_OK
 from controlloop.config import ConfigError, load_config
+from controlloop.jsonout import dumps_indented
 from controlloop.optimizer.api import optimize
 from controlloop.optimizer.report import (
     UnknownServer,
@@ -55,8 +53,10 @@ def render(solution: Solution, fmt: str, explain: str | None = None) -> str:
     else:
         data = solution.to_json()
     if fmt == "yaml":
+        import yaml  # only for this format: start-up of the other formats without it
+
         return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
-    return json.dumps(data, indent=2) + "\n"
+    return dumps_indented(data) + "\n"
 
 
 def check_output(output: Path) -> None:

@@ -11,15 +11,36 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
 
 from controlloop.cluster.kube_errors import Conflict, KubeError, KubeTimeout, NotFound, ServerError
+from controlloop.cluster.ratelimit import TokenBucket
 from controlloop.loop.settings import LABEL_ACCELERATOR, LABEL_MAX_BATCH, ActuationConfig
 from controlloop.loop.state import Action, ActionResult, Placement, describe, placement_for  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+T = TypeVar("T")
+
+
+def _cached(kube: Any, action: Action) -> Obj | None:
+    """The Deployment from the cycle's list (KubeClient.cached_deployment), if current."""
+    cached = getattr(kube, "cached_deployment", None)
+    if cached is None:
+        return None
+    obj: Obj | None = cached(action.namespace, action.deployment, action.resource_version)
+    return obj
+
+
+def in_parallel(fn: Callable[[Action], T], actions: list[Action], workers: int) -> list[T]:
+    """``[fn(a) for a in actions]`` on up to ``workers`` threads, results in order."""
+    if workers <= 1 or len(actions) <= 1:
+        return [fn(a) for a in actions]
+    with ThreadPoolExecutor(max_workers=min(workers, len(actions)),
+                            thread_name_prefix="actuate") as pool:
+        return list(pool.map(fn, actions))
 
 
 class DeploymentWriter(Protocol):
@@ -131,24 +152,24 @@ class DryRunActuator:
         self.config = config
 
     def apply(self, actions: list[Action]) -> list[ActionResult]:
-        results = []
-        for action in actions:
-            deployment = None
-            if action.placement is not None and self.reader is not None:
-                try:
-                    deployment = self.reader(action.namespace, action.deployment)
-                except Exception as exc:  # noqa: BLE001 - dry-run never fails a cycle
-                    log.warning("DRY-RUN: cannot read %s/%s: %s", action.namespace, action.deployment, exc)
-            patch = build_patch(action, deployment, self.config)
-            log.info(
-                "DRY-RUN: would patch %s (%s): %s",
-                describe(action),
-                action.reason,
-                json.dumps(patch, sort_keys=True),
-                extra={"server": action.server, "dry_run": True},
-            )
-            results.append(ActionResult(action, ok=True, sent=False, patch=patch))
-        return results
+        return in_parallel(self._one, actions, self.config.concurrency)
+
+    def _one(self, action: Action) -> ActionResult:
+        deployment = None
+        if action.placement is not None and self.reader is not None:
+            try:  # the daemon's reader answers from the cycle's list (no request)
+                deployment = self.reader(action.namespace, action.deployment)
+            except Exception as exc:  # noqa: BLE001 - dry-run never fails a cycle
+                log.warning("DRY-RUN: cannot read %s/%s: %s", action.namespace, action.deployment, exc)
+        patch = build_patch(action, deployment, self.config)
+        log.info(
+            "DRY-RUN: would patch %s (%s): %s",
+            describe(action),
+            action.reason,
+            json.dumps(patch, sort_keys=True),
+            extra={"server": action.server, "dry_run": True},
+        )
+        return ActionResult(action, ok=True, sent=False, patch=patch)
 
 
 class KubeActuator:
@@ -169,9 +190,14 @@ class KubeActuator:
         self.kube = kube
         self.config = config
         self.sleep = sleep
+        self.limiter = TokenBucket(config.qps, config.burst)
 
     def apply(self, actions: list[Action]) -> list[ActionResult]:
-        return [self._apply_one(action) for action in actions]
+        """One worker per action (bounded by ``concurrency``), every request through the
+        token bucket; an action's own retries stay in order on its thread."""
+        if (self.limiter.qps, self.limiter.burst) != (self.config.qps, self.config.burst):
+            self.limiter = TokenBucket(self.config.qps, self.config.burst)  # a reloaded config
+        return in_parallel(self._apply_one, actions, self.config.concurrency)
 
     def _apply_one(self, action: Action) -> ActionResult:
         if self.config.mode == "metrics":
@@ -189,7 +215,10 @@ class KubeActuator:
             try:
                 deployment = None
                 if action.placement is not None or conflicts:
-                    deployment = self.kube.get_deployment(action.namespace, action.deployment)
+                    deployment = None if conflicts else _cached(self.kube, action)
+                    if deployment is None:
+                        self.limiter.take()
+                        deployment = self.kube.get_deployment(action.namespace, action.deployment)
                     if conflicts and _replicas(deployment) != action.from_replicas:
                         return ActionResult(
                             action, ok=False, sent=False, patch=patch, attempts=attempts,
@@ -199,6 +228,7 @@ class KubeActuator:
                 patch = build_patch(action, deployment, self.config)
                 if action.resource_version and not conflicts:
                     patch.setdefault("metadata", {})["resourceVersion"] = action.resource_version
+                self.limiter.take()
                 self.kube.patch_deployment(action.namespace, action.deployment, patch)
                 log.info("patched %s: %s", describe(action), action.reason, extra={"server": action.server})
                 self._event(action)
@@ -232,6 +262,7 @@ class KubeActuator:
         if action.kind == "move" and not action.move_phase:
             reason = "AcceleratorChanged"  # in place: done in one step
         try:
+            self.limiter.take()
             self.kube.create_event(
                 action.namespace,
                 {"kind": "Deployment", "apiVersion": "apps/v1", "name": action.deployment,

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from controlloop import bounds
 from controlloop.cluster.kube_errors import KubeError
-from controlloop.cluster.prom import LoadReading, LoadSource
+from controlloop.cluster.prom import LoadReading, LoadRequest, LoadSource, read_all
 from controlloop.loop.settings import (
     LABEL_ACCELERATOR,
     LABEL_CLASS,
@@ -55,6 +55,51 @@ class ClusterReader(Protocol):
 
 def selector_string(match_labels: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(match_labels.items()))
+
+
+MAX_SELECTOR_VALUES = 200  # beyond this a `key in (...)` list is left out (URL length)
+
+
+def common_selector(selectors: Sequence[dict[str, str]]) -> str:
+    """A label selector matching every pod of these ``matchLabels``: the requirements
+    they all agree on, plus ``key in (...)`` on a shared key whose values differ (when
+    there are at most MAX_SELECTOR_VALUES of them); "" (all pods of the namespace) when
+    they share no key."""
+    if not selectors:
+        return ""
+    shared = set(selectors[0]).intersection(*selectors[1:])
+    fixed = sorted(k for k in shared if len({m[k] for m in selectors}) == 1)
+    parts = [f"{k}={selectors[0][k]}" for k in fixed]
+    varying = sorted(shared - set(fixed))
+    if varying:
+        values = sorted({m[varying[0]] for m in selectors})
+        if len(values) <= MAX_SELECTOR_VALUES:
+            parts.append(f"{varying[0]} in ({','.join(values)})")
+    return ",".join(parts)
+
+
+def match_pods(
+    pods: Sequence[Obj], selectors: Sequence[tuple[str, dict[str, str]]]
+) -> dict[str, list[Obj]]:
+    """Pods per Deployment key: a pod belongs to every Deployment whose ``matchLabels``
+    its labels contain (as the ReplicaSet controller selects them). Deployments are
+    indexed by the value of their most distinctive shared selector key, so matching
+    costs O(pods) when selectors differ in that key."""
+    out: dict[str, list[Obj]] = {key: [] for key, _ in selectors}
+    if not selectors:
+        return out
+    shared = set(selectors[0][1]).intersection(*(m for _, m in selectors[1:]))
+    index_key = max(sorted(shared), key=lambda k: len({m[k] for _, m in selectors}),
+                    default=None)
+    index: dict[str | None, list[tuple[str, dict[str, str]]]] = {}
+    for key, match in selectors:
+        index.setdefault(match[index_key] if index_key else None, []).append((key, match))
+    for pod in pods:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        for key, match in index.get(labels.get(index_key) if index_key else None, ()):
+            if all(labels.get(k) == v for k, v in match.items()):
+                out[key].append(pod)
+    return out
 
 
 def _number(value: str | None) -> float | None:
@@ -214,15 +259,27 @@ class KubeCollector:
             return ClusterState(servers=(), errors=(f"listing Deployments: {exc}",), complete=False)
         errors: list[str] = []
         autoscaled = self._autoscaler_targets(namespaces, errors)
-        servers: list[ManagedServer] = []
+        ordered = sorted(deployments, key=lambda d: (d["metadata"]["namespace"], d["metadata"]["name"]))
+        pods_of = self._pods_by_deployment(ordered)
+        drafts: list[tuple[dict[str, Any], dict[str, str], LoadRequest | ObservedLoad]] = []
         skipped: list[SkippedDeployment] = []
-        for dep in sorted(deployments, key=lambda d: (d["metadata"]["namespace"], d["metadata"]["name"])):
-            result = self._server(dep, autoscaled)
+        for dep in ordered:
+            result = self._server(dep, autoscaled, pods_of)
             if isinstance(result, SkippedDeployment):
                 skipped.append(result)
                 log.warning("skipping %s/%s: %s", result.namespace, result.deployment, result.reason)
             else:
-                servers.append(result)
+                drafts.append(result)
+        # One batch for all servers: a Prometheus source reads it in a fixed number of
+        # queries (grouped by namespace and pod), whatever the number of servers.
+        wanted = [need for _, _, need in drafts if isinstance(need, LoadRequest)]
+        readings = iter(read_all(self.load_source, wanted))
+        servers: list[ManagedServer] = []
+        for base, labels, need in drafts:
+            load = need if isinstance(need, ObservedLoad) else self._load(base, next(readings))
+            if not load.known:
+                load = fallback_load(labels, load.reason) or load
+            servers.append(ManagedServer(**base, load=load))
         node_capacity = None
         if self.settings.capacity.source == "nodes":
             node_capacity = self._node_capacity(errors)
@@ -261,7 +318,34 @@ class KubeCollector:
                 targets["*"] = f"autoscalers unknown ({exc.reason or exc})"
         return targets
 
-    def _server(self, dep: Obj, autoscaled: dict[str, str]) -> ManagedServer | SkippedDeployment:
+    def _pods_by_deployment(self, deployments: list[Obj]) -> dict[str, list[Obj] | KubeError]:
+        """Pods of every Deployment (key ``ns/name``), from one paginated list per
+        namespace (label selector on a key all their selectors share), matched in memory
+        by each Deployment's ``matchLabels``. A failed list: the error, for each of them."""
+        by_ns: dict[str, list[tuple[str, dict[str, str]]]] = {}
+        for dep in deployments:
+            meta = dep.get("metadata") or {}
+            match = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+            if match:
+                by_ns.setdefault(str(meta.get("namespace", "")), []).append(
+                    (f"{meta.get('namespace', '')}/{meta.get('name', '')}",
+                     {str(k): str(v) for k, v in match.items()})
+                )
+        out: dict[str, list[Obj] | KubeError] = {}
+        for ns, selectors in by_ns.items():
+            try:
+                pods = self.kube.list_pods(ns, common_selector([m for _, m in selectors]))
+            except KubeError as exc:
+                out.update({key: exc for key, _ in selectors})
+                continue
+            out.update(match_pods(pods, selectors))
+        return out
+
+    def _server(
+        self, dep: Obj, autoscaled: dict[str, str], pods_of: dict[str, list[Obj] | KubeError]
+    ) -> tuple[dict[str, Any], dict[str, str], LoadRequest | ObservedLoad] | SkippedDeployment:
+        """The server's fields, its labels and what its load needs: a reading to make
+        (:class:`LoadRequest`) or an already known outcome."""
         meta = dep.get("metadata") or {}
         ns, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
         labels: dict[str, str] = dict(meta.get("labels") or {})
@@ -304,30 +388,25 @@ class KubeCollector:
             strategy=spec.get("strategy") if isinstance(spec.get("strategy"), dict) else None,
         )
         if not match:
-            load = ObservedLoad("unknown", "Deployment has no spec.selector.matchLabels", source="none")
-            return ManagedServer(**base, load=fallback_load(labels, load.reason) or load)
-        try:
-            pods = self.kube.list_pods(ns, selector_string(match))
-        except KubeError as exc:
-            load = ObservedLoad("unknown", f"listing pods: {exc}", source="none")
-            return ManagedServer(**base, load=fallback_load(labels, load.reason) or load)
+            return base, labels, ObservedLoad(
+                "unknown", "Deployment has no spec.selector.matchLabels", source="none")
+        pods = pods_of.get(key, [])
+        if isinstance(pods, KubeError):
+            return base, labels, ObservedLoad("unknown", f"listing pods: {pods}", source="none")
         running, pending, unschedulable, by_accelerator = _pod_counts(pods)
         base.update(running_pods=running, pending_pods=pending, unschedulable_pods=unschedulable,
                     unschedulable_by_accelerator=by_accelerator)
-        if not running:
+        return base, labels, LoadRequest(ns, running, model)
+
+    @staticmethod
+    def _load(base: dict[str, Any], reading: LoadReading) -> ObservedLoad:
+        load = observed_from_reading(reading)
+        if not base["running_pods"] and not load.known:
             # Pod-independent queries (e.g. a gateway's metrics) still tell the load, which
             # is how a server scaled to zero comes back; otherwise it is unknown.
-            reading = self.load_source.read_load(namespace=ns, pods=(), model=model)
-            load = observed_from_reading(reading)
-            if not load.known:
-                why = "scaled to zero" if replicas == 0 else "no running pods"
-                load = ObservedLoad("unknown", f"{why}: no pods to read load from", source="none")
-        else:
-            reading = self.load_source.read_load(namespace=ns, pods=running, model=model)
-            load = observed_from_reading(reading)
-        if not load.known:
-            load = fallback_load(labels, load.reason) or load
-        return ManagedServer(**base, load=load)
+            why = "scaled to zero" if base["replicas"] == 0 else "no running pods"
+            load = ObservedLoad("unknown", f"{why}: no pods to read load from", source="none")
+        return load
 
     def _node_capacity(self, errors: list[str]) -> dict[str, int] | None:
         cfg = self.settings.capacity

@@ -92,12 +92,21 @@ class KubeClient:
     retries:
         urllib3 retries on connection errors. 0 by default: the control loop owns
         retry policy, and hidden retries would multiply the effective timeout.
+    page_size:
+        ``limit`` of every list request; the rest comes by ``continue`` tokens, so a
+        big cluster is read in bounded pages (1,000 items; ``kubectl`` uses 500).
     """
 
     def __init__(self, api_client: k8s.ApiClient, *, timeout_s: float = 10.0,
-                 retries: int = 0) -> None:
+                 retries: int = 0, page_size: int = 1000) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if page_size <= 0:
+            raise ValueError(f"page_size must be > 0, got {page_size}")
+        self.page_size = page_size
+        # Deployments of the last list, by (namespace, name): the actuator builds its
+        # patches from them instead of one GET per Deployment (see cached_deployment).
+        self._listed: dict[tuple[str, str], Obj] = {}
         api_client.configuration.retries = retries
         # The REST client reads `retries` when it builds its pool; rebuild it.
         api_client.rest_client = type(api_client.rest_client)(api_client.configuration)
@@ -112,7 +121,7 @@ class KubeClient:
     @classmethod
     def from_kubeconfig(cls, path: str | os.PathLike[str] | None = None,
                         context: str | None = None, *, timeout_s: float = 10.0,
-                        retries: int = 0) -> KubeClient:
+                        retries: int = 0, page_size: int = 1000) -> KubeClient:
         """Load like kubectl: ``path``, else ``$KUBECONFIG``, else ``~/.kube/config``."""
         if path is None:
             # Read at call time; the library snapshots $KUBECONFIG at import.
@@ -126,17 +135,18 @@ class KubeClient:
                                                     persist_config=False)
         except (ConfigException, OSError, ValueError, TypeError) as exc:
             raise KubeConfigError(f"cannot load kubeconfig: {exc}", obj=os.fspath(path)) from exc
-        return cls(api, timeout_s=timeout_s, retries=retries)
+        return cls(api, timeout_s=timeout_s, retries=retries, page_size=page_size)
 
     @classmethod
-    def in_cluster(cls, *, timeout_s: float = 10.0, retries: int = 0) -> KubeClient:
+    def in_cluster(cls, *, timeout_s: float = 10.0, retries: int = 0,
+                   page_size: int = 1000) -> KubeClient:
         """Use the pod's service account (token and CA are re-read on rotation)."""
         conf = k8s.Configuration()
         try:
             k8s_config.load_incluster_config(client_configuration=conf)
         except ConfigException as exc:
             raise KubeConfigError(f"not running in a cluster: {exc}") from exc
-        return cls(k8s.ApiClient(conf), timeout_s=timeout_s, retries=retries)
+        return cls(k8s.ApiClient(conf), timeout_s=timeout_s, retries=retries, page_size=page_size)
 
     def close(self) -> None:
         self.api_client.close()
@@ -168,27 +178,66 @@ class KubeClient:
         The API omits kind/apiVersion on list items; we add them (as ``kubectl get -o
         json`` does) so an item can be used as an Event's involvedObject as is.
         """
-        if namespaces is None:
-            pages = [self._call(f"{what} (all namespaces)", cluster_fn, **kwargs)]
-        else:
-            pages = [self._call(f"{what} {ns}/", ns_fn, ns, **kwargs) for ns in namespaces]
         items: list[Obj] = []
-        for page in pages:
-            for item in page.get("items") or []:
+        if namespaces is None:
+            scopes: list[tuple[str, tuple[str, ...]]] = [(f"{what} (all namespaces)", ())]
+        else:
+            scopes = [(f"{what} {ns}/", (ns,)) for ns in namespaces]
+        for label, args in scopes:
+            fn = cluster_fn if not args else ns_fn
+            for item in self._pages(label, fn, *args, **kwargs):
                 item.setdefault("kind", kind)
                 item.setdefault("apiVersion", api_version)
                 items.append(item)
         return items
+
+    def _pages(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Obj]:
+        """All items of a list call, ``page_size`` at a time (``limit``/``continue``).
+
+        An expired continue token (410 Gone: the snapshot was compacted) restarts the
+        list from the beginning once, as client-go's pager falls back to a full list.
+        """
+        items: list[Obj] = []
+        token: str | None = None
+        restarted = False
+        while True:
+            extra = {"_continue": token} if token else {}
+            try:
+                page = self._call(what, fn, *args, limit=self.page_size, **extra, **kwargs)
+            except KubeError as exc:
+                if exc.status == 410 and token and not restarted:
+                    items, token, restarted = [], None, True
+                    continue
+                raise
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue") or None
+            if not token:
+                return items
 
     # -- apps/v1 Deployments --------------------------------------------------------------
 
     def list_deployments(self, namespaces: Sequence[str] | None,
                          label_selector: str = "") -> list[Obj]:
         """Deployments matching ``label_selector`` in ``namespaces`` (None = all)."""
-        return self._list("deployments", "Deployment", "apps/v1", namespaces,
-                          self._apps.list_deployment_for_all_namespaces,
-                          self._apps.list_namespaced_deployment,
-                          label_selector=label_selector or None)
+        items = self._list("deployments", "Deployment", "apps/v1", namespaces,
+                           self._apps.list_deployment_for_all_namespaces,
+                           self._apps.list_namespaced_deployment,
+                           label_selector=label_selector or None)
+        self._listed = {((d.get("metadata") or {}).get("namespace", ""),
+                         (d.get("metadata") or {}).get("name", "")): d for d in items}
+        return items
+
+    def cached_deployment(self, ns: str, name: str, resource_version: str = "") -> Obj | None:
+        """The Deployment as the last list returned it, if it is still at
+        ``resource_version`` (when given); None: read it. A patch built from it carries
+        that resourceVersion, so a stale copy fails with 409 and is re-read then."""
+        obj = self._listed.get((ns, name))
+        if obj is None:
+            return None
+        if resource_version and (obj.get("metadata") or {}).get("resourceVersion") != (
+                resource_version):
+            return None
+        return obj
 
     def get_deployment(self, ns: str, name: str) -> Obj:
         return self._call(f"deployments {ns}/{name}", self._apps.read_namespaced_deployment,
@@ -226,8 +275,7 @@ class KubeClient:
                           field_selector=field_selector or None)
 
     def list_nodes(self, label_selector: str | None = None) -> list[Obj]:
-        page = self._call("nodes", self._core.list_node, label_selector=label_selector or None)
-        items: list[Obj] = page.get("items") or []
+        items = self._pages("nodes", self._core.list_node, label_selector=label_selector or None)
         for item in items:
             item.setdefault("kind", "Node")
             item.setdefault("apiVersion", "v1")
@@ -292,16 +340,15 @@ class KubeClient:
         api_version = f"{KEDA_GROUP}/{KEDA_VERSION}"
         try:
             if ns is None:
-                page = self._call("scaledobjects (all namespaces)",
-                                  self._custom.list_cluster_custom_object,
-                                  KEDA_GROUP, KEDA_VERSION, KEDA_PLURAL)
+                items = self._pages("scaledobjects (all namespaces)",
+                                    self._custom.list_cluster_custom_object,
+                                    KEDA_GROUP, KEDA_VERSION, KEDA_PLURAL)
             else:
-                page = self._call(f"scaledobjects {ns}/",
-                                  self._custom.list_namespaced_custom_object,
-                                  KEDA_GROUP, KEDA_VERSION, ns, KEDA_PLURAL)
+                items = self._pages(f"scaledobjects {ns}/",
+                                    self._custom.list_namespaced_custom_object,
+                                    KEDA_GROUP, KEDA_VERSION, ns, KEDA_PLURAL)
         except NotFound:
             return []
-        items: list[Obj] = page.get("items") or []
         for item in items:
             item.setdefault("kind", "ScaledObject")
             item.setdefault("apiVersion", api_version)

@@ -27,6 +27,14 @@ import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
+from controlloop.cluster.prom_grouped import (  # re-exported
+    GroupedQueries,
+    GroupedQueryError,
+    LoadRequest,
+    by_pod,
+    promql_string,
+    regex_escape,
+)
 from controlloop.loop.state import LoadStatus
 
 log = logging.getLogger(__name__)
@@ -118,25 +126,14 @@ class QueryTemplates:
             "namespace": promql_string(namespace),
             "pods": promql_string(pods_regex(pods)),
             "window": window,
-            "model": promql_string(_regex_escape(model)) if model else ".*",
+            "model": promql_string(regex_escape(model)) if model else ".*",
         }
         return {f.name: Template(getattr(self, f.name)).substitute(values) for f in fields(self)}
 
 
-def promql_string(value: str) -> str:
-    """Escape ``value`` for the inside of a double-quoted PromQL string."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _regex_escape(value: str) -> str:
-    # RE2 (Prometheus) accepts a backslash before any punctuation; re.escape only
-    # adds backslashes before punctuation, so its output is valid RE2.
-    return re.escape(value)
-
-
 def pods_regex(pods: Sequence[str]) -> str:
     """Regex (RE2, fully anchored by Prometheus) matching exactly these pod names."""
-    return "|".join(_regex_escape(p) for p in sorted(pods))
+    return "|".join(regex_escape(p) for p in sorted(pods))
 
 
 def duration_seconds(duration: str) -> float:
@@ -174,6 +171,9 @@ class PrometheusSettings:
         default 60 s is two missed scrapes at a 30 s interval.
     queries
         PromQL templates, see :class:`QueryTemplates`.
+    grouped_queries
+        Templates that read all pods at once (:class:`GroupedQueries`); ``None``: the
+        defaults when ``queries`` are the defaults, else one query per server.
     """
 
     url: str = "http://localhost:9090"
@@ -185,6 +185,14 @@ class PrometheusSettings:
     window: str = "1m"
     staleness_s: float = 60.0
     queries: QueryTemplates = field(default_factory=QueryTemplates)
+    grouped_queries: GroupedQueries | None = None
+
+    def grouped(self) -> GroupedQueries | None:
+        """The grouped templates a cycle reads with, or None: custom per-server templates
+        without grouped ones keep the per-server path (their semantics are unknown)."""
+        if self.grouped_queries is not None:
+            return self.grouped_queries
+        return GroupedQueries() if self.queries == QueryTemplates() else None
 
     def __post_init__(self) -> None:
         try:
@@ -248,6 +256,20 @@ class LoadSource(Protocol):
     def read_load(
         self, *, namespace: str, pods: Sequence[str], model: str | None = None
     ) -> LoadReading: ...
+
+
+class BatchLoadSource(LoadSource, Protocol):
+    """A source that reads many servers in a fixed number of queries."""
+
+    def read_loads(self, requests: Sequence[LoadRequest]) -> list[LoadReading]: ...
+
+
+def read_all(source: LoadSource, requests: Sequence[LoadRequest]) -> list[LoadReading]:
+    """Readings for ``requests`` in order: batched when the source can, else one by one."""
+    batch = getattr(source, "read_loads", None)
+    if batch is not None:
+        return list(batch(requests))
+    return [source.read_load(namespace=r.namespace, pods=r.pods, model=r.model) for r in requests]
 
 
 class _QueryFailed(Exception):
@@ -391,6 +413,70 @@ class PrometheusLoadSource:
             return LoadReading("unknown", f"malformed prometheus response: {e!r}", queries=queries)
         where = _where(namespace, pods)
         return self._classify(values, stamps, now, where=where, queries=queries)
+
+    def read_loads(self, requests: Sequence[LoadRequest]) -> list[LoadReading]:
+        """Readings of many servers; with grouped templates one query per quantity for
+        all of them (see :class:`GroupedQueries`), else :meth:`read_load` per server.
+
+        A server none of whose pods appear in a result gets what the per-server query
+        would give for it: no series (``unknown`` for arrivals, stamps), None otherwise.
+        """
+        grouped = self.settings.grouped()
+        if grouped is None or not requests:
+            return [self.read_load(namespace=r.namespace, pods=r.pods, model=r.model)
+                    for r in requests]
+        st = self.settings
+        with_pods = [r for r in requests if r.pods]
+        rendered = grouped.render(namespaces={r.namespace for r in with_pods}, window=st.window)
+        queries = tuple(rendered.items())
+        series: dict[str, dict[tuple[str, str], float]] = {}
+        failure = ""
+        now = self._clock()
+        if with_pods:
+            try:
+                for name, promql in rendered.items():
+                    series[name] = by_pod(self._query(promql, now), name)
+            except (_QueryFailed, GroupedQueryError) as e:
+                failure = str(e)
+            except (ValueError, KeyError, TypeError, IndexError) as e:
+                failure = f"malformed prometheus response: {e!r}"
+        out: list[LoadReading] = []
+        for r in requests:
+            if not r.pods:  # the per-server answer: defaults need pods
+                out.append(self.read_load(namespace=r.namespace, pods=r.pods, model=r.model))
+                continue
+            if failure:
+                out.append(LoadReading("unknown", failure, queries=queries))
+                continue
+            keys = [(r.namespace, pod) for pod in r.pods]
+
+            def total(name: str, keys: list[tuple[str, str]] = keys) -> float | None:
+                found = [series[name][k] for k in keys if k in series[name]]
+                return math.fsum(found) if found else None
+
+            def ratio(num: str, den: str, scale: float = 1.0) -> float | None:
+                a, b = total(num), total(den)
+                if a is None or b is None:
+                    return None
+                return scale * a / b if b != 0 else math.nan
+
+            req = total("requests")
+            values = {
+                "arrival_rpm": None if req is None else req * 60,
+                "avg_in_tokens": ratio("prompt_tokens", "requests"),
+                "avg_out_tokens": ratio("generation_tokens", "requests"),
+                "ttft_ms": ratio("ttft_sum", "ttft_count", 1000.0),
+                "itl_ms": ratio("itl_sum", "itl_count", 1000.0),
+                "running": total("running"),
+                "waiting": total("waiting"),
+            }
+            stamps = [series["freshness"][k] for k in keys if k in series["freshness"]]
+            shown = {"arrival_rpm": rendered["requests"], "freshness": rendered["freshness"],
+                     "avg_in_tokens": rendered["prompt_tokens"],
+                     "avg_out_tokens": rendered["generation_tokens"]}
+            out.append(self._classify(values, stamps, now, where=_where(r.namespace, r.pods),
+                                      queries=tuple(shown.items()) + queries))
+        return out
 
     def _query(self, promql: str, now: float) -> list[Any]:
         try:

@@ -289,7 +289,8 @@ class Controller:
         if active:
             ctx = self._context(system, settings, now)
             request, notes = sizing_request(ctx, [ms for _, ms in active], capacity, self.trend)
-            solution = self.optimize_fn(request, verify=settings.verify)
+            solution = self.optimize_fn(request, verify=settings.verify,
+                                        verify_budget=settings.verify_budget_seconds or None)
             ctx = replace(ctx, solution=solution, notes=notes)
             report.solver = solution.solver
             report.solver_status = solution.status.value

@@ -33,7 +33,11 @@ MOVE_ANNOTATION = ANNOTATION_PREFIX + "move"
 class PrometheusConfig(Spec):
     """Where the load comes from. Query templates override the vLLM defaults by name
     (arrival_rpm, avg_in_tokens, avg_out_tokens, ttft_ms, itl_ms, running, waiting,
-    freshness); placeholders ``$namespace``, ``$pods``, ``$window``, ``$model``."""
+    freshness); placeholders ``$namespace``, ``$pods``, ``$window``, ``$model``.
+    ``groupedQueries`` override the templates that read all pods in one query per
+    quantity (requests, prompt_tokens, generation_tokens, ttft_sum, ttft_count, itl_sum,
+    itl_count, running, waiting, freshness; placeholders ``$namespaces``, ``$window``;
+    grouped ``by (namespace, pod)``); see controlloop.cluster.prom.GroupedQueries."""
 
     url: str = "http://localhost:9090"
     bearer_token_file: str | None = Field(None, alias="bearerTokenFile")
@@ -44,6 +48,7 @@ class PrometheusConfig(Spec):
     window: str = "1m"
     staleness_seconds: PositiveFloat = Field(60.0, alias="stalenessSeconds")
     queries: dict[str, str] = {}
+    grouped_queries: dict[str, str] | None = Field(None, alias="groupedQueries")
 
 
 class ScalingPolicy(Spec):
@@ -135,6 +140,12 @@ class ActuationConfig(Spec):
     move_strategy: Literal["make-before-break", "in-place"] = Field(
         "make-before-break", alias="moveStrategy"
     )
+    # Patches and Events of a cycle go out on this many threads, at most `qps` requests
+    # per second after a burst of `burst` (client-side, like client-go's QPS/Burst): a
+    # cycle scaling 300 Deployments does not wait for 600 round trips one after another.
+    concurrency: PositiveInt = 8
+    qps: PositiveFloat = 50.0
+    burst: PositiveInt = 100
     # patch: we set replicas (and move accelerators) ourselves; metrics: we never write a
     # Deployment, we publish the desired replicas (controlloop_target_replicas) for an HPA or
     # ScaledObject to follow, and keep every server on its accelerator (docs/actuation.md).
@@ -188,6 +199,11 @@ class ControllerSettings(Spec):
     # Check each chosen allocation in token-level simulation and add replicas where it
     # misses (docs/fidelity.md: 0 SLO misses at +0.1..1.2 % cost on the samples).
     verify: Literal["none", "simulate"] = "simulate"
+    # Wall-clock seconds a cycle may spend verifying; what is not verified by then keeps
+    # its model-sized allocation and is named in the cycle's solver message. Results are
+    # reused across cycles (loads quantised up to a 2 % grid), so a stable fleet re-checks
+    # little. 0: no limit.
+    verify_budget_seconds: NonNegFloat = Field(3.0, alias="verifyBudgetSeconds")
     # Queued requests (vllm:num_requests_waiting) are added to the demand as a rate that
     # drains them within this many seconds, so a backlog built during a replica start-up
     # is worked off instead of lingering at the new arrival rate. 0 disables.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
+from controlloop.gcpause import gc_paused
 from controlloop.model.sizing import SizingCache
 from controlloop.optimizer.candidates import (
     build_candidates,
@@ -13,7 +15,6 @@ from controlloop.optimizer.solution import (
     Solution,
 )
 from controlloop.optimizer.solve import solve
-from controlloop.optimizer.verify import verify_by_simulation
 from controlloop.specs import OptimizerSpec, SaturationPolicy, SystemSpec
 
 MILP_FINISH_S = 0.3  # measured: greedy + solution building at 1,000 servers ~0.15 s
@@ -30,6 +31,7 @@ def optimize(
     time_limit: float | None = None,
     cache: SizingCache | None = None,
     margin: str | None = None,  # [fidelity] "none" | "calibrated"
+    verify_budget: float | None = None,  # seconds for verify: simulate (None: no limit)
     saturated_latency: str | None = None,  # "sized" (reference) | "offered"
 ) -> Solution:
     """Decide accelerator, replicas and batch size for every server of ``system``.
@@ -50,7 +52,8 @@ def optimize(
     )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    cset = build_candidates(system, service_model=options.service_model, cache=cache)
+    with gc_paused():
+        cset = build_candidates(system, service_model=options.service_model, cache=cache)
     if options.margin == "calibrated":  # [fidelity] cap lam* at simulated safe rates
         from controlloop.optimizer.calibrate import calibrate_candidates, calibrator_for
 
@@ -63,11 +66,15 @@ def optimize(
         # plan and building the solution.
         spent = t1 - t0 + MILP_FINISH_S
         options = options.model_copy(update={"time_limit": max(0.5, options.time_limit - spent)})
-    solution = solve(system, cset, options)
+    with contextlib.nullcontext() if options.milp_solver else gc_paused():
+        solution = solve(system, cset, options)
     timings["solve"] = time.perf_counter() - t1
     if options.verify == "simulate":
+        # Imported here, like the MILP: the simulator is not needed by most runs.
+        from controlloop.optimizer.verify import verify_by_simulation
+
         t2 = time.perf_counter()
-        solution = verify_by_simulation(system, cset, options, solution)
+        solution = verify_by_simulation(system, cset, options, solution, budget_s=verify_budget)
         timings["verify"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - t0
     solution.timings = {**timings, **{k: v for k, v in solution.timings.items() if k not in timings}}

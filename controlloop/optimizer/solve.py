@@ -19,7 +19,6 @@ from controlloop.optimizer.candidates import (
     move_penalty,
 )
 from controlloop.optimizer.greedy import Assignment, GreedyResult, solve_greedy, solve_unlimited
-from controlloop.optimizer.milp import MilpServer, MilpStatus, solve_milp
 from controlloop.optimizer.solution import (
     Candidate,
     Change,
@@ -75,6 +74,10 @@ def _solve_milp(
     greedy: Solution,
     start: dict[str, list[tuple[Candidate, int]]],
 ) -> Solution:
+    # Imported here: scipy.sparse and highspy cost ~0.1 s of start-up that greedy runs
+    # (the default, and every `optimize` of the CLI without --solver milp) never use.
+    from controlloop.optimizer.milp import MilpServer, MilpStatus, solve_milp
+
     servers = [
         MilpServer(
             name=name,

@@ -17,6 +17,7 @@ Simulations are seeded and cached across calls (module-level
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -84,23 +85,33 @@ def verify_by_simulation(
     solution: Solution,
     *,
     oracle: SimOracle | None = None,
+    budget_s: float | None = None,
 ) -> Solution:
     """Return a plan whose chosen allocations meet their targets in simulation.
 
     Saturated servers are checked at their full need (the candidate), so the
     shortfall they report is honest. Servers without decode/prefill data are
     not checked (the simulator runs on those parameters).
+
+    ``budget_s`` bounds the wall time: no simulation starts after it; allocations whose
+    check did not finish keep their model-sized candidate and are named in the message.
     """
     oracle = DEFAULT_ORACLE if oracle is None else oracle
     t0 = time.perf_counter()
+    deadline = None if budget_s is None else t0 + budget_s
     sims0, hits0 = oracle.misses, oracle.hits
     checked: set[tuple[str, str]] = set()
+    unverified: set[str] = set()
     repaired = dropped = rounds = 0
     for rounds in range(1, MAX_ROUNDS + 1):  # noqa: B007 (reported below)
         todo = _unchecked(system, cset, solution, checked)
         if not todo:
             break
-        updates = _repair_all(oracle, cset, todo)
+        if deadline is not None and time.perf_counter() >= deadline:
+            unverified.update(n for n, _, _ in todo)
+            break
+        updates, unfinished = _repair_all(oracle, cset, todo, deadline)
+        unverified.update(unfinished)
         checked.update((cset.candidates[n][j].server, cset.candidates[n][j].accelerator)
                        for n, j, _ in todo)
         if not updates:
@@ -110,9 +121,14 @@ def verify_by_simulation(
         cset = replace_candidates(cset, updates, reason="misses a target in simulation "
                                   f"with up to {MAX_GROWTH}x the replicas")
         solution = _better(_in_place(system, cset, options, solution), solve(system, cset, options))
-    note = (f"verified in simulation: {len(checked)} allocations checked, {repaired} given "
-            f"more replicas, {dropped} dropped, {rounds} rounds, {oracle.misses - sims0} "
-            f"simulations ({oracle.hits - hits0} cached)")
+    note = (f"verified in simulation: {len(checked) - len(unverified)} allocations checked, "
+            f"{repaired} given more replicas, {dropped} dropped, {rounds} rounds, "
+            f"{oracle.misses - sims0} simulations ({oracle.hits - hits0} cached)")
+    if unverified:
+        shown = ", ".join(sorted(unverified)[:5]) + (", ..." if len(unverified) > 5 else "")
+        note += (f"; NOT verified within the {budget_s:g} s budget: {len(unverified)} "
+                 f"allocation(s) kept as sized by the model ({shown})")
+    solution.unverified = tuple(sorted(unverified))
     solution.message = f"{solution.message}; {note}" if solution.message else note
     solution.timings["verify_sim"] = time.perf_counter() - t0
     return solution
@@ -177,10 +193,15 @@ def _unchecked(
     return out
 
 
+VERIFY_CHUNK = 16  # simulations between two looks at the deadline
+
+
 def _repair_all(
-    oracle: SimOracle, cset: CandidateSet, todo: list[tuple[str, int, ReplicaParams]]
-) -> dict[tuple[str, int], Candidate | None]:
-    """Search all candidates together, one simulation each per round."""
+    oracle: SimOracle, cset: CandidateSet, todo: list[tuple[str, int, ReplicaParams]],
+    deadline: float | None = None,
+) -> tuple[dict[tuple[str, int], Candidate | None], set[str]]:
+    """Search all candidates together, one simulation each per round; searches the
+    deadline cut short are left out of the updates and returned by server name."""
     searches: dict[tuple[str, int], _Repair] = {}
     for name, j, params in todo:
         ctx = cset.servers[name]
@@ -188,20 +209,41 @@ def _repair_all(
         assert ctx.target is not None
         searches[(name, j)] = _Repair(cand, params, ctx.demand, ctx.target.slo_ttft,
                                       ctx.target.slo_itl, fail=cand.replicas - 1)
-    while True:
+    cut = False
+    while not cut:
         active = [s for s in searches.values() if not s.done]
         if not active:
             break
-        results = oracle.run([(s.params, s.demand / s.probe) for s in active])
-        for s, res in zip(active, results, strict=True):
-            s.update(oracle.meets(res, ttft=s.ttft, itl=s.itl))
+        for i in range(0, len(active), VERIFY_CHUNK if deadline is not None else len(active)):
+            if deadline is not None and time.perf_counter() >= deadline:
+                cut = True
+                break
+            chunk = active[i:i + (VERIFY_CHUNK if deadline is not None else len(active))]
+            # with a budget (the daemon) rates are quantised so later cycles hit the cache
+            step = quantised if deadline is not None else float
+            results = oracle.run([(s.params, step(s.demand / s.probe)) for s in chunk])
+            for s, res in zip(chunk, results, strict=True):
+                s.update(oracle.meets(res, ttft=s.ttft, itl=s.itl))
+    unfinished = {name for (name, _), s in searches.items() if not s.done}
     updates: dict[tuple[str, int], Candidate | None] = {}
     for key, s in searches.items():
-        if s.ok == s.cand.replicas:
+        if not s.done or s.ok == s.cand.replicas:
             continue  # holds as sized
         updates[key] = (
             resize_candidate(cset, s.cand, s.params, s.demand / s.ok, limited_by="simulation",
                              replicas=s.ok)
             if s.ok > 0 else None
         )
-    return updates
+    return updates, unfinished
+
+
+RATE_GRID = 1.02  # per-replica rates are simulated at the next point of this grid above
+
+
+def quantised(rate: float) -> float:
+    """``rate`` rounded up to a 2 % geometric grid: a slightly higher rate is the safe
+    side (latency grows with load), and loads that drift a little between cycles map to
+    the same key of the oracle's cache, so a daemon re-uses last cycle's simulations."""
+    if rate <= 0:
+        return rate
+    return float(f"{RATE_GRID ** math.ceil(math.log(rate) / math.log(RATE_GRID) - 1e-9):.12g}")

@@ -11,6 +11,7 @@ it unchanged, plus test hooks: object builders, fault injection and a request lo
 
 from __future__ import annotations
 
+import base64
 import bisect
 import json
 import re
@@ -76,6 +77,11 @@ class Request:
     query: dict[str, str] = field(default_factory=dict)
 
 
+def _key(obj: Obj) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
 def status_body(code: int, reason: str, message: str, details: Obj | None = None) -> Obj:
     body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {},
                  "status": "Success" if code < 400 else "Failure",
@@ -102,6 +108,7 @@ class FakeKubeServer:
         self.token = token
         self.keda_installed = keda_installed
         self.kubeconfig: Path | None = None
+        self.expire_continue = False  # answer the next continue token with 410 (see _page)
         self._faults: list[Fault] = []
         # TokenReview / SubjectAccessReview: token -> user info; (subject, path, verb) grants.
         self.users: dict[str, Obj] = {}
@@ -577,8 +584,10 @@ class FakeKubeServer:
                      for o in store.list(res, ns or None)
                      if match_labels(labels, o["metadata"].get("labels"))
                      and match_fields(fields, o)]
+            meta: Obj = {"resourceVersion": str(store.revision)}
+            items, meta = self._page(items, query, meta)
             return 200, {"kind": f"{res.kind}List", "apiVersion": res.api_version,
-                         "metadata": {"resourceVersion": str(store.revision)}, "items": items}
+                         "metadata": meta, "items": items}
         if verb == "get":
             return 200, store.get(res, ns, name)
         if verb == "delete":
@@ -594,6 +603,33 @@ class FakeKubeServer:
             return 201, store.create(res, ns, body)
         rv = (body.get("metadata") or {}).get("resourceVersion")  # verb == "update"
         return 200, store.update(res, ns, name, body, subresource=sub, check_rv=rv)
+
+    def _page(self, items: list[Obj], query: dict[str, str], meta: Obj) -> tuple[list[Obj], Obj]:
+        """``limit``/``continue`` as the API server does them: items in key order
+        (namespace, name), the token holds the last key served (so objects added or
+        removed between pages neither repeat nor shift the rest), ``remainingItemCount``
+        counts what is left. ``expire_continue`` makes the next token-bearing request
+        answer 410 Expired, as after an etcd compaction."""
+        token = query.get("continue")
+        if token:
+            if self.expire_continue:
+                self.expire_continue = False
+                raise StoreError(410, "Expired", "The provided continue parameter is too old")
+            try:
+                after = tuple(json.loads(base64.urlsafe_b64decode(token.encode())))
+            except (ValueError, TypeError) as exc:
+                raise StoreError(400, "BadRequest", f"invalid continue token: {exc}") from None
+            items = [o for o in items if _key(o) > after]
+        try:
+            limit = int(query.get("limit") or 0)
+        except ValueError:
+            raise StoreError(400, "BadRequest", "limit must be an integer") from None
+        if limit > 0 and len(items) > limit:
+            last = _key(items[limit - 1])
+            meta["continue"] = base64.urlsafe_b64encode(json.dumps(list(last)).encode()).decode()
+            meta["remainingItemCount"] = len(items) - limit
+            items = items[:limit]
+        return items, meta
 
     def _patch(self, res: Resource, ns: str, name: str, sub: str, ctype: str,
                body: Any) -> Obj:

@@ -19,6 +19,7 @@ from controlloop.loop.controller import Controller, CycleReport, StaticSpecs
 from controlloop.loop.settings import ControllerSettings
 from controlloop.metrics import ControllerMetrics
 from controlloop.specs import SystemSpec
+from tests.fakekube import FakeKubeServer
 from tests.helpers.cluster import CONFIG
 
 
@@ -32,10 +33,11 @@ class FakeProm:
         ("request_success_total", 600.0),
     )
 
-    def __init__(self) -> None:
+    def __init__(self, kube: FakeKubeServer | None = None) -> None:
         self.mode = "ok"
         self.rpm = 600.0
         self.calls = 0
+        self.kube = kube  # whose Running pods the grouped (per-pod) answers list
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -71,6 +73,9 @@ class FakeProm:
         ok = {"status": "success", "data": {"resultType": "vector", "result": []}}
         if self.mode == "empty":
             return 200, ok
+        if "by (namespace, pod)" in query:
+            ok["data"]["result"] = self._per_pod(query, now)
+            return (0 if self.mode == "slow" else 200), ok
         needle, value = next((n, v) for n, v in self.VALUES if n in query)
         if needle == "timestamp(":
             age = 900.0 if self.mode == "stale" else 2.0
@@ -81,6 +86,44 @@ class FakeProm:
             text = "NaN" if value is not None and math.isnan(value) else repr(value)
             ok["data"]["result"] = [{"metric": {}, "value": [now, text]}]
         return (0 if self.mode == "slow" else 200), ok
+
+    def _per_pod(self, query: str, now: float) -> list[Any]:
+        """A grouped query's series: the per-server figures above, split evenly over the
+        Running pods of each Deployment (label ``app``), so a server's totals are the same."""
+        pods = [p for p in (self.kube.list_objects("Pod") if self.kube else [])
+                if (p.get("status") or {}).get("phase") == "Running"
+                and self.mode_of(p["metadata"]["namespace"]) not in ("down", "slow", "empty")]
+        per_app: dict[tuple[str, str], int] = {}
+        for p in pods:
+            meta = p["metadata"]
+            app = (meta["namespace"], (meta.get("labels") or {}).get("app", ""))
+            per_app[app] = per_app.get(app, 0) + 1
+        out = []
+        for p in pods:
+            meta = p["metadata"]
+            mode = self.mode_of(meta["namespace"])
+            req = math.nan if mode == "nan" else self.rpm_of(meta["namespace"]) / 60
+            if "timestamp(" in query:
+                value = now - (900.0 if mode == "stale" else 2.0)
+            else:
+                value = next(v for n, v in (
+                    ("prompt_tokens", 128.0 * req), ("generation_tokens", 1024.0 * req),
+                    ("seconds_count", 1.0), ("time_to_first_token_seconds_sum", 0.2),
+                    ("time_per_output_token_seconds_sum", 0.03), ("num_requests_running", 3.0),
+                    ("num_requests_waiting", 0.0), ("request_success_total", req)) if n in query)
+            n = per_app[(meta["namespace"], (meta.get("labels") or {}).get("app", ""))]
+            share = value if "timestamp(" in query else value / n
+            text = "NaN" if math.isnan(share) else repr(share)
+            out.append({"metric": {"namespace": meta["namespace"], "pod": meta["name"]},
+                        "value": [now, text]})
+        return out
+
+    def mode_of(self, namespace: str) -> str:
+        """The fault mode of a namespace's pods in grouped answers (one for all here)."""
+        return self.mode
+
+    def rpm_of(self, namespace: str) -> float:
+        return self.rpm
 
     def stop(self) -> None:
         self.httpd.shutdown()

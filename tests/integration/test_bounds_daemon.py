@@ -25,8 +25,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def prom() -> Iterator[FakeProm]:
-    p = FakeProm()
+def prom(fake_kube: FakeKubeServer) -> Iterator[FakeProm]:
+    p = FakeProm(fake_kube)
     yield p
     p.stop()
 

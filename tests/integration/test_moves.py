@@ -39,8 +39,8 @@ TICK_S, CYCLE_S = 10.0, 60.0
 
 
 @pytest.fixture
-def prom() -> Iterator[FakeProm]:
-    p = FakeProm()
+def prom(fake_kube: FakeKubeServer) -> Iterator[FakeProm]:
+    p = FakeProm(fake_kube)
     yield p
     p.stop()
 

@@ -110,8 +110,8 @@ EVENT = find_resource("v1/Event")  # core/v1, what KubeClient.create_event write
 class SoakProm(FakeProm):
     """FakeProm with a mode and a request rate per namespace, over keep-alive HTTP/1.1."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, kube: FakeKubeServer | None = None) -> None:
+        super().__init__(kube)
         handler: Any = self.httpd.RequestHandlerClass  # the class FakeProm made for itself
         handler.protocol_version = "HTTP/1.1"  # it sends Content-Length: keep-alive works
         handler.disable_nagle_algorithm = True
@@ -127,6 +127,14 @@ class SoakProm(FakeProm):
             self.mode = self.modes.get(ns, self.default_mode)
             self.rpm = self.rpms.get(ns, 300.0)
             return super().answer(query)
+
+    def mode_of(self, namespace: str) -> str:
+        # A grouped query reads all namespaces at once: a namespace's fault shows in its
+        # pods' series (down/slow/empty: none; nan; stale), the others answer normally.
+        return self.modes.get(namespace, self.default_mode)
+
+    def rpm_of(self, namespace: str) -> float:
+        return self.rpms.get(namespace, 300.0)
 
 
 class Tally(logging.Handler):
@@ -524,7 +532,7 @@ def check_cycle(ctx: str, report: Any, before: dict[str, Before], world: World,
 
 
 def test_soak_500_cycles_with_random_faults(fake_kube: FakeKubeServer) -> None:
-    prom = SoakProm()
+    prom = SoakProm(fake_kube)
     kube = KubeClient.from_kubeconfig(fake_kube.kubeconfig, timeout_s=0.5)
     with quiet_logs() as logs:
         try:
@@ -675,7 +683,7 @@ def soak(fake_kube: FakeKubeServer, prom: SoakProm, kube: KubeClient, logs: Tall
 
 
 def test_deleted_deployments_are_forgotten(fake_kube: FakeKubeServer) -> None:
-    prom = SoakProm()
+    prom = SoakProm(fake_kube)
     kube = KubeClient.from_kubeconfig(fake_kube.kubeconfig, timeout_s=2.0)
     try:
         add_server(fake_kube, "llm", "keep", model="granite_13b", cls="Premium")

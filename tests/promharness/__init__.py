@@ -1,6 +1,7 @@
 """Real Prometheus + fake vLLM exporter for integration tests (see ``harness``)."""
 
 from .harness import (
+    CountingProxy,
     PodLoad,
     PrometheusProcess,
     PromStack,
@@ -14,6 +15,7 @@ from .harness import (
 )
 
 __all__ = [
+    "CountingProxy",
     "PodLoad",
     "PromStack",
     "PrometheusProcess",

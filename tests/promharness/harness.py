@@ -350,3 +350,61 @@ def start_stack(
         prom.stop()
         raise
     return PromStack(exporter, prom, tuple(pods))
+
+
+class CountingProxy:
+    """A loopback HTTP proxy in front of Prometheus that counts the queries it passes on,
+    so tests and benchmarks can check how many queries a cycle makes."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target.rstrip("/")
+        self.paths: list[str] = []
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                with proxy._lock:
+                    proxy.paths.append(self.path)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() in ("content-type", "accept")}
+                r = requests.request(method, proxy.target + self.path, data=body,
+                                     headers=headers, timeout=60)
+                self.send_response(r.status_code)
+                self.send_header("Content-Type", r.headers.get("Content-Type", "text/plain"))
+                self.send_header("Content-Length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._forward("GET")
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._forward("POST")
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="prom-proxy", daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    @property
+    def queries(self) -> int:
+        """Instant and range queries passed on so far."""
+        with self._lock:
+            return sum(1 for p in self.paths if p.startswith("/api/v1/query"))
+
+    def reset(self) -> None:
+        with self._lock:
+            self.paths.clear()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -99,3 +99,36 @@ def test_unlimited_and_cached() -> None:
     again = optimize(system, unlimited=True, verify="simulate")
     assert again.total_cost == first.total_cost
     assert "(0 cached)" not in again.message and " 0 simulations" in again.message
+
+
+def test_budget_reports_what_it_could_not_verify() -> None:
+    """A spent budget runs no simulation: the plan is the model's, every allocation it
+    would have checked is named as not verified."""
+    system = load_system(SMALL)
+    seed_plan = optimize(system)
+    solution = optimize(system, verify="simulate", verify_budget=1e-9)
+    served = {n for n, d in seed_plan.decisions.items() if d.replicas > 0 and d.demand > 0}
+    assert set(solution.unverified) == served and served
+    assert f"NOT verified within the {1e-9:g} s budget: {len(served)} allocation(s)" in (
+        solution.message)
+    assert {n: d.replicas for n, d in solution.decisions.items()} == {
+        n: d.replicas for n, d in seed_plan.decisions.items()}
+
+
+def test_a_generous_budget_verifies_everything_and_holds() -> None:
+    system = load_system(SMALL)
+    solution = optimize(system, verify="simulate", verify_budget=600.0)
+    assert solution.unverified == () and "NOT verified" not in solution.message
+    assert misses_in_fresh_simulation(system, solution) == {}
+    assert over_capacity(system, solution) == {}
+
+
+def test_quantised_rates_round_up_within_two_percent() -> None:
+    from controlloop.optimizer.verify import quantised
+
+    rates = [0.01 * 1.0137**k for k in range(400)]
+    for rate in rates:
+        q = quantised(rate)
+        assert rate <= q <= rate * 1.02 * (1 + 1e-9)
+        assert quantised(q) == q  # grid points map to themselves
+    assert len({quantised(r) for r in rates}) < len(rates)  # nearby loads share a key

@@ -1,0 +1,195 @@
+"""One control cycle over a fleet: `controlloop run --once --dry-run` against the loopback
+Kubernetes API (tests/fakekube) with N managed Deployments (2 pods each), a fake vLLM
+exporter and a real Prometheus (Debian's ``prometheus``), behind a query-counting proxy.
+
+Run: ``.venv/bin/python benchmarks/bench_fleet.py --sizes 100 1000 [3000]``
+
+Prints per N: wall time of the whole `run` process, its peak RSS, the phase times of the
+cycle (from its cycle log), Prometheus queries and Kubernetes API requests (lists and
+others) made by the cycle. The exporter computes its counters from the elapsed time (no
+per-request work) so that thousands of pods cost little to serve; it exports the series
+the default queries read, labelled namespace/pod/model_name. Set-up (servers, Prometheus
+filling its window) is not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.fakekube import FakeKubeServer  # noqa: E402
+from tests.helpers.cluster import CONFIG, add_server  # noqa: E402
+from tests.promharness import CountingProxy, PrometheusProcess, wait_until  # noqa: E402
+
+NS = "llm"
+WINDOW = "30s"
+SCRAPE = "5s"
+MODELS = ("granite_13b", "llama3_8b", "mixtral_8_7b")
+CLASSES = ("Premium", "Bronze", "Free")
+DEBUG = False
+PROFILE = ""  # --profile FILE: run the cycle's process under cProfile
+
+
+class FastExporter:
+    """vLLM series for many pods, counters = rate x elapsed time (text format 0.0.4)."""
+
+    def __init__(self, pods: list[tuple[str, str, float]]) -> None:
+        self.pods = pods  # (pod, model, requests per second)
+        self.t0 = time.monotonic()
+        exporter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                body = exporter.render().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.server_port}"
+
+    def render(self) -> str:
+        t = time.monotonic() - self.t0 + 1000.0
+        lines = []
+        for pod, model, rps in self.pods:
+            lab = f'namespace="{NS}",pod="{pod}",model_name="{model}"'
+            n = rps * t
+            lines += [
+                f"vllm:request_success_total{{{lab}}} {n:.3f}",
+                f"vllm:prompt_tokens_total{{{lab}}} {n * 400:.3f}",
+                f"vllm:generation_tokens_total{{{lab}}} {n * 100:.3f}",
+                f"vllm:time_to_first_token_seconds_sum{{{lab}}} {n * 0.05:.3f}",
+                f"vllm:time_to_first_token_seconds_count{{{lab}}} {n:.3f}",
+                f"vllm:time_per_output_token_seconds_sum{{{lab}}} {n * 99 * 0.02:.3f}",
+                f"vllm:time_per_output_token_seconds_count{{{lab}}} {n * 99:.3f}",
+                f"vllm:num_requests_running{{{lab}}} 3",
+                f"vllm:num_requests_waiting{{{lab}}} 0",
+            ]
+        return "\n".join(lines) + "\n"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def config_dir(work: Path, prom_url: str, n: int) -> Path:
+    target = work / "config"
+    target.mkdir()
+    for name in ("accelerators.yaml", "models.yaml", "service-classes.yaml", "optimizer.yaml"):
+        shutil.copy(CONFIG / name, target / name)
+    capacity = yaml.safe_load((CONFIG / "capacity.yaml").read_text())
+    scale = max(1, n // 25)
+    for entry in capacity["count"]:
+        entry["count"] *= scale
+    (target / "capacity.yaml").write_text(yaml.safe_dump(capacity))
+    (target / "controller.yaml").write_text(yaml.safe_dump({"controller": {
+        "namespaces": [NS],
+        "prometheus": {"url": prom_url, "window": WINDOW, "stalenessSeconds": 60},
+    }}))
+    return target
+
+
+def run_case(n: int, prometheus: str, work: Path) -> dict[str, Any]:
+    fake = FakeKubeServer().start()
+    fake.write_kubeconfig(work / "kubeconfig")
+    pods = []
+    for i in range(n):
+        model, cls = MODELS[i % len(MODELS)], CLASSES[i % len(CLASSES)]
+        names = add_server(fake, NS, f"srv-{i:05d}", model=model, cls=cls, replicas=2,
+                           sidecar=False)
+        pods += [(pod, model, 0.5 + (i % 7) * 0.25) for pod in names]
+    exporter = FastExporter(pods)
+    prom = PrometheusProcess(prometheus, [exporter.target], workdir=work, scrape_interval=SCRAPE)
+    prom.start(timeout_s=60)
+    proxy = CountingProxy(prom.url)
+    try:
+        need = 'count_over_time(vllm:num_requests_running[40s]) >= 5'
+        wait_until(lambda: len(prom.query(need)) == len(pods), timeout_s=120,
+                   what="the rate window filled for every pod", every_s=1.0)
+        cfg = config_dir(work, proxy.url, n)
+        log = work / "cycles.jsonl"
+        prof = ["-m", "cProfile", "-o", PROFILE] if PROFILE else []
+        cmd = [sys.executable, *prof, "-m", "controlloop", "run", "--config", str(cfg),
+               "--kubeconfig", str(work / "kubeconfig"), "--once", "--dry-run",
+               "--cycle-log", str(log)]
+        fake.clear_requests()
+        proxy.reset()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode != 0:
+            raise SystemExit(f"run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        record = json.loads(log.read_text().splitlines()[-1])
+        if DEBUG:
+            print(sorted(record), {k: v for k, v in record.items() if k != "servers"})
+            for r in fake.requests:
+                print(r.method, r.path, r.query)
+            print(proc.stderr[-4000:])
+        reqs = fake.requests
+        lists = sum(1 for r in reqs if r.method == "GET" and "limit" in r.query)
+        loads = [s.get("load", {}).get("status") for s in record.get("servers", [])]
+        return {
+            "n": n, "wall": wall, "rss_mb": after.ru_maxrss / 1024,
+            "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+            "queries": proxy.queries, "lists": lists, "other_requests": len(reqs) - lists,
+            "ok_loads": loads.count("ok"), "servers": len(loads),
+            "phases": {"cycle": record.get("duration_s", 0.0), **(record.get("durations") or {})},
+        }
+    finally:
+        proxy.stop()
+        prom.stop()
+        exporter.stop()
+        fake.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100, 1000])
+    parser.add_argument("--prometheus", default=shutil.which("prometheus") or "/usr/bin/prometheus")
+    parser.add_argument("--debug", action="store_true", help="print requests and the log")
+    parser.add_argument("--profile", default="", help="write a cProfile of the run to this file")
+    args = parser.parse_args()
+    global DEBUG, PROFILE
+    DEBUG, PROFILE = args.debug, args.profile
+    print(f"{'N':>6} {'wall s':>7} {'cpu s':>6} {'RSS MB':>7} {'queries':>7} {'lists':>6} "
+          f"{'other':>6} {'loads ok':>9}  phases (s)")
+    print("(lists: Kubernetes list requests; other: GETs by name, patches, events)")
+    for n in args.sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            r = run_case(n, args.prometheus, Path(tmp))
+        phases = " ".join(f"{k}={v:.2f}" for k, v in r["phases"].items()
+                          if isinstance(v, int | float))
+        print(f"{r['n']:>6} {r['wall']:>7.2f} {r['cpu']:>6.2f} {r['rss_mb']:>7.0f} "
+              f"{r['queries']:>7} {r['lists']:>6} {r['other_requests']:>6} "
+              f"{r['ok_loads']:>4}/{r['servers']:<4}  {phases}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
