@@ -678,6 +678,9 @@ class FakeKubeServer:
             return (match_labels(labels, obj["metadata"].get("labels"))
                     and match_fields(fields, obj))
 
+        def start_of_history(cursor: int) -> int:
+            return bisect.bisect_right(self.store.events, cursor, key=lambda e: e.revision)
+
         def events() -> Iterator[Obj]:
             store = self.store
             rv = query.get("resourceVersion") or "0"
@@ -703,13 +706,16 @@ class FakeKubeServer:
                 if remaining <= 0:
                     return
                 with store.changed:
-                    start = bisect.bisect_right(store.events, cursor,
-                                                key=lambda e: e.revision)
-                    if start == len(store.events):
+                    if start_of_history(cursor) == len(store.events):
                         store.changed.wait(min(remaining, 0.25))
-                        start = bisect.bisect_right(store.events, cursor,
-                                                    key=lambda e: e.revision)
-                    pending = store.events[start:]
+                    # Fallen behind the history window: changes after the cursor are gone.
+                    behind = cursor < store.compacted
+                    pending = [] if behind else store.events[start_of_history(cursor):]
+                if behind:  # yielded outside the lock, as every event is
+                    yield {"type": "ERROR", "object": status_body(
+                        410, "Expired", f"too old resource version: {cursor} "
+                        f"({store.compacted})")}
+                    return
                 if pending:
                     cursor = pending[-1].revision
                 for ev in pending:
