@@ -567,6 +567,17 @@ def run_scheduler(
         next_run_time=__import__("datetime").datetime.now(),
     )
 
+    try:
+        panic = controller.specs.current()[1].behavior.panic
+    except Exception:  # noqa: BLE001 - bad specs: the cycle reports them; no surge job
+        panic = None
+    if panic is not None and panic.enabled:
+        # The surge fast path: a cheap check between cycles (it runs a cycle itself when a
+        # server is about to miss its SLO; the cycle lock keeps cycles one at a time).
+        scheduler.add_job(controller.check_surge, "interval", seconds=panic.check_seconds,
+                          id="surge", max_instances=1, coalesce=True,
+                          misfire_grace_time=max(1, int(panic.check_seconds)))
+
     def stop(signum: int, _frame: Any) -> None:
         log.info("received %s: finishing the running cycle, then exiting", signal.Signals(signum).name)
         # shutdown(wait=True) from a signal handler would block the thread that runs it

@@ -101,6 +101,29 @@ class ControllerMetrics:
         self.is_leader = Gauge(
             "controlloop_is_leader", "1 when this replica holds the leader lease", registry=r
         )
+        self.surge_cycles = Counter(
+            "controlloop_surge_cycles_total",
+            "Cycles run at once by the surge check (behavior.panic)", registry=r,
+        )
+        self.panic = Gauge(
+            "controlloop_server_panic",
+            "1 while a server panics (may scale up, never down)", SERVER_LABELS, registry=r,
+        )
+        self.panic_conditions = Counter(
+            "controlloop_panic_conditions_total",
+            "Panic conditions seen in cycles, by kind (capacity, waiting, kv-cache)",
+            ["server", "kind"], registry=r,
+        )
+        self.forecast_error = Gauge(
+            "controlloop_server_forecast_error_ratio",
+            "Mean absolute error of the load forecast, relative to the load (EWMA)",
+            (*SERVER_LABELS, "forecaster"), registry=r,
+        )
+        self.startup_seconds = Gauge(
+            "controlloop_server_startup_seconds",
+            "Replica start-up time learned from observed pod readiness", SERVER_LABELS,
+            registry=r,
+        )
         # [tuning] model error per server and the learnt parameters per pair.
         self.model_error = Gauge(
             "controlloop_server_model_error_ratio",
@@ -143,6 +166,8 @@ class ControllerMetrics:
         self.cycle_duration.observe(report.duration_s)
         self.cycles.labels(report.outcome).inc()
         self.last_cycle.set(report.started_at)
+        if report.trigger == "surge":
+            self.surge_cycles.inc()
         for kind, n in report.error_kinds.items():
             self.errors.labels(kind).inc(n)
         # Per-server series are replaced each cycle so servers that went away disappear,
@@ -150,6 +175,7 @@ class ControllerMetrics:
         for gauge in (
             self.desired, self.current, self.accelerator, self.predicted_itl,
             self.predicted_ttft, self.observed_itl, self.observed_ttft, self.load_known, self.cost,
+            self.panic, self.forecast_error, self.startup_seconds,
             self.slo_itl, self.slo_ttft, self.arrival_rate, self.target, self.model_error,
         ):
             gauge.clear()
@@ -178,6 +204,13 @@ class ControllerMetrics:
                 if value is not None:
                     gauge.labels(*labels).set(value)
             self.load_known.labels(*labels).set(0 if s.load.get("status") == "unknown" else 1)
+            self.panic.labels(*labels).set(1 if s.panic else 0)
+            if s.panic_kind:
+                self.panic_conditions.labels(s.server, s.panic_kind).inc()
+            if s.forecast_error is not None:
+                self.forecast_error.labels(*labels, s.forecaster).set(s.forecast_error)
+            if s.startup_seconds is not None:
+                self.startup_seconds.labels(*labels).set(s.startup_seconds)
             err = s.model_error or {}
             for metric in ("itl", "ttft"):
                 value = err.get(f"{metric}Error")

@@ -16,7 +16,12 @@ from typing import Any, Protocol, TypeVar
 
 from controlloop.cluster.kube_errors import Conflict, KubeError, KubeTimeout, NotFound, ServerError
 from controlloop.cluster.ratelimit import TokenBucket
-from controlloop.loop.settings import LABEL_ACCELERATOR, LABEL_MAX_BATCH, ActuationConfig
+from controlloop.loop.settings import (
+    DELETION_COST,
+    LABEL_ACCELERATOR,
+    LABEL_MAX_BATCH,
+    ActuationConfig,
+)
 from controlloop.loop.state import Action, ActionResult, Placement, describe, placement_for  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,8 @@ class DeploymentWriter(Protocol):
     def get_deployment(self, ns: str, name: str) -> Obj: ...
 
     def patch_deployment(self, ns: str, name: str, patch: Obj, *, strategic: bool = True) -> Obj: ...
+
+    def patch_pod(self, ns: str, name: str, patch: Obj) -> Obj: ...
 
     def create_event(
         self,
@@ -162,6 +169,10 @@ class DryRunActuator:
             except Exception as exc:  # noqa: BLE001 - dry-run never fails a cycle
                 log.warning("DRY-RUN: cannot read %s/%s: %s", action.namespace, action.deployment, exc)
         patch = build_patch(action, deployment, self.config)
+        if action.pod_deletion_cost:
+            log.info("DRY-RUN: would annotate pods of %s/%s with %s: %s", action.namespace,
+                     action.deployment, DELETION_COST, _costs(action),
+                     extra={"server": action.server, "dry_run": True})
         log.info(
             "DRY-RUN: would patch %s (%s): %s",
             describe(action),
@@ -199,6 +210,20 @@ class KubeActuator:
             self.limiter = TokenBucket(self.config.qps, self.config.burst)  # a reloaded config
         return in_parallel(self._apply_one, actions, self.config.concurrency)
 
+    def _annotate_pods(self, action: Action) -> None:
+        """pod-deletion-cost on the pods of a scale-down, before it: the ReplicaSet then
+        removes the least-loaded. A pod that fails is only logged (kube's order applies)."""
+        for pod, cost in sorted(action.pod_deletion_cost.items()):
+            try:
+                self.limiter.take()
+                self.kube.patch_pod(action.namespace, pod,
+                                    {"metadata": {"annotations": {DELETION_COST: str(cost)}}})
+            except KubeError as exc:
+                log.warning("could not set %s on pod %s/%s: %s", DELETION_COST,
+                            action.namespace, pod, exc, extra={"server": action.server})
+        log.info("annotated pods of %s/%s with %s: %s", action.namespace, action.deployment,
+                 DELETION_COST, _costs(action), extra={"server": action.server})
+
     def _apply_one(self, action: Action) -> ActionResult:
         if self.config.mode == "metrics":
             # Published on /metrics (controlloop_target_replicas) for the HPA/ScaledObject;
@@ -210,6 +235,8 @@ class KubeActuator:
         attempts = 0
         conflicts = 0
         patch: Obj | None = None
+        if action.pod_deletion_cost:
+            self._annotate_pods(action)
         while True:
             attempts += 1
             try:
@@ -294,6 +321,10 @@ def note_held(kube: DeploymentWriter, namespace: str, deployment: str, code: str
         )
     except KubeError as exc:
         log.warning("could not record event for %s/%s: %s", namespace, deployment, exc)
+
+
+def _costs(action: Action) -> str:
+    return ", ".join(f"{p}={c}" for p, c in sorted(action.pod_deletion_cost.items()))
 
 
 def _replicas(deployment: Obj) -> int:

@@ -33,6 +33,7 @@ from controlloop.loop.state import (
     Rollout,
     SkippedDeployment,
 )
+from controlloop.loop.surge import SurgeSignal, signal_of
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,7 @@ def observed_from_reading(reading: LoadReading) -> ObservedLoad:
         ttft_ms=latency[1],
         running=reading.running,
         waiting=reading.waiting,
+        kv_cache_usage=reading.kv_cache_usage,
         source="prometheus",
     )
 
@@ -290,6 +292,13 @@ class KubeCollector:
             errors=tuple(errors),
         )
 
+    def probe(self) -> dict[str, SurgeSignal]:
+        """The surge check's read (Controller.check_surge): each server's signal, from one
+        collection -- no optimization, no patch; far cheaper than a cycle. Servers whose
+        load is unknown give no signal (never a reason to act)."""
+        state = self.collect()
+        return {ms.key: sig for ms in state.servers if (sig := signal_of(ms)) is not None}
+
     def _autoscaler_targets(self, namespaces: list[str] | None, errors: list[str]) -> dict[str, str]:
         """Deployment key -> the HPA / ScaledObject that scales it."""
         if not self.settings.ownership.respect_autoscalers:
@@ -401,6 +410,9 @@ class KubeCollector:
     @staticmethod
     def _load(base: dict[str, Any], reading: LoadReading) -> ObservedLoad:
         load = observed_from_reading(reading)
+        # per-pod running requests (optional): orders a scale-down's pods (loop/drain.py)
+        running = set(base.get("running_pods", ()))
+        base["pod_running"] = {p: n for p, n in reading.pod_running.items() if p in running}
         if not base["running_pods"] and not load.known:
             # Pod-independent queries (e.g. a gateway's metrics) still tell the load, which
             # is how a server scaled to zero comes back; otherwise it is unknown.

@@ -274,6 +274,11 @@ class KubeClient:
                           label_selector=label_selector or None,
                           field_selector=field_selector or None)
 
+    def patch_pod(self, ns: str, name: str, patch: Obj) -> Obj:
+        """Merge-patch a pod (the controller only sets annotations)."""
+        return self._call(f"pods {ns}/{name}", self._core.patch_namespaced_pod,
+                          name, ns, patch, _content_type=MERGE_PATCH)  # type: ignore[no-any-return]
+
     def list_nodes(self, label_selector: str | None = None) -> list[Obj]:
         items = self._pages("nodes", self._core.list_node, label_selector=label_selector or None)
         for item in items:

@@ -18,7 +18,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from string import Template
 from typing import Any, Protocol
@@ -44,6 +44,7 @@ _SEL = 'namespace="$namespace",pod=~"$pods"'
 _DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 _DURATION_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 _PLACEHOLDERS = frozenset({"namespace", "pods", "window", "model"})
+_OPTIONAL = ("running_by_pod", "kv_cache_usage")  # read after the load, never fail it
 _METRIC_NAME = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
 
 
@@ -79,6 +80,9 @@ class QueryTemplates:
 
     ``freshness`` is special: it returns one series per pod whose value is the
     timestamp of that pod's newest sample; it drives the staleness check.
+    ``running_by_pod`` (one series per pod: running requests) orders the pods of a
+    scale-down, least loaded first; ``kv_cache_usage`` (0..1, the fullest pod) feeds the
+    surge check. Both are optional: no series, or a failed query, leaves them unknown.
     """
 
     arrival_rpm: str = f"sum(rate(vllm:request_success_total{{{_SEL}}}[$window])) * 60"
@@ -95,6 +99,11 @@ class QueryTemplates:
     running: str = f"sum(vllm:num_requests_running{{{_SEL}}})"
     waiting: str = f"sum(vllm:num_requests_waiting{{{_SEL}}})"
     freshness: str = f"max by (pod) (timestamp(vllm:request_success_total{{{_SEL}}}))"
+    running_by_pod: str = f"max by (pod) (vllm:num_requests_running{{{_SEL}}})"
+    # vLLM V0 exports gpu_cache_usage_perc, V1 kv_cache_usage_perc (both 0..1)
+    kv_cache_usage: str = (
+        f"max(vllm:kv_cache_usage_perc{{{_SEL}}} or vllm:gpu_cache_usage_perc{{{_SEL}}})"
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -243,6 +252,8 @@ class LoadReading:
     ttft_ms: float | None = None
     running: float | None = None
     waiting: float | None = None
+    kv_cache_usage: float | None = None  # 0..1, the fullest pod
+    pod_running: dict[str, float] = field(default_factory=dict)  # running requests per pod
     sample_age_s: float | None = None
     pods_reporting: int | None = None
     queries: tuple[tuple[str, str], ...] = ()
@@ -404,6 +415,7 @@ class PrometheusLoadSource:
         if not pods and not st.queries.pod_independent():
             return LoadReading("unknown", f"no running pods in {namespace}", queries=queries)
         now = self._clock()
+        optional = {name: rendered.pop(name) for name in _OPTIONAL}
         try:
             stamps = [float(s["value"][1]) for s in self._query(rendered.pop("freshness"), now)]
             values = {name: _sample(self._query(q, now)) for name, q in rendered.items()}
@@ -412,7 +424,29 @@ class PrometheusLoadSource:
         except (ValueError, KeyError, TypeError, IndexError) as e:
             return LoadReading("unknown", f"malformed prometheus response: {e!r}", queries=queries)
         where = _where(namespace, pods)
-        return self._classify(values, stamps, now, where=where, queries=queries)
+        reading = self._classify(values, stamps, now, where=where, queries=queries)
+        if reading.known:
+            reading = replace(reading, **self._optional(optional, now))
+        return reading
+
+    def _optional(self, rendered: dict[str, str], now: float) -> dict[str, Any]:
+        """Per-pod running requests and KV-cache usage; unknown (not an error) when absent."""
+        out: dict[str, Any] = {}
+        try:
+            per_pod = self._query(rendered["running_by_pod"], now)
+            out["pod_running"] = {
+                str(s["metric"]["pod"]): v for s in per_pod
+                if "pod" in (s.get("metric") or {})
+                and (v := _finite(float(s["value"][1]))) is not None
+            }
+        except (_QueryFailed, ValueError, KeyError, TypeError, IndexError) as e:
+            log.debug("running_by_pod unavailable: %s", e)
+        try:
+            usage = _finite(_sample(self._query(rendered["kv_cache_usage"], now)))
+            out["kv_cache_usage"] = usage if usage is None else min(usage, 1.0)
+        except (_QueryFailed, ValueError, KeyError, TypeError, IndexError) as e:
+            log.debug("kv_cache_usage unavailable: %s", e)
+        return out
 
     def read_loads(self, requests: Sequence[LoadRequest]) -> list[LoadReading]:
         """Readings of many servers; with grouped templates one query per quantity for
@@ -474,8 +508,13 @@ class PrometheusLoadSource:
             shown = {"arrival_rpm": rendered["requests"], "freshness": rendered["freshness"],
                      "avg_in_tokens": rendered["prompt_tokens"],
                      "avg_out_tokens": rendered["generation_tokens"]}
-            out.append(self._classify(values, stamps, now, where=_where(r.namespace, r.pods),
-                                      queries=tuple(shown.items()) + queries))
+            reading = self._classify(values, stamps, now, where=_where(r.namespace, r.pods),
+                                     queries=tuple(shown.items()) + queries)
+            if reading.known:  # the running gauge is already by pod: the scale-down order
+                per_pod = {pod: v for ns, pod in keys
+                           if (v := _finite(series["running"].get((ns, pod)))) is not None}
+                reading = replace(reading, pod_running=per_pod)
+            out.append(reading)
         return out
 
     def _query(self, promql: str, now: float) -> list[Any]:

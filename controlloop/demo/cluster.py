@@ -5,15 +5,23 @@ vLLM replicas (:class:`controlloop.sim.ReplicaSimulator`, docs/model-spec.md sec
 Life of a replica: ``pending`` (no free cards of its type; it serves nothing)
 -> ``starting`` (scheduled, holds its cards, loads the model for
 ``startup_s``) -> ``serving`` (receives its share of the load). The load
-balancer splits arrivals round robin over the serving replicas; a removed
-replica hands its queued requests back and they are re-routed (or lost when no
-replica is left), while its in-flight requests finish.
+balancer splits arrivals round robin over the serving replicas.
+
+Pod removal follows Kubernetes and vLLM (:class:`Termination`): a removed pod
+leaves the endpoints at once and hands its queued requests back (they are
+re-routed, as a gateway retries them, or lost when no replica is left); its
+running generations go on through the ``preStop`` hook and, when vLLM drains
+(``--shutdown-timeout``), after SIGTERM, until the grace period ends; whatever
+still runs then is dropped and counted (``dropped``). A terminating pod holds
+its cards until it is gone. Scale-down victims are chosen like the ReplicaSet
+controller: pending, then not ready, then the lowest
+``controller.kubernetes.io/pod-deletion-cost``, then the newest.
 
 Simplifications (on purpose, documented in docs/demo.md): an accelerator move
 rolls out like a Deployment with ``maxUnavailable: 0`` whatever the move
 strategy -- an old replica is retired only while more replicas serve than the
 Deployment asks for; a batch relabel applies to replicas created afterwards;
-cards are released as soon as a replica is removed.
+endpoint removal is instantaneous.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import numpy as np
 from controlloop.cluster.actuator import build_patch
 from controlloop.demo.loadscript import LoadProfile
 from controlloop.loop.settings import (
+    DELETION_COST,
     LABEL_ACCELERATOR,
     LABEL_CLASS,
     LABEL_MAX_BATCH,
@@ -45,11 +54,45 @@ from controlloop.loop.state import (
     ObservedLoad,
     Rollout,
 )
+from controlloop.loop.surge import SurgeSignal
 from controlloop.model.perf import batch_size
 from controlloop.sim import ReplicaParams, ReplicaSimulator, ReplicaStats, poisson_arrivals
 from controlloop.specs import ServerSpec, SystemSpec
 
 SLICE_S = 10.0  # arrivals are drawn per slice at the rate of its midpoint
+
+
+@dataclass(frozen=True)
+class Termination:
+    """How a removed pod ends (the Deployment's pod template and vLLM's flags).
+
+    ``pre_stop_s``: the ``preStop`` hook's sleep (running requests go on meanwhile);
+    ``drain_s``: vLLM's ``--shutdown-timeout`` (0, vLLM's default: SIGTERM aborts
+    the running requests); ``grace_s``: ``terminationGracePeriodSeconds`` (SIGKILL).
+    The defaults are Kubernetes' and vLLM's: running requests are dropped at once.
+    """
+
+    pre_stop_s: float = 0.0
+    drain_s: float = 0.0
+    grace_s: float = 30.0
+
+    @property
+    def kill_after_s(self) -> float:
+        """Seconds after deletion at which whatever still runs is dropped."""
+        return min(self.grace_s, self.pre_stop_s + self.drain_s)
+
+
+
+
+@dataclass
+class _Terminating:
+    """A deleted pod finishing its running requests until ``kill_at``."""
+
+    sim: ReplicaSimulator
+    acc_type: str
+    cards: int
+    kill_at: float
+    deleted_at: float
 
 
 @dataclass
@@ -63,6 +106,14 @@ class _Replica:
     state: str = "pending"  # pending | starting | serving
     ready_at: float = math.inf  # seconds
     sim: ReplicaSimulator | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def deletion_cost(self) -> int:
+        """The pod-deletion-cost annotation; 0 when absent or not an int32 (as kube does)."""
+        try:
+            return int(self.annotations.get(DELETION_COST, "0"))
+        except ValueError:
+            return 0
 
 
 @dataclass
@@ -71,6 +122,7 @@ class _Window:
 
     offered: int = 0
     lost: int = 0  # refused by a full replica, or no replica to take it
+    dropped: int = 0  # running when their pod was killed
     completed: int = 0
     ttft_sum: float = 0.0
     ttft_n: int = 0
@@ -101,6 +153,7 @@ class ServerObservation:
     rate_rpm: float = 0.0
     offered: int = 0
     lost: int = 0
+    dropped: int = 0  # running generations killed with their pod
     completed: int = 0
     itl_ms: float | None = None
     ttft_ms: float | None = None
@@ -122,13 +175,15 @@ class _Server:
     max_batch: int = 0
     replicas: list[_Replica] = field(default_factory=list)
     retiring: list[_Replica] = field(default_factory=list)  # old accelerator, still serving
-    terminating: list[ReplicaSimulator] = field(default_factory=list)  # finishing in-flight
+    terminating: list[_Terminating] = field(default_factory=list)  # finishing in-flight
     rr: int = 0
     generation: int = 1
     annotations: dict[str, str] = field(default_factory=dict)
     strategy: dict[str, Any] | None = None
     window: _Window = field(default_factory=_Window)
     window_start: float = 0.0
+    probe_offered: int = 0  # arrivals since the last probe (the surge check's short window)
+    probe_start: float = 0.0
     last: ServerObservation = field(default_factory=ServerObservation)
     last_load: ObservedLoad = ObservedLoad("unknown", "no window observed yet", source="emulator")
 
@@ -143,7 +198,7 @@ class _Server:
         for r in (*self.replicas, *self.retiring):
             if r.sim is not None:
                 yield r.sim
-        yield from self.terminating
+        yield from (t.sim for t in self.terminating)
 
 
 class EmulatedCluster:
@@ -151,6 +206,7 @@ class EmulatedCluster:
 
     ``capacity`` is cards per accelerator type (``None``: unlimited, the cloud).
     ``rate_fn`` (tests) replaces the load profiles: ``rate_fn(server, t_s) -> req/min``.
+    ``termination``: how removed pods end (default: Kubernetes' and vLLM's defaults).
     """
 
     def __init__(
@@ -164,11 +220,16 @@ class EmulatedCluster:
         namespace: str = "demo",
         rate_fn: Callable[[str, float], float] | None = None,
         truth: Callable[[str, str], dict[str, float]] | None = None,
+        termination: Termination | None = None,
     ) -> None:
         self.system = system
         # Multipliers of the replicas' perf parameters per (model, accelerator): servers
         # that differ from the profile the controller reads (scenario ``truth:``).
         self.truth = truth
+        self.termination = termination or Termination()
+        self.dropped_total = 0  # running requests dropped by pod removals since the start
+        self.removed_running = 0  # pods removed while they ran requests
+        self.longest_drain_s = 0.0  # deletion to exit, longest seen
         self.capacity = dict(capacity) if capacity is not None else None
         self.startup_s = startup_s
         self.namespace = namespace
@@ -210,16 +271,37 @@ class EmulatedCluster:
         """Run every replica forward by ``seconds``, feeding it Poisson arrivals."""
         end = self._t + seconds
         while self._t < end - 1e-9:
-            nxt = min(end, self._t + SLICE_S, self._next_ready())
+            nxt = min(end, self._t + SLICE_S, self._next_ready(), self._next_kill())
             if nxt <= self._t:  # an event is due now
                 nxt = min(end, self._t + SLICE_S)
+            gone = False
             for s in self.servers.values():
                 self._feed(s, self._t, nxt)
                 for sim in s.sims():
                     sim.advance(nxt * 1000.0)
-                s.terminating = [sim for sim in s.terminating if not _finished(sim, s.window)]
+                left = [t for t in s.terminating if not self._finished(s, t, nxt)]
+                gone = gone or len(left) < len(s.terminating)
+                s.terminating = left
             self._t = nxt
             self._events()
+            if gone:
+                self._schedule()  # their cards are free now
+
+    def _next_kill(self) -> float:
+        times = [t.kill_at for s in self.servers.values() for t in s.terminating]
+        return min((k for k in times if k > self._t), default=math.inf)
+
+    def _finished(self, s: _Server, t: _Terminating, now: float) -> bool:
+        """A deleted pod that has drained, or is killed now: count its last stats."""
+        if not t.sim.is_idle and now >= t.kill_at - 1e-9:
+            dropped = t.sim.close(drop_in_flight=True).dropped_in_flight
+            s.window.dropped += dropped
+            self.dropped_total += dropped
+        if not t.sim.is_idle:
+            return False
+        s.window.add(t.sim.drain_stats())
+        self.longest_drain_s = max(self.longest_drain_s, now - t.deleted_at)
+        return True
 
     def _next_ready(self) -> float:
         times = [
@@ -240,6 +322,7 @@ class EmulatedCluster:
         if arrivals.size == 0:
             return
         s.window.offered += int(arrivals.size)
+        s.probe_offered += int(arrivals.size)
         serving = s.serving()
         if not serving:
             s.window.lost += int(arrivals.size)
@@ -263,7 +346,7 @@ class EmulatedCluster:
             # maxUnavailable 0: retire an old replica only while more than spec serve.
             surplus = len(s.serving()) - len(s.replicas)
             if s.retiring and surplus > 0:
-                old = sorted(s.retiring, key=lambda r: r.seq)[:surplus]
+                old = sorted(s.retiring, key=lambda r: (r.deletion_cost(), r.seq))[:surplus]
                 s.retiring = [r for r in s.retiring if r not in old]
                 self._remove(s, old)
                 freed = True
@@ -306,11 +389,14 @@ class EmulatedCluster:
         )
 
     def used_cards(self) -> dict[str, int]:
+        """Cards held: scheduled replicas and deleted pods still terminating."""
         used: dict[str, int] = {}
         for s in self.servers.values():
             for r in (*s.replicas, *s.retiring):
                 if r.state != "pending":
                     used[r.acc_type] = used.get(r.acc_type, 0) + r.cards
+            for t in s.terminating:
+                used[t.acc_type] = used.get(t.acc_type, 0) + t.cards
         return used
 
     def _schedule(self, *, ready_now: bool = False) -> None:
@@ -332,7 +418,7 @@ class EmulatedCluster:
             self._events()
 
     def _remove(self, s: _Server, gone: list[_Replica]) -> None:
-        """Close removed replicas; re-route their queued requests to the serving ones."""
+        """Delete pods: queued requests are re-routed, running ones end as ``termination`` says."""
         for r in gone:
             if r in s.replicas:
                 s.replicas.remove(r)
@@ -340,7 +426,13 @@ class EmulatedCluster:
             if r.sim is None:
                 continue
             unserved = r.sim.close()
-            s.terminating.append(r.sim)
+            if r.sim.in_service:
+                self.removed_running += 1
+            term = _Terminating(r.sim, r.acc_type, r.cards,
+                                kill_at=self._t + self.termination.kill_after_s,
+                                deleted_at=self._t)
+            if not self._finished(s, term, self._t):
+                s.terminating.append(term)
             r.sim = None
             r.state = "removed"
             if len(unserved) == 0:
@@ -364,9 +456,12 @@ class EmulatedCluster:
             for _ in range(replicas - have):
                 s.replicas.append(self._new_replica(s, s.accelerator, s.max_batch))
         elif replicas < have:
-            # Like a ReplicaSet: drop pending first, then starting, then the newest serving.
+            # Like a ReplicaSet (kube's ActivePodsWithRanks): pending first, then not ready,
+            # then the lowest pod-deletion-cost, then the newest.
             order = {"pending": 0, "starting": 1, "serving": 2}
-            victims = sorted(s.replicas, key=lambda r: (order[r.state], -r.seq))[: have - replicas]
+            victims = sorted(
+                s.replicas, key=lambda r: (order[r.state], r.deletion_cost(), -r.seq)
+            )[: have - replicas]
             self._remove(s, victims)
 
     def place(self, server: str, accelerator: str, replicas: int, batch: int = 0) -> None:
@@ -379,6 +474,24 @@ class EmulatedCluster:
         self._schedule(ready_now=True)
 
     # --- Collector ----------------------------------------------------------------------------
+
+    def probe(self) -> dict[str, SurgeSignal]:
+        """The surge check's cheap read: arrivals since the last probe, and the gauges now
+        (waiting and running requests of the serving replicas), as a short-window query
+        would give them. Leaves the cycle's observation window alone."""
+        out: dict[str, SurgeSignal] = {}
+        for s in self.servers.values():
+            duration = self._t - s.probe_start
+            serving = [r.sim for r in s.serving() if r.sim is not None]
+            out[f"{self.namespace}/{s.deployment}"] = SurgeSignal(
+                ready=sum(1 for r in s.replicas if r.state == "serving"),
+                accelerator=s.accelerator,
+                rate_rpm=s.probe_offered / (duration / 60.0) if duration > 0 else None,
+                waiting=float(sum(sim.queue_len for sim in serving)),
+                running=float(sum(sim.in_service for sim in serving)),
+            )
+            s.probe_offered, s.probe_start = 0, self._t
+        return out
 
     def collect(self) -> ClusterState:
         return ClusterState(servers=tuple(self._managed(s) for s in self.servers.values()))
@@ -402,6 +515,8 @@ class EmulatedCluster:
             pending_pods=pending, unschedulable_pods=pending,
             unschedulable_by_accelerator={s.accelerator: pending} if pending else {},
             running_pods=tuple(r.name for r in s.replicas if r.state != "pending"),
+            # vllm:num_requests_running per pod, as a scrape right now would read it
+            pod_running={r.name: float(r.sim.in_service) for r in s.replicas if r.sim is not None},
             load=s.last_load, labels=labels, resource_version=str(s.generation),
             generation=s.generation,
             node_selector=dict(acc.node_selector) if acc is not None and acc.node_selector else {},
@@ -424,7 +539,8 @@ class EmulatedCluster:
         rate = w.offered / (duration / 60.0)
         dur_ms = duration * 1000.0
         obs = ServerObservation(
-            rate_rpm=rate, offered=w.offered, lost=w.lost, completed=w.completed,
+            rate_rpm=rate, offered=w.offered, lost=w.lost, dropped=w.dropped,
+            completed=w.completed,
             itl_ms=w.decode_time / w.decode_tokens if w.decode_tokens else None,
             ttft_ms=w.ttft_sum / w.ttft_n if w.ttft_n else None,
             wait_ms=w.wait_sum / w.wait_n if w.wait_n else None,
@@ -481,6 +597,11 @@ class EmulatedCluster:
                 s.annotations.pop(key, None)
             else:
                 s.annotations[key] = value
+        # Pods are annotated before the replicas change, as the real actuator does.
+        by_name = {r.name: r for r in s.replicas}
+        for pod, cost in action.pod_deletion_cost.items():
+            if pod in by_name:
+                by_name[pod].annotations[DELETION_COST] = str(cost)
         self._scale(s, action.replicas)
         s.generation = next(self._rv) + 1
         return ActionResult(action, ok=True, sent=True, patch=patch)
@@ -500,18 +621,11 @@ class EmulatedCluster:
                 "starting": states.count("starting"),
                 "pending": states.count("pending"),
                 "retiring": len(s.retiring),
+                "terminating": len(s.terminating),
                 "scriptedRpm": self.scripted_rate(s.name, self._t),
                 "observed": s.last.__dict__.copy(),
             }
         return out
-
-
-def _finished(sim: ReplicaSimulator, window: _Window) -> bool:
-    """A terminating replica that has drained: count its last stats and drop it."""
-    if not sim.is_idle:
-        return False
-    window.add(sim.drain_stats())
-    return True
 
 
 def _dns_name(name: str) -> str:

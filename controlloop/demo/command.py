@@ -19,10 +19,10 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from controlloop.config import ConfigError, load_system
-from controlloop.demo.cluster import EmulatedCluster
+from controlloop.demo.cluster import EmulatedCluster, Termination
 from controlloop.demo.loadscript import Scenario, builtin_names, load_scenario
 from controlloop.demo.records import CycleRecord, DemoRun, slo_met
-from controlloop.loop.controller import Controller, StaticSpecs
+from controlloop.loop.controller import Controller, CycleReport, StaticSpecs
 from controlloop.loop.settings import ControllerSettings
 from controlloop.optimizer import optimize
 from controlloop.specs import (
@@ -145,8 +145,13 @@ def run_scenario(
     system, capacity = build_system(scenario, tuning=tuning, optimizer=optimizer)
     settings = controller_settings(scenario)
     profiles = {s.name: scenario.profile(s.name) for s in system.servers}
+    term = scenario.termination
     cluster = EmulatedCluster(
         system, profiles, capacity=capacity, startup_s=scenario.startup_seconds, seed=seed,
+        termination=Termination(
+            pre_stop_s=term["preStopSeconds"], drain_s=term["drainSeconds"],
+            grace_s=term["gracePeriodSeconds"],
+        ),
         truth=scenario.truth_for if scenario.truth else None,
     )
     if scenario.initial == "plan":
@@ -178,20 +183,35 @@ def run_scenario(
     run = DemoRun(scenario=scenario, system=system, capacity=capacity)
     total = cycles or scenario.cycles
     cluster.advance(scenario.interval)  # a first window of load before the first cycle
-    for i in range(total):
-        report = controller.run_cycle()
+    cluster.probe()  # the surge check's window starts with the cycles
+    panic = settings.behavior.panic
+    step = panic.check_seconds if panic.enabled else scenario.interval
+
+    def record(report: CycleReport, i: int, *, fast: bool = False) -> None:
         rec = CycleRecord(
             t_s=cluster.now_s(), report=report, cluster=cluster.snapshot(),
-            used_cards=cluster.used_cards(),
+            used_cards=cluster.used_cards(), fast=fast,
         )
         run.records.append(rec)
         if progress is not None:
-            progress(rec, i + 1, total)
+            progress(rec, i, total)
+
+    for i in range(total):
+        record(controller.run_cycle(), i + 1)
         if restart_at is not None and i + 1 == restart_at:
             controller = new_controller()  # as after a restart: only the store survives
-        if i + 1 < total:
-            cluster.advance(scenario.interval)
+        if i + 1 == total:
+            break
+        # Between cycles the surge check runs every checkSeconds (daemon: its own job).
+        end = cluster.now_s() + scenario.interval
+        while cluster.now_s() < end - 1e-6:
+            cluster.advance(min(step, end - cluster.now_s()))
+            if cluster.now_s() < end - 1e-6:
+                fast = controller.check_surge()
+                if fast is not None:
+                    record(fast, i + 1, fast=True)
     run.wall_s = time.perf_counter() - wall0
+    run.removed_running, run.longest_drain_s = cluster.removed_running, cluster.longest_drain_s
     return run
 
 
@@ -221,7 +241,7 @@ def progress_line(rec: CycleRecord, i: int, total: int) -> str:
     known = [m for m in met if m is not None]
     changed = rec.report.count("scaled") + rec.report.count("moved")
     return (
-        f"[{i:3d}/{total}] t={rec.t_s:6.0f}s  load {load:7.0f} rpm  "
+        ("[ surge ]" if rec.fast else f"[{i:3d}/{total}]") + f" t={rec.t_s:6.0f}s  load {load:7.0f} rpm  "
         f"replicas {replicas:4d} ({starting} starting, {pending} pending)  "
         f"cost {rec.report.total_cost:8.1f} ¢/h  SLO met {sum(known)}/{len(known)}  "
         f"changes {changed}" + (f"  errors {len(rec.report.errors)}" if rec.report.errors else "")
@@ -299,7 +319,7 @@ def _run_and_report(args: argparse.Namespace, scenario: Any, stream: Any) -> int
         if log.isEnabledFor(logging.DEBUG):
             for line in decision_lines(rec):
                 log.debug("cycle %d: %s", i, line)
-        if live is not None:
+        if live is not None and not rec.fast:  # the page counts the scenario's cycles
             live.publish(rec)
 
     try:

@@ -40,12 +40,15 @@ def _met(row: Any) -> bool | None:
 
 
 def run_figures(reports: list[Any], *, from_cycle: int = 15) -> RunFigures:
-    """``reports``: CycleReport objects or their JSON; cycles numbered from 1."""
+    """``reports``: CycleReport objects or their JSON; regular cycles numbered from 1 (the
+    surge check's extra cycles, ``trigger: surge``, are left out: their windows are short)."""
     met = total = tuned = with_err = 0
     costs: list[float] = []
     itl: list[float] = []
     ttft: list[float] = []
-    for i, rep in enumerate(reports, start=1):
+    regular = [rep for rep in reports
+               if (rep.trigger if hasattr(rep, "trigger") else rep.get("trigger")) != "surge"]
+    for i, rep in enumerate(regular, start=1):
         if i < from_cycle:
             continue
         servers = rep.servers if hasattr(rep, "servers") else rep["servers"]

@@ -26,7 +26,15 @@ _FACTOR = re.compile(r"^\s*x\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
 _TOP_KEYS = {
     "name", "description", "system", "unlimited", "solver", "saturationPolicy", "capacity",
     "interval", "cycles", "startupSeconds", "servers", "load", "initial", "controller",
-    "report", "truth", "tuning", "optimizer",
+    "report", "termination", "truth", "tuning", "optimizer",
+}
+_TERMINATION_KEYS = {"preStopSeconds", "drainSeconds", "gracePeriodSeconds"}
+# termination presets: the example vLLM Deployments (manifests/examples: a preStop hook that
+# waits up to 600 s for the running requests, grace 630 s) and the defaults of Kubernetes and
+# vLLM (no preStop, --shutdown-timeout 0, grace 30 s: running requests are dropped).
+TERMINATION_PRESETS = {
+    "example": {"preStopSeconds": 600.0, "drainSeconds": 0.0, "gracePeriodSeconds": 630.0},
+    "default": {"preStopSeconds": 0.0, "drainSeconds": 0.0, "gracePeriodSeconds": 30.0},
 }
 TRUTH_PARAMS = ("alpha", "beta", "gamma", "delta")  # the emulated replicas' perf parameters
 _LOAD_KEYS = {"phases", "noise", "inTokens", "outTokens"}
@@ -104,6 +112,10 @@ class Scenario:
     initial: str = "plan"  # plan: start from the optimizer's plan; none: 0 replicas
     controller: dict[str, Any] = field(default_factory=dict)  # ControllerSettings overrides
     report: str = "timeline"  # timeline | assignment (the classic examples' tables)
+    # How removed pods end: preStopSeconds, drainSeconds, gracePeriodSeconds (seconds).
+    termination: dict[str, float] = field(
+        default_factory=lambda: dict(TERMINATION_PRESETS["example"])
+    )
     # Multipliers of the emulated replicas' perf parameters (the controller still reads the
     # profile): "model/acc" > "model/*" > "*/acc" > "*"; missing parameters are 1.
     truth: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -236,6 +248,8 @@ def parse_scenario(text: str, *, where: str) -> Scenario:
         bad("report", "must be 'timeline' or 'assignment'", report)
         report = "timeline"
 
+    termination = _termination(raw.get("termination", "example"), bad, num)
+
     load: dict[str, LoadProfile] = {}
     raw_load = raw.get("load", {})
     if not isinstance(raw_load, dict):
@@ -263,8 +277,33 @@ def parse_scenario(text: str, *, where: str) -> Scenario:
         interval=interval, cycles=cycles, startup_seconds=startup, servers=servers, load=load,
         unlimited=unlimited, solver=solver, saturation_policy=policy, capacity=capacity,
         initial=initial, controller=controller, report=report, truth=truth,
-        tuning=tuning, optimizer=optimizer,
+        tuning=tuning, optimizer=optimizer, termination=termination,
     )
+
+
+def _termination(raw: Any, bad: Any, num: Any) -> dict[str, float]:
+    """A preset name or a mapping over the example preset."""
+    presets = ", ".join(sorted(TERMINATION_PRESETS))
+    if isinstance(raw, str):
+        if raw in TERMINATION_PRESETS:
+            return dict(TERMINATION_PRESETS[raw])
+        bad("termination", f"must be one of {presets} or a mapping of "
+            f"{', '.join(sorted(_TERMINATION_KEYS))}", raw)
+        return dict(TERMINATION_PRESETS["example"])
+    if not isinstance(raw, dict):
+        bad("termination", f"must be one of {presets} or a mapping of "
+            f"{', '.join(sorted(_TERMINATION_KEYS))}", raw)
+        return dict(TERMINATION_PRESETS["example"])
+    out = dict(TERMINATION_PRESETS["example"])
+    for key, value in raw.items():
+        if key not in _TERMINATION_KEYS:
+            bad(f"termination.{key}",
+                f"unknown field; expected one of {', '.join(sorted(_TERMINATION_KEYS))}")
+            continue
+        got = num(f"termination.{key}", value, least=0)
+        if got is not None:
+            out[str(key)] = got
+    return out
 
 
 def _truth(raw: Any, bad: Any, num: Any) -> dict[str, dict[str, float]]:

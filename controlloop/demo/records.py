@@ -18,6 +18,7 @@ class CycleRecord:
     report: CycleReport
     cluster: dict[str, dict[str, Any]]
     used_cards: dict[str, int]
+    fast: bool = False  # run at once by the surge check, between two regular cycles
 
 
 @dataclass
@@ -27,6 +28,8 @@ class DemoRun:
     capacity: dict[str, int] | None
     records: list[CycleRecord] = field(default_factory=list)
     wall_s: float = 0.0
+    removed_running: int = 0  # pods deleted while they ran requests
+    longest_drain_s: float = 0.0  # the longest deletion-to-exit of those (10 s resolution)
 
 
 def slo_met(row: Any) -> bool | None:

@@ -285,9 +285,37 @@ def _assignment_md(run: DemoRun) -> str:
     return "\n".join(lines)
 
 
-def _markdown(run: DemoRun, plots: list[tuple[str, Path]], sections: list[str]) -> str:
+def summary_figures(run: DemoRun) -> dict[str, float]:
+    """The run's headline figures: SLO attainment, mean cost, dropped and lost requests."""
+    # SLO and cost per regular cycle (comparable across runs); requests over every window
+    # (a surge cycle closes one too).
+    recs = [r for r in run.records if not r.fast]
+    met = [m for r in recs for m in (slo_met(row) for row in r.report.servers) if m is not None]
+    every = run.records
+    return {
+        "serverCycles": float(len(met)),
+        "sloMet": float(sum(met)),
+        "sloMetPct": 100.0 * sum(met) / len(met) if met else math.nan,
+        "meanCost": sum(r.report.total_cost for r in recs) / len(recs) if recs else math.nan,
+        "dropped": float(sum(_dropped(r) for r in every)),
+        "lost": float(sum(c["observed"].get("lost", 0) for r in every for c in r.cluster.values())),
+        "offered": float(
+            sum(c["observed"].get("offered", 0) for r in every for c in r.cluster.values())
+        ),
+        "surgeCycles": float(sum(1 for r in every if r.fast)),
+    }
 
-    sc, recs = run.scenario, run.records
+
+def _dropped(rec: CycleRecord) -> int:
+    """Running requests killed with their pod in the window that ended at this cycle."""
+    return sum(int(c["observed"].get("dropped", 0)) for c in rec.cluster.values())
+
+
+def _markdown(run: DemoRun, plots: list[tuple[str, Path]], sections: list[str]) -> str:
+    sc, every = run.scenario, run.records
+    recs = [r for r in every if not r.fast]
+    fig = summary_figures(run)
+    term = sc.termination
     first, last = recs[0], recs[-1]
     lines = [
         f"# controlloop demo: {sc.name}", "",
@@ -298,12 +326,32 @@ def _markdown(run: DemoRun, plots: list[tuple[str, Path]], sections: list[str]) 
         f"{run.system.optimizer.solver}, saturation {run.system.optimizer.saturation_policy.value}",
         f"- {len(recs)} cycles every {sc.interval:g} s of simulated time; replica start-up "
         f"{sc.startup_seconds:g} s; wall time {run.wall_s:.1f} s",
+        f"- pod termination: preStop {term['preStopSeconds']:g} s, vLLM drain "
+        f"(--shutdown-timeout) {term['drainSeconds']:g} s, grace period "
+        f"{term['gracePeriodSeconds']:g} s",
         "- cycle log: [cycles.jsonl](cycles.jsonl) (one CycleReport per line)", "",
+        "## Figures", "",
+        f"- SLO met in {fig['sloMet']:.0f} of {fig['serverCycles']:.0f} server-cycles "
+        f"({fig['sloMetPct']:.1f} %)",
+        f"- mean planned cost {fig['meanCost']:.1f} ¢/h (over the {len(recs)} regular cycles; "
+        f"{fig['surgeCycles']:.0f} more run at once by the surge check)",
+        f"- running requests dropped by pod removals: {fig['dropped']:.0f}; requests lost "
+        f"(no replica or full queue): {fig['lost']:.0f} of {fig['offered']:.0f} offered",
+        f"- pods removed while running requests: {run.removed_running}; longest time from "
+        f"deletion to exit: {run.longest_drain_s:.0f} s", "",
     ]
     lines += sections
     lines += ["## Summary per cycle", "",
-              "| cycle | t (min) | load (req/min) | replicas | pending | cost (¢/h) | SLO met | changes |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| cycle | t (min) | load (req/min) | replicas | pending | cost (¢/h) | SLO met "
+              "| dropped | changes | surge cycles before |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    surges, before = 0, []
+    for r in every:
+        if r.fast:
+            surges += 1
+        else:
+            before.append(surges)
+            surges = 0
     for i, r in enumerate(recs, 1):
         met = [m for m in (slo_met(row) for row in r.report.servers) if m is not None]
         lines.append(
@@ -311,7 +359,8 @@ def _markdown(run: DemoRun, plots: list[tuple[str, Path]], sections: list[str]) 
             f"{sum(row.load.get('arrivalRate') or 0 for row in r.report.servers):.0f} | "
             f"{sum(c['replicas'] for c in r.cluster.values())} | "
             f"{sum(c['pending'] for c in r.cluster.values())} | {r.report.total_cost:.1f} | "
-            f"{sum(met)}/{len(met)} | {r.report.count('scaled') + r.report.count('moved')} |"
+            f"{sum(met)}/{len(met)} | {_dropped(r)} | "
+            f"{r.report.count('scaled') + r.report.count('moved')} | {before[i - 1]} |"
         )
     lines += ["", "## Per server (first → last cycle)", "",
               "| server | accelerator | replicas | batch | emulated ITL (ms) | SLO ITL | "

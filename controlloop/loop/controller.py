@@ -39,7 +39,8 @@ from controlloop.loop.cycle import (  # re-exported: the cycle's API
     StaticSpecs,
 )
 from controlloop.loop.decide import CycleContext, decide, placement, sizing_request
-from controlloop.loop.forecast import LoadTrend
+from controlloop.loop.drain import deletion_costs, removed_first
+from controlloop.loop.forecast import Foresight, Lead
 from controlloop.loop.moves import (
     MOVE_ANNOTATION,
     MoveRecord,
@@ -47,7 +48,7 @@ from controlloop.loop.moves import (
     roll_back,
 )
 from controlloop.loop.pending import PendingTracker  # [pending] stuck placements
-from controlloop.loop.settings import ControllerSettings
+from controlloop.loop.settings import ControllerSettings, PanicConfig
 from controlloop.loop.state import (
     Action,
     ActionResult,
@@ -57,6 +58,7 @@ from controlloop.loop.state import (
     ManagedServer,
     describe,
 )
+from controlloop.loop.surge import Panic, PanicState, SurgeSignal, panic_condition, signal_of
 from controlloop.optimizer import Solution, optimize
 from controlloop.specs import (
     SystemSpec,
@@ -85,6 +87,20 @@ class _MoveState:
     action: Action | None = None
 
 
+def _least_loaded_first(row: ServerReport, ms: ManagedServer, action: Action) -> Action:
+    """A plain scale-down marks its pods so that the least-loaded go (loop/drain.py)."""
+    if action.placement is not None or action.replicas >= action.from_replicas:
+        return action
+    costs = deletion_costs(ms)
+    if not costs:
+        return action
+    gone = removed_first(ms, costs, ms.replicas - action.replicas - ms.pending_pods)
+    if gone:
+        note = "least-loaded first: " + ", ".join(f"{p} ({costs[p]} running)" for p in gone)
+        row.reason = f"{row.reason}; {note}" if row.reason else note
+    return replace(action, pod_deletion_cost=costs, reason=row.reason)
+
+
 class Controller:
     def __init__(
         self,
@@ -110,7 +126,14 @@ class Controller:
         self.stabilizer = Stabilizer()
         self.behavior_for = BehaviorResolver()  # controlloop.io/* annotations
         self.pending = PendingTracker()  # [pending] back-off of unschedulable placements
-        self.trend = LoadTrend()  # scale-up lead for rising loads
+        self.foresight = Foresight()  # forecasters and learned start-up (loop/forecast.py)
+        self.panic = PanicState()  # surge fast path (loop/surge.py)
+        # per server: SLO rate of one replica (req/min) by accelerator, from the last sizing
+        self._slo_rate: dict[str, dict[str, float]] = {}
+        self._panic_cfg: dict[str, PanicConfig] = {}
+        self._last_cycle_at: float | None = None
+        self.surge_checks = 0
+        self._surge: dict[str, Panic] = {}  # the running cycle's trigger
         self._memory: dict[str, _Memory] = {}
         self._hold_until: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
@@ -124,10 +147,13 @@ class Controller:
 
     # --- the cycle -----------------------------------------------------------------------
 
-    def run_cycle(self) -> CycleReport:
-        """One control cycle; never raises. Concurrent calls wait for the running one."""
+    def run_cycle(self, *, surge: dict[str, Panic] | None = None) -> CycleReport:
+        """One control cycle; never raises. Concurrent calls wait for the running one.
+
+        ``surge``: the servers whose panic condition triggered this cycle (check_surge).
+        """
         with self._lock:
-            report = self._run_cycle_locked()
+            report = self._run_cycle_locked(surge or {})
         self.last_report = report
         for hook in self.on_report:
             try:
@@ -136,12 +162,14 @@ class Controller:
                 log.exception("cycle report hook failed")
         return report
 
-    def _run_cycle_locked(self) -> CycleReport:
+    def _run_cycle_locked(self, surge: dict[str, Panic]) -> CycleReport:
         now = self.clock()
         report = CycleReport(
             cycle_id=f"{next(self._counter)}-{uuid.uuid4().hex[:6]}", started_at=now,
-            dry_run=self.dry_run,
+            dry_run=self.dry_run, trigger="surge" if surge else "regular",
         )
+        self._last_cycle_at = now
+        self._surge = surge
         wall0 = time.perf_counter()
         try:
             self._cycle(report, now)
@@ -251,11 +279,16 @@ class Controller:
         live = {ms.key for _, ms in rows} | {f"{s.namespace}/{s.deployment}" for s in state.skipped}
         self.pending.forget(live)
         self.stabilizer.forget(live)
-        self.trend.forget(live)
+        self.foresight.forget(live)
+        self.panic.forget(live)
+        for key in [k for k in self._slo_rate if k not in live]:
+            del self._slo_rate[key]
+        for key in [k for k in self._panic_cfg if k not in live]:
+            del self._panic_cfg[key]
         for _, ms in rows:
             if ms.load.known and ms.load.source != "labels" and ms.load.arrival_rate_rpm is not None:
-                self.trend.observe(ms.key, now, ms.load.arrival_rate_rpm,
-                                   settings.forecast.window_seconds)
+                self.foresight.observe(ms.key, now, ms.load.arrival_rate_rpm, settings.forecast)
+            self.foresight.startup.observe_ready(ms.key, now, ms.ready_replicas)
         for table in (self._memory, self._hold_until):
             for key in [k for k in table if k not in live]:
                 del table[key]
@@ -288,10 +321,23 @@ class Controller:
         actions: list[tuple[ServerReport, ManagedServer, Action]] = []
         if active:
             ctx = self._context(system, settings, now)
-            request, notes = sizing_request(ctx, [ms for _, ms in active], capacity, self.trend)
+            panic = self._panics(ctx, active)
+            ctx = replace(ctx, panic=panic)
+            leads: dict[str, Lead] = {}
+            request, notes = sizing_request(ctx, [ms for _, ms in active], capacity,
+                                            self.foresight, leads)
+            for row, ms in active:
+                if (lead := leads.get(ms.key)) is not None:
+                    row.forecaster, row.forecast_error = lead.forecaster, lead.error
+                    row.startup_seconds = lead.startup_s
             solution = self.optimize_fn(request, verify=settings.verify,
                                         verify_budget=settings.verify_budget_seconds or None)
-            ctx = replace(ctx, solution=solution, notes=notes)
+            ctx = replace(ctx, solution=solution, notes=notes, panic=panic)
+            for _, ms in active:
+                self._slo_rate[ms.key] = {
+                    c.accelerator: c.rate_per_replica * 60.0
+                    for c in solution.candidates.get(ms.name, [])
+                }
             report.solver = solution.solver
             report.solver_status = solution.status.value
             report.solver_message = solution.message
@@ -307,7 +353,71 @@ class Controller:
                     actions.append((row, ms, action))
         report.durations["optimize"] = time.perf_counter() - t
         fit_capacity(actions, rows, system, settings, state, records)
+        if settings.actuation.pod_deletion_cost:
+            actions = [(row, ms, _least_loaded_first(row, ms, a)) for row, ms, a in actions]
         return early + actions
+
+    def _panics(
+        self, ctx: CycleContext, active: list[tuple[ServerReport, ManagedServer]]
+    ) -> dict[str, str]:
+        """Servers in panic this cycle (key -> why): a surge check's trigger or this
+        cycle's own load past a threshold starts (or extends) a panic window."""
+        out: dict[str, str] = {}
+        for row, ms in active:
+            cfg = ctx.behavior(ms).panic
+            self._panic_cfg[ms.key] = cfg
+            found = self._surge.get(ms.key)
+            if found is None and (sig := signal_of(ms)) is not None:
+                rate = self._slo_rate.get(ms.key, {}).get(current_accelerator(ctx.system, ms))
+                found = panic_condition(sig, rate, cfg)
+            if found is not None and cfg.enabled:
+                self.panic.enter(ms.key, ctx.now, found.why, cfg.window_seconds)
+                row.panic_kind = found.kind
+            held = self.panic.active(ms.key, ctx.now)
+            if held is not None and cfg.enabled:
+                until, why = held
+                row.panic = f"{why}; until {until - ctx.now:.0f}s from now"
+                out[ms.key] = row.panic
+        return out
+
+    def check_surge(self) -> CycleReport | None:
+        """The fast path between cycles: a cheap read of every server's signal; a cycle at
+        once when one is about to miss its SLO (None when none is, or it is too soon)."""
+        probe = getattr(self.collector, "probe", None)
+        if probe is None:
+            return None
+        try:
+            _, settings = self.specs.current()
+        except Exception:  # noqa: BLE001 - the next cycle reports bad specs
+            return None
+        if not settings.behavior.panic.enabled or not self.is_leader():
+            return None
+        now = self.clock()
+        self.surge_checks += 1
+        try:
+            signals: dict[str, SurgeSignal] = probe()
+        except Exception:  # noqa: BLE001 - a failed check only waits for the cycle
+            log.exception("surge check failed; waiting for the next cycle")
+            return None
+        found: dict[str, Panic] = {}
+        for key, sig in signals.items():
+            self.foresight.startup.observe_ready(key, now, sig.ready)  # finer than cycles
+            cfg = self._panic_cfg.get(key, settings.behavior.panic)
+            panic = panic_condition(sig, self._slo_rate.get(key, {}).get(sig.accelerator), cfg)
+            if panic is not None:
+                self.panic.enter(key, now, panic.why, cfg.window_seconds)
+                found[key] = panic
+        if not found:
+            return None
+        wait = min(self._panic_cfg.get(k, settings.behavior.panic).min_interval_seconds
+                   for k in found)
+        if self._last_cycle_at is not None and now - self._last_cycle_at < wait:
+            log.debug("surge in %s, but the last cycle ran %.0fs ago (< %.0fs)",
+                      ", ".join(sorted(found)), now - self._last_cycle_at, wait)
+            return None
+        for key, panic in sorted(found.items()):
+            log.info("%s: surge: %s; running a cycle now", key, panic.why)
+        return self.run_cycle(surge=found)
 
     def _context(self, system: SystemSpec, settings: ControllerSettings, now: float) -> CycleContext:
         return CycleContext(system=system, settings=settings, now=now,
@@ -480,6 +590,11 @@ class Controller:
                     self.stabilizer.reset(ms.key)
                 else:
                     self.stabilizer.record_scale(ms.key, now, action.replicas - action.from_replicas)
+                # time this ask until that many pods are Ready (the learned start-up)
+                if action.placement is None and action.replicas > action.from_replicas:
+                    self.foresight.startup.scaled_up(ms.key, now, action.replicas)
+                elif action.replicas < action.from_replicas or action.placement is not None:
+                    self.foresight.startup.cancel(ms.key)
             return
         row.verdict = "error" if result.error_kind != "changed-externally" else "held"
         row.error, row.error_kind = result.error, result.error_kind

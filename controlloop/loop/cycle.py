@@ -71,6 +71,15 @@ class ServerReport:
     sent: bool = False
     error: str = ""
     error_kind: str = ""
+    # surge fast path (loop/surge.py): why the server panics ("" when not); panic_kind is
+    # set when a panic condition was seen this cycle (capacity | waiting | kv-cache)
+    panic: str = ""
+    panic_kind: str = ""
+    # foresight (loop/forecast.py): the forecaster, its relative mean absolute error so far,
+    # and the replica start-up time learned from pod readiness
+    forecaster: str = ""
+    forecast_error: float | None = None
+    startup_seconds: float | None = None
     # [tuning] Predicted (with the values sizing used) vs observed at this cycle's
     # operating point: itlPredMs, ttftPredMs, itlError, ttftError (relative), tuned.
     model_error: dict[str, Any] | None = None
@@ -92,6 +101,7 @@ class CycleReport:
     total_cost: float = 0.0
     durations: dict[str, float] = field(default_factory=dict)
     dry_run: bool = False
+    trigger: str = "regular"  # regular | surge (run at once by the surge check)
     tuning: dict[str, Any] = field(default_factory=dict)  # mode and per-pair estimates
     actuation_mode: str = "patch"  # metrics: replicas are published, never patched
 
@@ -106,6 +116,7 @@ class CycleReport:
             f"{len(self.skipped)} skipped, {sum(self.error_kinds.values())} errors; "
             f"cost {self.total_cost:.2f}¢/h; {self.duration_s * 1000:.0f} ms"
             + (" (dry-run)" if self.dry_run else "")
+            + (" (surge)" if self.trigger == "surge" else "")
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from controlloop.bounds import MAX_ARRIVAL_RPM
 from controlloop.loop.behavior import Stabilizer
 from controlloop.loop.capacity import current_accelerator
 from controlloop.loop.cycle import ServerReport
-from controlloop.loop.forecast import LoadTrend, lead_rpm
+from controlloop.loop.forecast import Foresight, Lead
 from controlloop.loop.moves import (
     DEFAULT_STRATEGY,
     MOVE_ANNOTATION,
@@ -57,6 +57,8 @@ class CycleContext:
     pending: PendingTracker
     solution: Solution | None = None
     notes: Mapping[str, list[str]] = field(default_factory=dict)
+    # servers in panic (loop/surge.py), key -> why: they may scale up, never down
+    panic: Mapping[str, str] = field(default_factory=dict)
 
     def behavior(self, ms: ManagedServer) -> BehaviorSpec:
         return self.behavior_for(self.settings, ms)  # annotations > servers: > globals
@@ -74,19 +76,21 @@ def demand_rpm(load: ObservedLoad, drain_seconds: float) -> float:
 
 
 def sized_demand(
-    ctx: CycleContext, ms: ManagedServer, trend: LoadTrend, notes: list[str]
-) -> float:
+    ctx: CycleContext, ms: ManagedServer, foresight: Foresight, notes: list[str]
+) -> tuple[float, Lead]:
     """What to size for: arrivals, the backlog's drain rate, and a rising load's lead."""
-    demand = demand_rpm(ms.load, ctx.settings.backlog_drain_seconds)
-    cfg = ctx.settings.forecast
-    slope = trend.slope_rpm_per_s(ms.key, ctx.now, cfg.window_seconds)
-    lead = lead_rpm(slope, ms.load.arrival_rate_rpm or 0.0, cfg)
-    if lead > 0 and slope is not None:
-        notes.append(
-            f"load rising {slope * 60:.0f} req/min per min: sized for {lead:.0f} req/min "
-            f"more, {cfg.lead_seconds:.0f}s ahead"
-        )
-    return demand + lead
+    drain = ctx.settings.backlog_drain_seconds
+    panic = ctx.behavior(ms).panic
+    if ms.key in ctx.panic and drain > 0:
+        # in panic the queue is the SLO miss: drain it faster
+        drain = min(drain, panic.backlog_drain_seconds)
+    demand = demand_rpm(ms.load, drain)
+    lead = foresight.lead(ms.key, ctx.behavior(ms).forecaster, ctx.now,
+                          ms.load.arrival_rate_rpm or 0.0, ctx.settings.forecast,
+                          ctx.settings.interval_seconds)
+    if lead.note:
+        notes.append(lead.note)
+    return demand + lead.rpm, lead
 
 
 def allowed_accelerators(
@@ -116,10 +120,12 @@ def sizing_request(
     ctx: CycleContext,
     servers: list[ManagedServer],
     capacity: dict[str, int],
-    trend: LoadTrend,
+    foresight: Foresight,
+    leads: dict[str, Lead] | None = None,
 ) -> tuple[SystemSpec, dict[str, list[str]]]:
     """The system to optimize this cycle (observed loads, free capacity, allowed moves)
-    and the notes per server key explaining how it was sized."""
+    and the notes per server key explaining how it was sized (``leads``: filled with
+    each server's forecast lead)."""
     system = ctx.system
     movable = [a.name for a in system.accelerators if a.node_selector]
     specs: list[ServerSpec] = []
@@ -132,6 +138,9 @@ def sizing_request(
         idle = not (load.arrival_rate_rpm or 0) and not (load.waiting or 0)
         min_replicas = 0 if behavior.scale_to_zero and idle else max(1, behavior.min_replicas)
         allowed = allowed_accelerators(ctx, ms, movable, current, own)
+        demand, lead = sized_demand(ctx, ms, foresight, own)
+        if leads is not None:
+            leads[ms.key] = lead
         specs.append(
             ServerSpec(
                 name=ms.name,
@@ -145,7 +154,7 @@ def sizing_request(
                     max_batch=ms.max_batch,
                     load=LoadSpec(
                         # [bounds] backlog and forecast lead may add up past the bound
-                        arrival_rate=min(sized_demand(ctx, ms, trend, own), MAX_ARRIVAL_RPM),
+                        arrival_rate=min(demand, MAX_ARRIVAL_RPM),
                         avg_in_tokens=load.avg_in_tokens or 0.0,
                         avg_out_tokens=load.avg_out_tokens or 0.0,
                     ),
@@ -291,6 +300,11 @@ def decide_target(
         if stable.reason:
             why = f"{why}; {stable.reason}"
         target_n = stable.replicas
+        # a panic blocks a load-driven scale-down; the unschedulable cap below still holds
+        panic = ctx.panic.get(ms.key)
+        if panic is not None and target_n < ms.replicas:
+            why = f"{why}; panic ({panic}): no scale-down, keeping {ms.replicas}"
+            target_n = ms.replicas
         cap = ctx.pending.cap(ms, target_acc)  # [pending]
         if cap is not None and target_n > cap:
             why = f"{why}; {target_acc} backed off (pods unschedulable): capped at {cap}"

@@ -28,12 +28,14 @@ LABEL_LOAD_OUT = "inferno.server.load.outtokens"
 ANNOTATION_PREFIX = "controlloop.io/"
 # Written by the controller: a make-before-break move in progress (controlloop/loop/moves.py).
 MOVE_ANNOTATION = ANNOTATION_PREFIX + "move"
+# Honoured by the ReplicaSet controller: on a scale-down, lower-cost pods go first.
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 
 
 class PrometheusConfig(Spec):
     """Where the load comes from. Query templates override the vLLM defaults by name
     (arrival_rpm, avg_in_tokens, avg_out_tokens, ttft_ms, itl_ms, running, waiting,
-    freshness); placeholders ``$namespace``, ``$pods``, ``$window``, ``$model``.
+    freshness, running_by_pod, kv_cache_usage); placeholders ``$namespace``, ``$pods``, ``$window``, ``$model``.
     ``groupedQueries`` override the templates that read all pods in one query per
     quantity (requests, prompt_tokens, generation_tokens, ttft_sum, ttft_count, itl_sum,
     itl_count, running, waiting, freshness; placeholders ``$namespaces``, ``$window``;
@@ -69,6 +71,32 @@ class ScalingRules(Spec):
     policies: list[ScalingPolicy] = []
 
 
+class PanicConfig(Spec):
+    """The surge fast path (Knative KPA's panic mode, docs/configuration.md).
+
+    Every ``checkSeconds`` between cycles a cheap check reads each server's
+    arrivals, waiting requests and KV-cache usage; a server about to miss its SLO
+    (any threshold crossed) triggers a cycle at once. From then on, for
+    ``windowSeconds`` after its last panic condition, the server may scale up but
+    never down.
+    """
+
+    enabled: bool = True
+    check_seconds: PositiveFloat = Field(10.0, alias="checkSeconds")
+    window_seconds: NonNegFloat = Field(60.0, alias="windowSeconds")
+    # no surge cycle sooner than this after any cycle (the new pods are on their way)
+    min_interval_seconds: NonNegFloat = Field(20.0, alias="minIntervalSeconds")
+    # arrivals > this x (ready replicas x the SLO rate of one replica, from the last cycle);
+    # above 1: a short window of Poisson arrivals at capacity often reads 10-20 % high
+    capacity_threshold: PositiveFloat = Field(1.2, alias="capacityThreshold")
+    # waiting requests per ready replica at or above this (a queue the SLO cannot absorb)
+    waiting_per_replica: PositiveFloat = Field(4.0, alias="waitingPerReplica")
+    # KV-cache usage (0..1, the fullest pod) at or above this; where vLLM exports it
+    kv_cache_usage: Annotated[float, Field(gt=0, le=1)] = Field(0.95, alias="kvCacheUsage")
+    # while panicking, size to drain the queue this fast (backlogDrainSeconds otherwise)
+    backlog_drain_seconds: PositiveFloat = Field(150.0, alias="backlogDrainSeconds")
+
+
 class BehaviorSpec(Spec):
     """Scaling behaviour; every field may be overridden per server (config or annotation)."""
 
@@ -100,6 +128,10 @@ class BehaviorSpec(Spec):
     accelerator_change_min_interval_seconds: NonNegFloat = Field(
         600, alias="acceleratorChangeMinIntervalSeconds"
     )
+    panic: PanicConfig = PanicConfig()
+    # Which forecaster sizes a rising load (loop/forecast.py): trend | kalman | auto (the
+    # one with the lower forecast error on this server so far)
+    forecaster: Literal["trend", "kalman", "auto"] = "kalman"
 
 
 class BehaviorOverride(Spec):
@@ -114,6 +146,8 @@ class BehaviorOverride(Spec):
     accelerator_change_min_interval_seconds: NonNegFloat | None = Field(
         None, alias="acceleratorChangeMinIntervalSeconds"
     )
+    panic: PanicConfig | None = None
+    forecaster: Literal["trend", "kalman", "auto"] | None = None
 
 
 class CapacityConfig(Spec):
@@ -150,6 +184,9 @@ class ActuationConfig(Spec):
     # Deployment, we publish the desired replicas (controlloop_target_replicas) for an HPA or
     # ScaledObject to follow, and keep every server on its accelerator (docs/actuation.md).
     mode: Literal["patch", "metrics"] = "patch"
+    # Before a scale-down, set controller.kubernetes.io/pod-deletion-cost on the running
+    # pods (their running requests) so the ReplicaSet removes the least-loaded first.
+    pod_deletion_cost: bool = Field(True, alias="podDeletionCost")
 
 
 class OwnershipConfig(Spec):
@@ -180,7 +217,15 @@ class ForecastConfig(Spec):
     # one interval. 0 disables.
     lead_seconds: NonNegFloat = Field(180, alias="leadSeconds")
     window_seconds: PositiveFloat = Field(300, alias="windowSeconds")  # slope fitted over
-    max_increase: NonNegFloat = Field(1.0, alias="maxIncrease")  # lead <= this x the rate
+    # lead <= this x the rate: bounds the overshoot when a step looks like a slope
+    max_increase: NonNegFloat = Field(0.5, alias="maxIncrease")
+    # Size for start-up (learned from pod readiness) + one interval ahead once a start-up
+    # has been seen; leadSeconds until then.
+    learn_startup: bool = Field(True, alias="learnStartup")
+    # kalman forecaster: the load's own relative noise, and how fast its slope may change
+    # (standard deviation, x the level per minute, per minute)
+    noise: NonNegFloat = 0.05
+    slope_noise: PositiveFloat = Field(0.1, alias="slopeNoise")
 
 
 class ControllerSettings(Spec):
@@ -242,5 +287,9 @@ def load_controller_settings(directory: Path) -> ControllerSettings:
 def effective_behavior(settings: ControllerSettings, override: BehaviorOverride | None) -> BehaviorSpec:
     if override is None:
         return settings.behavior
-    update = {k: v for k, v in override.model_dump().items() if v is not None}
+    # attributes, not model_dump(): nested models (panic) stay models
+    update = {
+        k: getattr(override, k) for k in type(override).model_fields
+        if getattr(override, k) is not None
+    }
     return settings.behavior.model_copy(update=update)

@@ -25,6 +25,7 @@ class ObservedLoad:
     ttft_ms: float | None = None
     running: float | None = None
     waiting: float | None = None
+    kv_cache_usage: float | None = None  # 0..1 of the fullest pod, where exported
     source: str = "prometheus"  # "prometheus" | "labels" | "emulator" | "none"
 
     @property
@@ -84,6 +85,8 @@ class ManagedServer:
     # ... by the pods' accelerator label ("" unlabelled); tells a move's new pods apart
     unschedulable_by_accelerator: dict[str, int] = field(default_factory=dict)
     running_pods: tuple[str, ...] = ()
+    # vllm:num_requests_running per running pod (pods without a sample are absent)
+    pod_running: dict[str, float] = field(default_factory=dict)
     load: ObservedLoad = ObservedLoad("unknown", "not read")
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
@@ -148,6 +151,9 @@ class Action:
     strategy: dict[str, Any] | None = None
     annotations: dict[str, str | None] = field(default_factory=dict)
     move_phase: str = ""
+    # controller.kubernetes.io/pod-deletion-cost to set on pods before a scale-down, so
+    # that the ReplicaSet removes the least-loaded first (docs/actuation.md).
+    pod_deletion_cost: dict[str, int] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:

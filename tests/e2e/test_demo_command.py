@@ -81,9 +81,14 @@ def test_demo_command_writes_report_plots_and_cycle_log(
     out = tmp_path / "out"
     assert main(["demo", str(scenario), "--out", str(out), "--cycles", "3"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("SLO met") == 3 and "[  3/3]" in printed
+    # one line per regular cycle; surge cycles between them ("[ surge ]") come on top
+    regular = [ln for ln in printed.splitlines()
+               if ln.startswith("[") and not ln.startswith("[ surge ]")]
+    assert len(regular) == 3 and all("SLO met" in ln for ln in regular) and "[  3/3]" in printed
     lines = (out / "cycles.jsonl").read_text().splitlines()
-    assert len(lines) == 3
+    triggers = [json.loads(ln)["trigger"] for ln in lines]
+    assert triggers.count("regular") == 3 and set(triggers) <= {"regular", "surge"}
+    assert printed.count("[ surge ]") == triggers.count("surge")
     cycle = json.loads(lines[0])
     assert {s["server"] for s in cycle["servers"]} == {"Premium-llama_7b", "Free-mistral_7b"}
     assert cycle["servers"][0]["load"]["source"] == "emulator"

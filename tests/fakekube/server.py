@@ -477,7 +477,6 @@ class FakeKubeServer:
                         columns=tuple(v.get("additionalPrinterColumns") or ()),
                         short_names=tuple(names.get("shortNames") or ()))
                for v in spec.get("versions") or [] if v.get("served", True)]
-        self.store.keep_history()
         with self._lock:
             self.resources = [r for r in self.resources
                               if not (r.custom and (r.group, r.plural)
@@ -674,11 +673,13 @@ class FakeKubeServer:
         except SelectorError as err:
             return 400, status_body(400, "BadRequest", str(err)), None
         timeout = float(query.get("timeoutSeconds") or 1800)
-        self.store.keep_history()
 
         def matches(obj: Obj) -> bool:
             return (match_labels(labels, obj["metadata"].get("labels"))
                     and match_fields(fields, obj))
+
+        def start_of_history(cursor: int) -> int:
+            return bisect.bisect_right(self.store.events, cursor, key=lambda e: e.revision)
 
         def events() -> Iterator[Obj]:
             store = self.store
@@ -705,13 +706,16 @@ class FakeKubeServer:
                 if remaining <= 0:
                     return
                 with store.changed:
-                    start = bisect.bisect_right(store.events, cursor,
-                                                key=lambda e: e.revision)
-                    if start == len(store.events):
+                    if start_of_history(cursor) == len(store.events):
                         store.changed.wait(min(remaining, 0.25))
-                        start = bisect.bisect_right(store.events, cursor,
-                                                    key=lambda e: e.revision)
-                    pending = store.events[start:]
+                    # Fallen behind the history window: changes after the cursor are gone.
+                    behind = cursor < store.compacted
+                    pending = [] if behind else store.events[start_of_history(cursor):]
+                if behind:  # yielded outside the lock, as every event is
+                    yield {"type": "ERROR", "object": status_body(
+                        410, "Expired", f"too old resource version: {cursor} "
+                        f"({store.compacted})")}
+                    return
                 if pending:
                     cursor = pending[-1].revision
                 for ev in pending:

@@ -217,6 +217,44 @@ def test_watch_from_a_compacted_version_is_gone(api: k8s.ApiClient,
     assert event["type"] == "ERROR" and event["object"]["code"] == 410
 
 
+def test_watch_history_is_a_bounded_window(api: k8s.ApiClient,
+                                            fake_kube: FakeKubeServer) -> None:
+    """The fake keeps the last ``history`` changes, as a real server's watch cache does: a
+    watch from before the window, or one that falls behind it, gets 410 Gone."""
+    install_crds(api)
+    custom = k8s.CustomObjectsApi(api)
+    store = fake_kube.store
+    store.history = 3
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/accelerators"
+
+    def accelerator(name: str) -> None:
+        custom.create_namespaced_custom_object(GROUP, VERSION, NS, "accelerators", {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "Accelerator",
+            "metadata": {"name": name}, "spec": {"type": "X", "cost": 1}})
+
+    start = store.revision
+    code, _, live = fake_kube.watch(path, {"resourceVersion": str(start)})
+    assert code == 200 and live is not None
+    accelerator("a0")
+    first = next(live)
+    assert (first["type"], first["object"]["metadata"]["name"]) == ("ADDED", "a0")
+    for i in range(1, 6):  # the live watcher does not read meanwhile
+        accelerator(f"a{i}")
+    assert [e.revision for e in store.events] == list(range(store.revision - 2,
+                                                            store.revision + 1))
+    assert store.compacted == store.revision - 3
+    behind = next(live)
+    assert behind["type"] == "ERROR" and behind["object"]["code"] == 410, behind
+    assert next(live, None) is None
+    # From before the window: 410 at once; from its start: the 3 changes kept.
+    code, _, old = fake_kube.watch(path, {"resourceVersion": str(start)})
+    assert old is not None and next(old)["object"]["code"] == 410
+    code, _, kept = fake_kube.watch(path, {"resourceVersion": str(store.compacted),
+                                           "timeoutSeconds": "0.5"})
+    assert kept is not None
+    assert [e["object"]["metadata"]["name"] for e in kept] == ["a3", "a4", "a5"]
+
+
 def test_table_has_the_printer_columns(api: k8s.ApiClient, fake_kube: FakeKubeServer) -> None:
     install_crds(api)
     custom = k8s.CustomObjectsApi(api)

@@ -30,6 +30,15 @@ def test_recovers_rate_tokens_and_latencies(vllm_prom: PromStack):
     assert reading.sample_age_s is not None and reading.sample_age_s < 3
 
 
+def test_running_per_pod_and_the_fullest_kv_cache(vllm_prom: PromStack):
+    reading = source(vllm_prom.url).read_load(namespace="llm", pods=PODS_A)
+    assert reading.pod_running == {p.pod: p.running for p in DEPLOYMENT_A}
+    assert reading.kv_cache_usage == max(p.kv_cache or 0 for p in DEPLOYMENT_A)
+    idle = source(vllm_prom.url).read_load(namespace="llm", pods=[IDLE.pod])
+    assert idle.kv_cache_usage is None  # not exported: unknown, the reading still idle
+    assert idle.status == "idle" and idle.pod_running == {IDLE.pod: 0.0}
+
+
 def test_pod_regex_excludes_other_deployments_and_namespaces(vllm_prom: PromStack):
     src = source(vllm_prom.url)
     one = src.read_load(namespace="llm", pods=["vllm-a-1"])

@@ -30,6 +30,7 @@ DEPLOYMENT_A = (
         itl_s=0.02,
         running=3,
         waiting=1,
+        kv_cache=0.42,
     ),
     PodLoad(
         "vllm-a.2",
@@ -40,6 +41,7 @@ DEPLOYMENT_A = (
         itl_s=0.03,
         running=5,
         waiting=0,
+        kv_cache=0.87,
     ),
 )
 NEIGHBOURS = (

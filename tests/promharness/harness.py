@@ -100,6 +100,7 @@ class PodLoad:
     itl_s: float = 0.02
     running: float = 3.0
     waiting: float = 1.0
+    kv_cache: float | None = None  # vllm:gpu_cache_usage_perc (0..1); None: not exported
 
 
 def expected_load(pods: Sequence[PodLoad]) -> dict[str, float]:
@@ -165,6 +166,7 @@ class VllmExporter:
         self.itl = Histogram("vllm:time_per_output_token_seconds", "ITL", LABELS, registry=r)
         self.running = Gauge("vllm:num_requests_running", "Running", LABELS, registry=r)
         self.waiting = Gauge("vllm:num_requests_waiting", "Waiting", LABELS, registry=r)
+        self.kv_cache = Gauge("vllm:gpu_cache_usage_perc", "KV cache usage", LABELS, registry=r)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vllm-exporter", daemon=True)
         self._server: ThreadingHTTPServer | None = None
@@ -179,6 +181,8 @@ class VllmExporter:
             labels = (p.namespace, p.pod, p.model)
             self.running.labels(*labels).set(p.running)
             self.waiting.labels(*labels).set(p.waiting)
+            if p.kv_cache is not None:
+                self.kv_cache.labels(*labels).set(p.kv_cache)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _text_handler(self.registry))
         self.port = self._server.server_port
         threading.Thread(target=self._server.serve_forever, name="vllm-http", daemon=True).start()

@@ -14,7 +14,7 @@ from controlloop.loop.annotations import BehaviorResolver
 from controlloop.loop.behavior import Stabilizer
 from controlloop.loop.cycle import ServerReport
 from controlloop.loop.decide import CycleContext, decide, demand_rpm, sizing_request
-from controlloop.loop.forecast import LoadTrend
+from controlloop.loop.forecast import Foresight
 from controlloop.loop.pending import PendingTracker
 from controlloop.loop.settings import ControllerSettings
 from controlloop.loop.state import ManagedServer, ObservedLoad
@@ -44,7 +44,7 @@ def context(settings: ControllerSettings | None = None, **kw: Any) -> CycleConte
 
 def solved(ctx: CycleContext, ms: ManagedServer) -> tuple[CycleContext, ServerDecision]:
     capacity = SYSTEM.capacity_by_type()
-    request, notes = sizing_request(ctx, [ms], capacity, LoadTrend())
+    request, notes = sizing_request(ctx, [ms], capacity, Foresight())
     solution = optimize(request)
     return replace(ctx, solution=solution, notes=notes), solution.decisions[ms.name]
 
@@ -151,7 +151,7 @@ def test_a_recent_move_keeps_the_server_where_it_is() -> None:
     ms = server(accelerator="L40S")
     ctx = with_history(context(), ms)
     ctx.stabilizer.record_move(ms.key, NOW - 30)
-    request, notes = sizing_request(ctx, [ms], SYSTEM.capacity_by_type(), LoadTrend())
+    request, notes = sizing_request(ctx, [ms], SYSTEM.capacity_by_type(), Foresight())
     assert request.servers[0].allowed_accelerators == ["L40S"]
     assert any("paused" in n for n in notes[ms.key])
 
@@ -164,7 +164,7 @@ def test_a_backed_off_placement_is_left_out_of_the_request() -> None:
     ctx = context(settings)
     ctx.pending.observe(ms, "L40S", NOW - 600, settings.pending, None)
     ctx.pending.observe(ms, "L40S", NOW, settings.pending, None)
-    request, notes = sizing_request(ctx, [ms], SYSTEM.capacity_by_type(), LoadTrend())
+    request, notes = sizing_request(ctx, [ms], SYSTEM.capacity_by_type(), Foresight())
     assert "L40S" not in request.servers[0].allowed_accelerators
     assert any("backed off" in n for n in notes[ms.key])
 

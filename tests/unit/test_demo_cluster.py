@@ -7,7 +7,7 @@ from functools import cache
 import pytest
 
 from controlloop.config import load_system
-from controlloop.demo.cluster import EmulatedCluster
+from controlloop.demo.cluster import EmulatedCluster, Termination
 from controlloop.demo.command import REPO_CONFIG
 from controlloop.loop.state import Action, Placement
 from controlloop.specs import SystemSpec
@@ -130,3 +130,87 @@ def test_move_is_make_before_break() -> None:
     # and the patch is the real actuator's: new nodeSelector, allocation labels
     labels = res.patch["metadata"]["labels"] if res.patch else {}
     assert labels.get("inferno.server.allocation.accelerator") == "G2", res.patch
+
+
+# --- pod removal with running requests (Termination) and pod-deletion-cost -------------------
+
+
+def _loaded(termination: Termination, *, replicas: int = 3) -> EmulatedCluster:
+    cluster = EmulatedCluster(
+        _system(), {}, capacity=None, startup_s=0.0, seed=5, rate_fn=lambda _s, _t: 600.0,
+        termination=termination,
+    )
+    cluster.place(SERVER, ACC, replicas)
+    cluster.advance(120)
+    cluster.collect()
+    return cluster
+
+
+def _running(cluster: EmulatedCluster) -> dict[str, int]:
+    return {r.name: r.sim.in_service for r in cluster.servers[SERVER].replicas if r.sim}
+
+
+def test_default_termination_drops_the_running_requests_of_removed_pods() -> None:
+    cluster = _loaded(Termination())  # Kubernetes' and vLLM's defaults
+    before = _running(cluster)
+    assert cluster.collect().servers[0].pod_running == {k: float(v) for k, v in before.items()}
+    _scale(cluster, 1)
+    kept = [r.name for r in cluster.servers[SERVER].replicas]
+    expected = sum(n for name, n in before.items() if name not in kept)
+    assert expected > 0
+    assert cluster.dropped_total == expected
+    cluster.advance(60)
+    assert cluster.collect().servers[0].load.status == "ok"
+    assert cluster.servers[SERVER].last.dropped == expected
+    assert not cluster.servers[SERVER].terminating
+
+
+def test_drained_pods_finish_their_requests_and_hold_their_cards_meanwhile() -> None:
+    acc = _system().accelerator(ACC)
+    assert acc is not None
+    cluster = _loaded(Termination(pre_stop_s=10, drain_s=600, grace_s=630))
+    cards = cluster.used_cards()[acc.type]
+    before = _running(cluster)
+    _scale(cluster, 1)
+    term = cluster.servers[SERVER].terminating
+    assert len(term) == 2 and cluster.used_cards()[acc.type] == cards  # still held
+    assert all(t.sim.closed for t in term)
+    cluster.advance(600)
+    assert cluster.dropped_total == 0 and not cluster.servers[SERVER].terminating
+    assert cluster.used_cards()[acc.type] == cards // 3
+    assert sum(before.values()) > 0
+
+
+def test_grace_period_kills_what_still_runs() -> None:
+    # 1024 output tokens take far longer than 5 s: a 5 s drain drops the generations.
+    cluster = _loaded(Termination(pre_stop_s=0, drain_s=5, grace_s=30))
+    before = _running(cluster)
+    _scale(cluster, 1)
+    kept = {r.name for r in cluster.servers[SERVER].replicas}
+    running = sum(n for name, n in before.items() if name not in kept)
+    cluster.advance(4)
+    assert len(cluster.servers[SERVER].terminating) == 2 and cluster.dropped_total == 0
+    cluster.advance(2)
+    assert not cluster.servers[SERVER].terminating
+    assert 0 < cluster.dropped_total <= running
+
+
+def test_scale_down_removes_the_lowest_pod_deletion_cost_first() -> None:
+    cluster = _loaded(Termination(), replicas=3)
+    names = [r.name for r in cluster.servers[SERVER].replicas]
+    ms = cluster.collect().servers[0]
+    # Without annotations the newest goes; the oldest carries the lowest cost here.
+    costs = {names[0]: -5, names[1]: 10, names[2]: 3}
+    [res] = cluster.apply([Action(ms.namespace, ms.deployment, ms.name, 2, 3,
+                                  pod_deletion_cost=costs)])
+    assert res.ok
+    assert [r.name for r in cluster.servers[SERVER].replicas] == names[1:]
+    ms = cluster.collect().servers[0]
+    _scale(cluster, 1)
+    assert [r.name for r in cluster.servers[SERVER].replicas] == [names[1]]
+    # Not-ready pods go before any serving one, whatever its cost.
+    _scale(cluster, 2)
+    ms = cluster.collect().servers[0]
+    [res] = cluster.apply([Action(ms.namespace, ms.deployment, ms.name, 1, 2,
+                                  pod_deletion_cost={names[1]: -100})])
+    assert [r.name for r in cluster.servers[SERVER].replicas] == [names[1]]

@@ -41,6 +41,10 @@ def test_rates_step_ramp_and_patterns() -> None:
         ("cycles: 0", "bad.yaml: cycles: must be an integer >= 1 (got 0)"),
         ("intervall: 3", "bad.yaml: intervall: unknown field"),
         ("servers: 3", "bad.yaml: servers: must be 'all' or a non-empty list"),
+        ("termination: drain", "bad.yaml: termination: must be one of default, example"),
+        ("termination: {drainSeconds: -3}",
+         "bad.yaml: termination.drainSeconds: must be a number >= 0 (got -3)"),
+        ("termination: {grace: 3}", "bad.yaml: termination.grace: unknown field"),
     ],
 )
 def test_invalid_scenarios_name_file_field_and_value(text: str, expected: str) -> None:
@@ -61,3 +65,14 @@ def test_builtin_scenarios_parse() -> None:
 def test_unknown_scenario_lists_builtins() -> None:
     with pytest.raises(ConfigError, match="built-in: .*ramp"):
         load_scenario("no-such-scenario")
+
+
+def test_termination_presets_and_overrides() -> None:
+    assert parse_scenario("name: t", where="t.yaml").termination == {
+        "preStopSeconds": 600.0, "drainSeconds": 0.0, "gracePeriodSeconds": 630.0,
+    }  # the example vLLM Deployments' settings
+    assert parse_scenario("termination: default", where="t.yaml").termination == {
+        "preStopSeconds": 0.0, "drainSeconds": 0.0, "gracePeriodSeconds": 30.0,
+    }
+    sc = parse_scenario("termination: {gracePeriodSeconds: 45}", where="t.yaml")
+    assert sc.termination["gracePeriodSeconds"] == 45 and sc.termination["preStopSeconds"] == 600

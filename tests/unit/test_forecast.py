@@ -13,7 +13,7 @@ from controlloop.loop.settings import ControllerSettings, ForecastConfig
 from controlloop.loop.state import ObservedLoad
 from tests.helpers.moves import OneServer, _server
 
-CFG = ForecastConfig()  # lead 180 s, window 300 s, at most +100 %
+CFG = ForecastConfig(max_increase=1.0)  # lead 180 s, window 300 s, at most +100 %
 
 
 def trend_of(rates: list[float], dt: float = 60.0) -> tuple[LoadTrend, float]:
@@ -76,14 +76,19 @@ def test_old_samples_leave_the_window_and_gone_servers_are_forgotten() -> None:
     assert trend.slope_rpm_per_s("k", now, CFG.window_seconds) is None
 
 
-def _controller_on_ramp(lead_seconds: float) -> tuple[list[Any], OneServer]:
+def _controller_on_ramp(
+    lead_seconds: float, *, forecaster: str = "trend", learn: bool = False
+) -> tuple[list[Any], OneServer]:
     from controlloop.config import load_system
     from controlloop.loop.controller import Controller, StaticSpecs
     from tests.helpers.cluster import CONFIG
 
     now = [0.0]
     fake = OneServer(_server(accelerator="H100", replicas=1, rollout=None))
-    settings = ControllerSettings(verify="none", forecast=ForecastConfig(lead_seconds=lead_seconds))
+    settings = ControllerSettings.model_validate({
+        "verify": "none", "behavior": {"forecaster": forecaster},
+        "forecast": {"leadSeconds": lead_seconds, "learnStartup": learn, "maxIncrease": 1.0},
+    })
     controller = Controller(specs=StaticSpecs(load_system(CONFIG), settings), collector=fake,
                             actuator=fake, clock=lambda: now[0])
     rows = []
@@ -102,6 +107,7 @@ def _controller_on_ramp(lead_seconds: float) -> tuple[list[Any], OneServer]:
 def test_the_controller_sizes_a_rising_load_ahead_and_says_why() -> None:
     ahead, _ = _controller_on_ramp(180)
     now_only, _ = _controller_on_ramp(0)
-    assert "load rising 10 req/min per min: sized for 30 req/min more, 180s ahead" in ahead[-1].reason
+    assert ("load rising (trend forecast, its error so far" in ahead[-1].reason
+            and "sized for 30 req/min more, 180s ahead (leadSeconds)" in ahead[-1].reason)
     assert all("load rising" not in r.reason for r in now_only)
     assert ahead[-1].recommended_replicas > now_only[-1].recommended_replicas

@@ -350,7 +350,9 @@ def test_rbac_is_least_privilege(rendered: tuple[str, list[Obj]]) -> None:
             assert verbs == (("post",) if res == "/invoke" else ("get",))
         if res in ("leases", "configmaps"):  # [tuning] configmaps: controlloop-tuning
             assert ns == NAMESPACE and set(verbs) <= {"get", "create", "update"}
-        if res in ("pods", "horizontalpodautoscalers", "scaledobjects"):
+        if res == "pods":  # patch: the pod-deletion-cost annotation only
+            assert set(verbs) <= {"get", "list", "watch", "patch"}
+        if res in ("horizontalpodautoscalers", "scaledobjects"):
             assert set(verbs) <= {"get", "list", "watch"}
         if res == "events":
             assert set(verbs) == {"create", "patch"}

@@ -91,7 +91,16 @@ def test_healthy_answer_gives_exact_values(rsps):
     assert (r.ttft_ms, r.itl_ms, r.running, r.waiting) == (50.0, 10.0, 3.0, 1.0)
     assert r.sample_age_s == pytest.approx(2.0) and r.pods_reporting == 2
     assert [name for name, _ in r.queries][0] == "arrival_rpm"
-    assert len(rsps.calls) == 8
+    assert len(rsps.calls) == 10
+    assert r.pod_running == {} and r.kv_cache_usage is None  # optional: absent is unknown
+
+
+def test_running_per_pod_and_kv_cache_usage_when_exported(rsps):
+    serve(rsps, {**HEALTHY, "running_by_pod": {"vllm-a-1": 2.0, "vllm-a-2": 1.0},
+                 "kv_cache_usage": 0.93})
+    r = read()
+    assert r.status == "ok" and r.pod_running == {"vllm-a-1": 2.0, "vllm-a-2": 1.0}
+    assert r.kv_cache_usage == 0.93
 
 
 def test_empty_vector_is_unknown_no_series(rsps):
