@@ -90,7 +90,12 @@ def _key_plan(model: type[BaseModel]) -> _KeyPlan:
 
 
 def normalize_keys(
-    model: type[BaseModel], data: Any, *, path: tuple[str | int, ...], problems: list[str], where: str
+    model: type[BaseModel],
+    data: Any,
+    *,
+    path: tuple[str | int, ...],
+    problems: list[str],
+    where: str,
 ) -> Any:
     """Rename keys to the canonical aliases of ``model``; report unknown keys.
 

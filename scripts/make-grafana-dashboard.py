@@ -63,46 +63,128 @@ def dashboard() -> dict[str, Any]:
     y += 1
     stat = {"options": {"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "value"}}
     panels += [
-        panel("stat", "Cost of the desired allocation",
-              [target("max(controlloop_total_cost_cents_per_hour) / 100")],
-              0, y, 4, 4, unit="currencyUSD", description="controlloop_total_cost_cents_per_hour, "
-              "in dollars per hour", **stat),
-        panel("stat", "Managed servers",
-              [target("count(max by (namespace, deployment) (controlloop_server_current_replicas))")],
-              4, y, 4, 4, **stat),
-        panel("stat", "Servers meeting their ITL SLO",
-              [target("count(max by (server) (controlloop_server_observed_itl_ms) "
-                      "<= max by (server) (controlloop_server_slo_itl_ms))"
-                      " / count(max by (server) (controlloop_server_slo_itl_ms))")],
-              8, y, 4, 4, unit="percentunit", description="observed average ITL within the "
-              "service class target, share of servers with a target", **stat),
-        panel("stat", "Servers held (last 10 min)",
-              [target('count(sum by (server) (increase(controlloop_decisions_total{verdict="held"}'
-                      "[10m])) > 0) or vector(0)")],
-              12, y, 4, 4, **stat),
-        panel("stat", "Seconds since the last cycle",
-              [target("time() - max(controlloop_last_cycle_timestamp_seconds)")],
-              16, y, 4, 4, unit="s", **stat),
-        panel("stat", "Leader / config valid",
-              [target("max(controlloop_is_leader)", "leader"),
-               target("min(controlloop_specs_valid)", "config valid")],
-              20, y, 4, 4, **stat),
+        panel(
+            "stat",
+            "Cost of the desired allocation",
+            [target("max(controlloop_total_cost_cents_per_hour) / 100")],
+            0,
+            y,
+            4,
+            4,
+            unit="currencyUSD",
+            description="controlloop_total_cost_cents_per_hour, in dollars per hour",
+            **stat,
+        ),
+        panel(
+            "stat",
+            "Managed servers",
+            [target("count(max by (namespace, deployment) (controlloop_server_current_replicas))")],
+            4,
+            y,
+            4,
+            4,
+            **stat,
+        ),
+        panel(
+            "stat",
+            "Servers meeting their ITL SLO",
+            [
+                target(
+                    "count(max by (server) (controlloop_server_observed_itl_ms) "
+                    "<= max by (server) (controlloop_server_slo_itl_ms))"
+                    " / count(max by (server) (controlloop_server_slo_itl_ms))"
+                )
+            ],
+            8,
+            y,
+            4,
+            4,
+            unit="percentunit",
+            description="observed average ITL within the "
+            "service class target, share of servers with a target",
+            **stat,
+        ),
+        panel(
+            "stat",
+            "Servers held (last 10 min)",
+            [
+                target(
+                    'count(sum by (server) (increase(controlloop_decisions_total{verdict="held"}'
+                    "[10m])) > 0) or vector(0)"
+                )
+            ],
+            12,
+            y,
+            4,
+            4,
+            **stat,
+        ),
+        panel(
+            "stat",
+            "Seconds since the last cycle",
+            [target("time() - max(controlloop_last_cycle_timestamp_seconds)")],
+            16,
+            y,
+            4,
+            4,
+            unit="s",
+            **stat,
+        ),
+        panel(
+            "stat",
+            "Leader / config valid",
+            [
+                target("max(controlloop_is_leader)", "leader"),
+                target("min(controlloop_specs_valid)", "config valid"),
+            ],
+            20,
+            y,
+            4,
+            4,
+            **stat,
+        ),
     ]
     y += 4
     panels += [
-        panel("timeseries", "Cost per server", [
-            target(f"sum by (server) (controlloop_server_cost_cents_per_hour{{{SEL}}}) / 100",
-                   "{{server}}")],
-            0, y, 12, 8, unit="currencyUSD",
-            fieldConfig={"defaults": {"unit": "currencyUSD", "custom": {"stacking": {"mode": "normal"},
-                                                                        "fillOpacity": 30}},
-                         "overrides": []}),
-        panel("timeseries", "Replicas by accelerator", [
-            target("sum by (accelerator) (controlloop_server_accelerator_info * on (server, "
-                   "namespace, deployment) group_left controlloop_server_current_replicas)",
-                   "{{accelerator}}")],
-            12, y, 12, 8, description="spec.replicas of the managed servers, by the accelerator "
-            "they are on (desired, else current)"),
+        panel(
+            "timeseries",
+            "Cost per server",
+            [
+                target(
+                    f"sum by (server) (controlloop_server_cost_cents_per_hour{{{SEL}}}) / 100",
+                    "{{server}}",
+                )
+            ],
+            0,
+            y,
+            12,
+            8,
+            unit="currencyUSD",
+            fieldConfig={
+                "defaults": {
+                    "unit": "currencyUSD",
+                    "custom": {"stacking": {"mode": "normal"}, "fillOpacity": 30},
+                },
+                "overrides": [],
+            },
+        ),
+        panel(
+            "timeseries",
+            "Replicas by accelerator",
+            [
+                target(
+                    "sum by (accelerator) (controlloop_server_accelerator_info * on (server, "
+                    "namespace, deployment) group_left controlloop_server_current_replicas)",
+                    "{{accelerator}}",
+                )
+            ],
+            12,
+            y,
+            12,
+            8,
+            description="spec.replicas of the managed servers, by the accelerator "
+            "they are on (desired, else current)",
+        ),
     ]
     y += 8
     panels.append(row("Servers", y))
@@ -118,19 +200,53 @@ def dashboard() -> dict[str, Any]:
     ]
     y += 7
     panels += [
-        panel("timeseries", "Load", [
-            target(f"max by (server) (controlloop_server_arrival_rate_rpm{{{SEL}}})", "{{server}}")],
-            0, y, 8, 8, unit="reqpm"),
-        panel("timeseries", "Replicas: desired vs current", [
-            target(f"max by (server) (controlloop_server_desired_replicas{{{SEL}}})",
-                   "{{server}} desired"),
-            target(f"max by (server) (controlloop_server_current_replicas{{{SEL}}})",
-                   "{{server}} current")],
-            8, y, 8, 8),
-        panel("state-timeline", "Accelerator", [
-            target(f"max by (server, accelerator) (controlloop_server_accelerator_info{{{SEL}}})"
-                   " > 0", "{{server}} {{accelerator}}")],
-            16, y, 8, 8),
+        panel(
+            "timeseries",
+            "Load",
+            [
+                target(
+                    f"max by (server) (controlloop_server_arrival_rate_rpm{{{SEL}}})", "{{server}}"
+                )
+            ],
+            0,
+            y,
+            8,
+            8,
+            unit="reqpm",
+        ),
+        panel(
+            "timeseries",
+            "Replicas: desired vs current",
+            [
+                target(
+                    f"max by (server) (controlloop_server_desired_replicas{{{SEL}}})",
+                    "{{server}} desired",
+                ),
+                target(
+                    f"max by (server) (controlloop_server_current_replicas{{{SEL}}})",
+                    "{{server}} current",
+                ),
+            ],
+            8,
+            y,
+            8,
+            8,
+        ),
+        panel(
+            "state-timeline",
+            "Accelerator",
+            [
+                target(
+                    f"max by (server, accelerator) (controlloop_server_accelerator_info{{{SEL}}})"
+                    " > 0",
+                    "{{server}} {{accelerator}}",
+                )
+            ],
+            16,
+            y,
+            8,
+            8,
+        ),
     ]
     y += 8
     panels += [
@@ -169,24 +285,65 @@ def dashboard() -> dict[str, Any]:
     panels.append(row("Controller health", y))
     y += 1
     panels += [
-        panel("timeseries", "Cycles by outcome", [
-            target("sum by (outcome) (rate(controlloop_cycles_total[$__rate_interval])) * 60",
-                   "{{outcome}}")],
-            0, y, 8, 8, unit="cpm"),
-        panel("timeseries", "Cycle duration", [
-            target("histogram_quantile(0.5, sum by (le) "
-                   "(rate(controlloop_cycle_duration_seconds_bucket[$__rate_interval])))", "p50"),
-            target("histogram_quantile(0.95, sum by (le) "
-                   "(rate(controlloop_cycle_duration_seconds_bucket[$__rate_interval])))", "p95"),
-            target("sum(rate(controlloop_cycle_duration_seconds_sum[$__rate_interval])) / "
-                   "sum(rate(controlloop_cycle_duration_seconds_count[$__rate_interval]))", "mean")],
-            8, y, 8, 8, unit="s"),
-        panel("timeseries", "Errors by kind", [
-            target("sum by (kind) (increase(controlloop_errors_total[$__rate_interval]))",
-                   "{{kind}}"),
-            target("sum(increase(controlloop_spec_reload_errors_total[$__rate_interval]))",
-                   "invalid config edits")],
-            16, y, 8, 8),
+        panel(
+            "timeseries",
+            "Cycles by outcome",
+            [
+                target(
+                    "sum by (outcome) (rate(controlloop_cycles_total[$__rate_interval])) * 60",
+                    "{{outcome}}",
+                )
+            ],
+            0,
+            y,
+            8,
+            8,
+            unit="cpm",
+        ),
+        panel(
+            "timeseries",
+            "Cycle duration",
+            [
+                target(
+                    "histogram_quantile(0.5, sum by (le) "
+                    "(rate(controlloop_cycle_duration_seconds_bucket[$__rate_interval])))",
+                    "p50",
+                ),
+                target(
+                    "histogram_quantile(0.95, sum by (le) "
+                    "(rate(controlloop_cycle_duration_seconds_bucket[$__rate_interval])))",
+                    "p95",
+                ),
+                target(
+                    "sum(rate(controlloop_cycle_duration_seconds_sum[$__rate_interval])) / "
+                    "sum(rate(controlloop_cycle_duration_seconds_count[$__rate_interval]))",
+                    "mean",
+                ),
+            ],
+            8,
+            y,
+            8,
+            8,
+            unit="s",
+        ),
+        panel(
+            "timeseries",
+            "Errors by kind",
+            [
+                target(
+                    "sum by (kind) (increase(controlloop_errors_total[$__rate_interval]))",
+                    "{{kind}}",
+                ),
+                target(
+                    "sum(increase(controlloop_spec_reload_errors_total[$__rate_interval]))",
+                    "invalid config edits",
+                ),
+            ],
+            16,
+            y,
+            8,
+            8,
+        ),
     ]
     for i, p in enumerate(panels, 1):
         p["id"] = i

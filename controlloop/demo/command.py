@@ -102,7 +102,9 @@ def build_system(scenario: Scenario, *, tuning: str | None = None,
         # The controller only moves servers to accelerators with a nodeSelector:
         # give the emulated nodes one where the system has none (e.g. the JSON samples).
         "accelerators": [
-            a if a.node_selector else a.model_copy(update={"node_selector": {DEMO_SELECTOR_LABEL: a.name}})
+            a
+            if a.node_selector
+            else a.model_copy(update={"node_selector": {DEMO_SELECTOR_LABEL: a.name}})
             for a in system.accelerators
         ],
     }
@@ -241,7 +243,8 @@ def progress_line(rec: CycleRecord, i: int, total: int) -> str:
     known = [m for m in met if m is not None]
     changed = rec.report.count("scaled") + rec.report.count("moved")
     return (
-        ("[ surge ]" if rec.fast else f"[{i:3d}/{total}]") + f" t={rec.t_s:6.0f}s  load {load:7.0f} rpm  "
+        ("[ surge ]" if rec.fast else f"[{i:3d}/{total}]")
+        + f" t={rec.t_s:6.0f}s  load {load:7.0f} rpm  "
         f"replicas {replicas:4d} ({starting} starting, {pending} pending)  "
         f"cost {rec.report.total_cost:8.1f} ¢/h  SLO met {sum(known)}/{len(known)}  "
         f"changes {changed}" + (f"  errors {len(rec.report.errors)}" if rec.report.errors else "")

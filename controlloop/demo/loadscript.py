@@ -176,7 +176,9 @@ def parse_scenario(text: str, *, where: str) -> Scenario:
         if key not in _TOP_KEYS:
             bad(str(key), f"unknown field; expected one of {', '.join(sorted(_TOP_KEYS))}")
 
-    def num(fld: str, value: Any, *, least: float, integer: bool = False, strict: bool = False) -> Any:
+    def num(
+        fld: str, value: Any, *, least: float, integer: bool = False, strict: bool = False
+    ) -> Any:
         ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         if ok and integer and float(value) != int(value):
             ok = False
@@ -379,7 +381,10 @@ def _profile(fld: str, raw: Any, bad: Any, num: Any) -> LoadProfile | None:
     if not ok or noise is None:
         return None
     return LoadProfile(
-        phases=tuple(phases), noise=noise, in_tokens=tokens["inTokens"], out_tokens=tokens["outTokens"]
+        phases=tuple(phases),
+        noise=noise,
+        in_tokens=tokens["inTokens"],
+        out_tokens=tokens["outTokens"],
     )
 
 

@@ -139,8 +139,10 @@ def fit_capacity(
         )
     ]
     for row, ms in rows:
-        if row.verdict not in ("held", "skipped", "error") and row.desired_replicas == ms.replicas and (
-            not any(m is ms for _, m, _ in actions)
+        if (
+            row.verdict not in ("held", "skipped", "error")
+            and row.desired_replicas == ms.replicas
+            and (not any(m is ms for _, m, _ in actions))
         ):
             row.verdict = "unchanged"
 

@@ -286,7 +286,11 @@ class Controller:
         for key in [k for k in self._panic_cfg if k not in live]:
             del self._panic_cfg[key]
         for _, ms in rows:
-            if ms.load.known and ms.load.source != "labels" and ms.load.arrival_rate_rpm is not None:
+            if (
+                ms.load.known
+                and ms.load.source != "labels"
+                and ms.load.arrival_rate_rpm is not None
+            ):
                 self.foresight.observe(ms.key, now, ms.load.arrival_rate_rpm, settings.forecast)
             self.foresight.startup.observe_ready(ms.key, now, ms.ready_replicas)
         for table in (self._memory, self._hold_until):
@@ -419,10 +423,17 @@ class Controller:
             log.info("%s: surge: %s; running a cycle now", key, panic.why)
         return self.run_cycle(surge=found)
 
-    def _context(self, system: SystemSpec, settings: ControllerSettings, now: float) -> CycleContext:
-        return CycleContext(system=system, settings=settings, now=now,
-                            behavior_for=self.behavior_for, stabilizer=self.stabilizer,
-                            pending=self.pending)
+    def _context(
+        self, system: SystemSpec, settings: ControllerSettings, now: float
+    ) -> CycleContext:
+        return CycleContext(
+            system=system,
+            settings=settings,
+            now=now,
+            behavior_for=self.behavior_for,
+            stabilizer=self.stabilizer,
+            pending=self.pending,
+        )
 
     def _note_holds(self, rows: list[tuple[ServerReport, ManagedServer]], live: set[str]) -> None:
         """Log every decision (changes are logged by the actuator); report a hold once
@@ -544,7 +555,9 @@ class Controller:
             log.warning("%s: %s", ms.key, row.reason, extra={"server": ms.name})  # [reliability]
         return row, ms
 
-    def _check_specs(self, system: SystemSpec, rows: list[tuple[ServerReport, ManagedServer]]) -> None:
+    def _check_specs(
+        self, system: SystemSpec, rows: list[tuple[ServerReport, ManagedServer]]
+    ) -> None:
         models = set(system.model_names())
         for row, ms in rows:
             if row.verdict in ("held", "skipped"):

@@ -87,7 +87,9 @@ class MoveRecord:
         return record
 
 
-def bridge_replicas(*, target_replicas: int, current_replicas: int, needed_on_current: int | None) -> int:
+def bridge_replicas(
+    *, target_replicas: int, current_replicas: int, needed_on_current: int | None
+) -> int:
     """R = max(n_new, m_X); m_X is capped by the replicas serving now.
 
     ``needed_on_current`` is None when the current accelerator cannot be sized
@@ -141,7 +143,9 @@ def start_move(
     )
 
 
-def finish_move(action: Action | None, ms: ManagedServer, record: MoveRecord, reason: str) -> Action:
+def finish_move(
+    action: Action | None, ms: ManagedServer, record: MoveRecord, reason: str
+) -> Action:
     """The rollout is complete: restore the strategy, drop the record, and apply this
     cycle's decision (``action``; None when it changes nothing else)."""
     done = (f"move {record.from_accelerator}→{record.to_accelerator} complete; "

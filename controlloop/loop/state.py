@@ -188,7 +188,12 @@ class Actuator(Protocol):
 
 
 def placement_for(
-    accelerator: str, *, node_selector: dict[str, str] | None, resource: str, count: int, max_batch: int
+    accelerator: str,
+    *,
+    node_selector: dict[str, str] | None,
+    resource: str,
+    count: int,
+    max_batch: int,
 ) -> Placement | None:
     """A Placement, or None when the accelerator has no nodeSelector (cannot be moved to)."""
     if not node_selector:

@@ -178,7 +178,11 @@ def build_candidates(
                 rejected.append(Rejected(server.name, perf.acc, "keepAccelerator is set"))
                 continue
             allowed = server.allowed_accelerators
-            if allowed is not None and perf.acc not in allowed and perf.acc != ctx.current_accelerator:
+            if (
+                allowed is not None
+                and perf.acc not in allowed
+                and perf.acc != ctx.current_accelerator
+            ):
                 rejected.append(
                     Rejected(server.name, perf.acc, "not an allowed accelerator for this server")
                 )

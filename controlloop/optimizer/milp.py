@@ -212,8 +212,12 @@ class _Stages:
                 # the dive breaks ties by cost, worth at most TIE_BREAK of a server: for any
                 # plan z, f(z) <= f(lp) + eps (cost(z) - cost(lp)), which bounds the level
                 eps = TIE_BREAK / max(1.0, m.cost_scale)
-                dived = self._dive(objective + eps * m.cost, DIVE_SHARE * share, f"priority {level}",
-                                   measure=objective)
+                dived = self._dive(
+                    objective + eps * m.cost,
+                    DIVE_SHARE * share,
+                    f"priority {level}",
+                    measure=objective,
+                )
                 bound = None
                 if self.lp_point is not None:
                     lp_cost = float(m.cost @ self.lp_point)
@@ -223,8 +227,11 @@ class _Stages:
                     base = dived
                 name = (f"priority {level} (start {start_value:.6g}, dive "
                         f"{m.level_value(base, members):.6g} of {len(members)})")
-                if dived is not None and bound is not None and \
-                        -bound - m.level_value(base, members) <= LEVEL_ACCEPT_GAP * max(1.0, -bound):
+                if (
+                    dived is not None
+                    and bound is not None
+                    and -bound - m.level_value(base, members) <= LEVEL_ACCEPT_GAP * max(1.0, -bound)
+                ):
                     self._note_gap(name, float(objective @ base), bound, "LP bound")
                     got: np.ndarray | None = base
                 else:
@@ -323,7 +330,9 @@ class _Stages:
         capacity."""
         m = self.m
         low = {id(mem): lb for _, lb, mem in relaxed}
-        if not all(m.level_value(point, mem) >= low.get(id(mem), lb) - 1e-9 for mem, lb in self.fixed):
+        if not all(
+            m.level_value(point, mem) >= low.get(id(mem), lb) - 1e-9 for mem, lb in self.fixed
+        ):
             return False
         if m.capacity is None:
             return True

@@ -98,7 +98,9 @@ class MilpModel:
         lo: list[np.ndarray] = []
         hi: list[np.ndarray] = []
 
-        def add(r: np.ndarray, c: np.ndarray, v: np.ndarray, n_rows: int, lb: np.ndarray, ub: np.ndarray) -> None:
+        def add(
+            r: np.ndarray, c: np.ndarray, v: np.ndarray, n_rows: int, lb: np.ndarray, ub: np.ndarray
+        ) -> None:
             blocks.append(csr_array(coo_array((v, (r, c)), shape=(n_rows, n_var))))
             lo.append(lb)
             hi.append(ub)
@@ -173,7 +175,9 @@ class MilpModel:
 
     # --- solutions ---
 
-    def start_vector(self, plan: Plan, substitute: Mapping[tuple[str, str], Candidate]) -> np.ndarray:
+    def start_vector(
+        self, plan: Plan, substitute: Mapping[tuple[str, str], Candidate]
+    ) -> np.ndarray:
         """``plan`` as a point of the model (replicas clipped to the bounds)."""
         x = np.zeros(self.n_c)
         for server in self.active:

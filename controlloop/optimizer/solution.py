@@ -197,7 +197,8 @@ class Solution:
             "allocations": allocations,
             "totalCost": round(self.total_cost, 6),
             "unallocated": [
-                {"server": name, "reason": reason} for name, reason in sorted(self.unallocated.items())
+                {"server": name, "reason": reason}
+                for name, reason in sorted(self.unallocated.items())
             ],
             "saturated": sorted(self.saturated),
             "usageByType": {

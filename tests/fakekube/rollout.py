@@ -126,8 +126,14 @@ class ClusterEmulator:
             if pod["metadata"]["name"].startswith(f"{name}-"):
                 self.fake.store.delete(find_resource("Pod"), ns, pod["metadata"]["name"])
         acc, acc_type, cards = self.placement(dep)
-        rs = ReplicaSet(_template_key(dep), acc, acc_type, cards, replicas=int(dep["spec"]["replicas"]),
-                        labels=_pod_labels(dep))
+        rs = ReplicaSet(
+            _template_key(dep),
+            acc,
+            acc_type,
+            cards,
+            replicas=int(dep["spec"]["replicas"]),
+            labels=_pod_labels(dep),
+        )
         for _ in range(rs.replicas):
             pod = self._new_pod(name, acc, acc_type, cards)
             pod.bound, pod.ready_at = True, (self.now if ready else self.now + self.startup_s)
@@ -234,7 +240,13 @@ class ClusterEmulator:
     def _schedule(self) -> None:
         used = self.used()
         waiting = sorted(
-            (p for st in self.state.values() for rs in st.replica_sets for p in rs.pods if not p.bound),
+            (
+                p
+                for st in self.state.values()
+                for rs in st.replica_sets
+                for p in rs.pods
+                if not p.bound
+            ),
             key=lambda p: p.seq,
         )
         for p in waiting:

@@ -105,7 +105,9 @@ def test_prometheus_fault_holds_with_reason(
     assert_recovers(loop, fake_kube)
 
 
-def test_prometheus_unreachable(fake_kube: FakeKubeServer, kube: KubeClient, prom: FakeProm) -> None:
+def test_prometheus_unreachable(
+    fake_kube: FakeKubeServer, kube: KubeClient, prom: FakeProm
+) -> None:
     granite(fake_kube)
     loop = Loop(kube, "http://127.0.0.1:9")  # nothing listens there
     (row,) = loop.cycle().servers

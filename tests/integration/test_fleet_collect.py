@@ -39,7 +39,9 @@ def pods_of(i: int) -> tuple[PodLoad, ...]:
 
 
 @pytest.fixture(scope="module")
-def fleet_prom(prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromStack]:
+def fleet_prom(
+    prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PromStack]:
     # Also a pod of an unmanaged Deployment: its series must be ignored.
     pods = [p for i in range(N_MAX) for p in pods_of(i)]
     pods.append(PodLoad("web-0", namespace="llm", rps=50.0))

@@ -94,10 +94,18 @@ class Harness:
         acc = SYSTEM.accelerator(start)
         assert acc is not None and acc.node_selector
         dep = fake.add_deployment(
-            NS, NAME, labels={**managed_labels(MODEL, CLS, start), "app": NAME},
-            replicas=replicas, node_selector=acc.node_selector,
-            containers=[{"name": "vllm", "image": "vllm/vllm-openai",
-                         "resources": {"limits": {acc.resource: "1"}, "requests": {acc.resource: "1"}}}],
+            NS,
+            NAME,
+            labels={**managed_labels(MODEL, CLS, start), "app": NAME},
+            replicas=replicas,
+            node_selector=acc.node_selector,
+            containers=[
+                {
+                    "name": "vllm",
+                    "image": "vllm/vllm-openai",
+                    "resources": {"limits": {acc.resource: "1"}, "requests": {acc.resource: "1"}},
+                }
+            ],
         )
         if deployment_strategy is not None:
             dep = fake.get("Deployment", NS, NAME)

@@ -15,7 +15,9 @@ from tests.helpers.cluster import FakeLoadSource, add_server
 pytestmark = pytest.mark.integration
 
 
-def test_collector_follows_edited_settings(fake_kube: FakeKubeServer, kube_client: KubeClient) -> None:
+def test_collector_follows_edited_settings(
+    fake_kube: FakeKubeServer, kube_client: KubeClient
+) -> None:
     add_server(fake_kube, "team-a", "granite", model="granite_13b", cls="Premium")
     add_server(fake_kube, "team-b", "llama", model="llama3_8b", cls="Bronze")
     current: dict[str, Any] = {"settings": ControllerSettings(namespaces=["team-a"])}

@@ -346,8 +346,12 @@ def test_a_restarted_controller_does_not_scale_down_on_its_first_cycle() -> None
     load = ObservedLoad("ok", arrival_rate_rpm=10.0, avg_in_tokens=128, avg_out_tokens=1024)
     fake = OneServer(_server(accelerator="L40S", replicas=18, load=load, rollout=None,
                              max_batch=0))
-    controller = Controller(specs=StaticSpecs(load_system(CONFIG), ControllerSettings(verify="none")),
-                            collector=fake, actuator=fake, clock=lambda: now[0])
+    controller = Controller(
+        specs=StaticSpecs(load_system(CONFIG), ControllerSettings(verify="none")),
+        collector=fake,
+        actuator=fake,
+        clock=lambda: now[0],
+    )
     (row,) = controller.run_cycle().servers
     # Whether it stays or starts a move (the bridge keeps the old pods), nothing goes.
     assert all(a.replicas >= 18 for a in fake.applied), row.reason

@@ -329,7 +329,9 @@ def test_run_cycle_log_directory_cannot_be_created(capsys: Capsys, tmp_path: Pat
     assert f"error: --cycle-log {target}: cannot create its directory" in err
 
 
-def test_validate_rejects_two_controller_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_rejects_two_controller_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import shutil
 
     from controlloop.cli import main

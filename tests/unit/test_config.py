@@ -196,7 +196,9 @@ def test_malformed_yaml_line_and_column(tmp_path: Path, capsys: pytest.CaptureFi
     assert err.count("\n") == 1  # one line
 
 
-def test_one_file_paths_carry_the_section(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_file_paths_carry_the_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     doc = load_config(SMALL).system.to_reference_json()
     doc["system"]["serverData"]["servers"][0]["minNumReplicas"] = -2
     path = tmp_path / "sys.json"

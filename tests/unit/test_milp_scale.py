@@ -18,11 +18,23 @@ from controlloop.optimizer.solution import Candidate
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _cand(acc: str, acc_type: str, *, units: int, rate: float, replicas: int, cost: float) -> Candidate:
+def _cand(
+    acc: str, acc_type: str, *, units: int, rate: float, replicas: int, cost: float
+) -> Candidate:
     return Candidate(
-        server="s", accelerator=acc, acc_type=acc_type, batch=8, replicas=replicas, cost=cost,
-        value=cost, units_per_replica=units, rate_per_replica=rate, itl_ms=1.0, ttft_ms=1.0,
-        rho=0.5, limited_by="stability",
+        server="s",
+        accelerator=acc,
+        acc_type=acc_type,
+        batch=8,
+        replicas=replicas,
+        cost=cost,
+        value=cost,
+        units_per_replica=units,
+        rate_per_replica=rate,
+        itl_ms=1.0,
+        ttft_ms=1.0,
+        rho=0.5,
+        limited_by="stability",
     )
 
 
