@@ -302,7 +302,7 @@ def check_kubeconfig(flag_value: str | None) -> None:
         ])
 
 
-# --- the command -----------------------------------------------------------------------------------
+# --- the command ----------------------------------------------------------------------
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -375,10 +375,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info(
         "controlloop starting: config=%s mode=%s cluster=%s namespaces=%s interval=%.0fs %s "
         "solver=%s capacity=%s",
-        args.config, "dry-run" if args.dry_run else "actuating",
-        "in-cluster" if args.in_cluster else (args.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"),
-        ",".join(settings.namespaces) or "all", settings.interval_seconds, prom_settings.describe(),
-        system.optimizer.solver, settings.capacity.source,
+        args.config,
+        "dry-run" if args.dry_run else "actuating",
+        "in-cluster"
+        if args.in_cluster
+        else (args.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"),
+        ",".join(settings.namespaces) or "all",
+        settings.interval_seconds,
+        prom_settings.describe(),
+        system.optimizer.solver,
+        settings.capacity.source,
     )
     if from_crs:
         # Only the leader's solution goes on the Optimizer (a standby's cycles are empty).
@@ -410,7 +416,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         controller.is_leader = elector.is_leader
         elector.start()
     # Reloaded actuation settings apply from the next cycle.
-    controller.on_report.append(lambda _report: setattr(actuator, "config", specs.current()[1].actuation))
+    controller.on_report.append(
+        lambda _report: setattr(actuator, "config", specs.current()[1].actuation)
+    )
     def watch_specs(scheduler: Any) -> None:
         # A debounced change to the resources runs a cycle now (the same job, so never two
         # at once); the periodic schedule goes on from there.
@@ -579,7 +587,8 @@ def run_scheduler(
                           misfire_grace_time=max(1, int(panic.check_seconds)))
 
     def stop(signum: int, _frame: Any) -> None:
-        log.info("received %s: finishing the running cycle, then exiting", signal.Signals(signum).name)
+        log.info("received %s: finishing the running cycle, then exiting",
+                 signal.Signals(signum).name)
         # shutdown(wait=True) from a signal handler would block the thread that runs it
         threading.Thread(target=scheduler.shutdown, kwargs={"wait": True}, daemon=True).start()
 

@@ -96,7 +96,9 @@ class ControllerMetrics:
             "controlloop_specs_valid", "1 when the last (re)load of the specs succeeded", registry=r
         )
         self.spec_reload_errors = Counter(
-            "controlloop_spec_reload_errors_total", "Invalid spec edits (last good kept)", registry=r
+            "controlloop_spec_reload_errors_total",
+            "Invalid spec edits (last good kept)",
+            registry=r,
         )
         self.is_leader = Gauge(
             "controlloop_is_leader", "1 when this replica holds the leader lease", registry=r

@@ -114,7 +114,8 @@ class DecodeParms(Spec):
 
 
 class PrefillParms(Spec):
-    """Prefill time of a request with ``k`` input tokens, batch ``n``: ``gamma + delta*k*n`` (ms)."""
+    """Prefill time of a request with ``k`` input tokens, batch ``n``: \
+``gamma + delta*k*n`` (ms)."""
 
     gamma: PerfMs
     delta: PerfMs
@@ -266,7 +267,8 @@ class OptimizerSpec(Spec):
         10.0, alias="timeLimit"
     )
     mip_gap: Annotated[float, Field(ge=0, lt=1)] = Field(1e-4, alias="mipGap")
-    # Service-time model: "decode-prefill" (docs/model-spec.md section 2) or "iteration" (section 8).
+    # Service-time model: "decode-prefill" (docs/model-spec.md section 2) or "iteration"
+    # (section 8).
     service_model: Literal["decode-prefill", "iteration"] = Field(
         "decode-prefill", alias="serviceModel"
     )

@@ -13,7 +13,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-OUT = Path(__file__).resolve().parents[1] / "manifests/components/monitoring/controlloop-dashboard.json"
+OUT = (
+    Path(__file__).resolve().parents[1]
+    / "manifests/components/monitoring/controlloop-dashboard.json"
+)
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SEL = 'namespace=~"$namespace", server=~"$server"'
 

@@ -32,7 +32,8 @@ class EnvValue(str):
 
 
 def env_value(variable: str, default: Any = None) -> Any:
-    """``$variable`` as an :class:`EnvValue` (checked later by the option's type), or ``default``."""
+    """``$variable`` as an :class:`EnvValue` (checked later by the option's type), or
+    ``default``."""
     raw = os.environ.get(variable)
     if raw is None:
         return default

@@ -64,7 +64,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     )
     print(f"{args.path}: valid")
     print(f"  {len(system.accelerators)} accelerators ({len(types)} types)")
-    print(f"  {len(system.model_names())} models ({len(system.models)} model/accelerator perf entries)")
+    print(
+        f"  {len(system.model_names())} models"
+        f" ({len(system.models)} model/accelerator perf entries)"
+    )
     classes = f"  {len(system.service_classes)} service classes"
     if used_classes and len(used_classes) != len(system.service_classes):
         classes += f" ({len(used_classes)} used by servers: {', '.join(used_classes)})"

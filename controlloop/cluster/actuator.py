@@ -51,7 +51,9 @@ def in_parallel(fn: Callable[[Action], T], actions: list[Action], workers: int) 
 class DeploymentWriter(Protocol):
     def get_deployment(self, ns: str, name: str) -> Obj: ...
 
-    def patch_deployment(self, ns: str, name: str, patch: Obj, *, strategic: bool = True) -> Obj: ...
+    def patch_deployment(
+        self, ns: str, name: str, patch: Obj, *, strategic: bool = True
+    ) -> Obj: ...
 
     def patch_pod(self, ns: str, name: str, patch: Obj) -> Obj: ...
 
@@ -105,7 +107,9 @@ def build_patch(action: Action, deployment: Obj | None, config: ActuationConfig)
                     old_resources = set((res.get("limits") or {}).keys()) | set(
                         (res.get("requests") or {}).keys()
                     )
-        selector: dict[str, str | None] = {k: None for k in old_selector if k not in new.node_selector}
+        selector: dict[str, str | None] = {
+            k: None for k in old_selector if k not in new.node_selector
+        }
         selector.update(new.node_selector)
         gpu: dict[str, str | None] = {
             r: None for r in old_resources & _gpu_resources(action) if r != new.resource
@@ -167,7 +171,8 @@ class DryRunActuator:
             try:  # the daemon's reader answers from the cycle's list (no request)
                 deployment = self.reader(action.namespace, action.deployment)
             except Exception as exc:  # noqa: BLE001 - dry-run never fails a cycle
-                log.warning("DRY-RUN: cannot read %s/%s: %s", action.namespace, action.deployment, exc)
+                log.warning("DRY-RUN: cannot read %s/%s: %s", action.namespace,
+                            action.deployment, exc)
         patch = build_patch(action, deployment, self.config)
         if action.pod_deletion_cost:
             log.info("DRY-RUN: would annotate pods of %s/%s with %s: %s", action.namespace,
@@ -248,8 +253,13 @@ class KubeActuator:
                         deployment = self.kube.get_deployment(action.namespace, action.deployment)
                     if conflicts and _replicas(deployment) != action.from_replicas:
                         return ActionResult(
-                            action, ok=False, sent=False, patch=patch, attempts=attempts,
-                            error=f"replicas changed by someone else to {_replicas(deployment)}; left alone",
+                            action,
+                            ok=False,
+                            sent=False,
+                            patch=patch,
+                            attempts=attempts,
+                            error=f"replicas changed by someone else to {_replicas(deployment)}; "
+                            "left alone",
                             error_kind="changed-externally",
                         )
                 patch = build_patch(action, deployment, self.config)
@@ -257,7 +267,8 @@ class KubeActuator:
                     patch.setdefault("metadata", {})["resourceVersion"] = action.resource_version
                 self.limiter.take()
                 self.kube.patch_deployment(action.namespace, action.deployment, patch)
-                log.info("patched %s: %s", describe(action), action.reason, extra={"server": action.server})
+                log.info("patched %s: %s", describe(action), action.reason,
+                         extra={"server": action.server})
                 self._event(action)
                 return ActionResult(action, ok=True, sent=True, patch=patch, attempts=attempts)
             except NotFound as exc:
@@ -299,7 +310,8 @@ class KubeActuator:
                 action=action.kind,
             )
         except KubeError as exc:
-            log.warning("could not record event for %s/%s: %s", action.namespace, action.deployment, exc)
+            log.warning("could not record event for %s/%s: %s", action.namespace,
+                        action.deployment, exc)
 
 
 # Holds that need someone to look (the rest are the controller being careful on purpose).

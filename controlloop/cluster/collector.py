@@ -43,9 +43,13 @@ Obj = dict[str, Any]
 class ClusterReader(Protocol):
     """The read side of :class:`controlloop.cluster.kube.KubeClient` the collector uses."""
 
-    def list_deployments(self, namespaces: Sequence[str] | None, label_selector: str = "") -> list[Obj]: ...
+    def list_deployments(
+        self, namespaces: Sequence[str] | None, label_selector: str = ""
+    ) -> list[Obj]: ...
 
-    def list_pods(self, ns: str | None, label_selector: str = "", field_selector: str = "") -> list[Obj]: ...
+    def list_pods(
+        self, ns: str | None, label_selector: str = "", field_selector: str = ""
+    ) -> list[Obj]: ...
 
     def list_hpas(self, ns: str | None = None) -> list[Obj]: ...
 
@@ -261,7 +265,9 @@ class KubeCollector:
             return ClusterState(servers=(), errors=(f"listing Deployments: {exc}",), complete=False)
         errors: list[str] = []
         autoscaled = self._autoscaler_targets(namespaces, errors)
-        ordered = sorted(deployments, key=lambda d: (d["metadata"]["namespace"], d["metadata"]["name"]))
+        ordered = sorted(
+            deployments, key=lambda d: (d["metadata"]["namespace"], d["metadata"]["name"])
+        )
         pods_of = self._pods_by_deployment(ordered)
         drafts: list[tuple[dict[str, Any], dict[str, str], LoadRequest | ObservedLoad]] = []
         skipped: list[SkippedDeployment] = []
@@ -269,7 +275,8 @@ class KubeCollector:
             result = self._server(dep, autoscaled, pods_of)
             if isinstance(result, SkippedDeployment):
                 skipped.append(result)
-                log.warning("skipping %s/%s: %s", result.namespace, result.deployment, result.reason)
+                log.warning("skipping %s/%s: %s", result.namespace, result.deployment,
+                            result.reason)
             else:
                 drafts.append(result)
         # One batch for all servers: a Prometheus source reads it in a fixed number of
@@ -299,7 +306,9 @@ class KubeCollector:
         state = self.collect()
         return {ms.key: sig for ms in state.servers if (sig := signal_of(ms)) is not None}
 
-    def _autoscaler_targets(self, namespaces: list[str] | None, errors: list[str]) -> dict[str, str]:
+    def _autoscaler_targets(
+        self, namespaces: list[str] | None, errors: list[str]
+    ) -> dict[str, str]:
         """Deployment key -> the HPA / ScaledObject that scales it."""
         if not self.settings.ownership.respect_autoscalers:
             return {}
@@ -375,7 +384,8 @@ class KubeCollector:
         match = ((spec.get("selector") or {}).get("matchLabels")) or {}
         key = f"{ns}/{name}"
         autoscaler = autoscaled.get(key) or autoscaled.get("*", "")
-        node_selector = dict(((spec.get("template") or {}).get("spec") or {}).get("nodeSelector") or {})
+        pod_spec = (spec.get("template") or {}).get("spec") or {}
+        node_selector = dict(pod_spec.get("nodeSelector") or {})
         base: dict[str, Any] = dict(
             namespace=ns,
             deployment=name,
@@ -427,7 +437,8 @@ class KubeCollector:
         except KubeError as exc:
             errors.append(f"listing nodes: {exc}")
             return None
-        return count_node_capacity(nodes, node_label=cfg.node_label, type_by_label=cfg.type_by_label, resources=cfg.resources)
+        return count_node_capacity(nodes, node_label=cfg.node_label,
+                                   type_by_label=cfg.type_by_label, resources=cfg.resources)
 
 
 def count_node_capacity(

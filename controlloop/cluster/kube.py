@@ -267,7 +267,8 @@ class KubeClient:
 
     def list_pods(self, ns: str | None, label_selector: str = "",
                   field_selector: str = "") -> list[Obj]:
-        """Pods in ``ns`` (None = all namespaces), e.g. ``field_selector="status.phase=Pending"``."""
+        """Pods in ``ns`` (None = all namespaces), e.g.
+        ``field_selector="status.phase=Pending"``."""
         return self._list("pods", "Pod", "v1", None if ns is None else [ns],
                           self._core.list_pod_for_all_namespaces,
                           self._core.list_namespaced_pod,

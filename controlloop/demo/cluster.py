@@ -242,7 +242,9 @@ class EmulatedCluster:
         for spec, ss in zip(system.servers, seeds, strict=True):
             profile = profiles.get(spec.name, LoadProfile(phases=()))
             in_tok = profile.in_tokens if profile.in_tokens is not None else spec.load.avg_in_tokens
-            out_tok = profile.out_tokens if profile.out_tokens is not None else spec.load.avg_out_tokens
+            out_tok = (
+                profile.out_tokens if profile.out_tokens is not None else spec.load.avg_out_tokens
+            )
             self.servers[spec.name] = _Server(
                 spec=spec,
                 deployment=_dns_name(spec.name),
@@ -342,7 +344,9 @@ class EmulatedCluster:
             for r in s.replicas:
                 if r.state == "starting" and r.ready_at <= self._t + 1e-9:
                     r.state = "serving"
-                    r.sim = ReplicaSimulator(self._params(s, r.accelerator, r.batch), start_ms=self._t * 1000.0)
+                    r.sim = ReplicaSimulator(
+                        self._params(s, r.accelerator, r.batch), start_ms=self._t * 1000.0
+                    )
             # maxUnavailable 0: retire an old replica only while more than spec serve.
             surplus = len(s.serving()) - len(s.replicas)
             if s.retiring and surplus > 0:

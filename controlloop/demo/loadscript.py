@@ -156,7 +156,9 @@ def load_scenario(ref: str) -> Scenario:
         return parse_scenario(res.read_text(encoding="utf-8"), where=f"builtin:{ref}")
     if not path.is_file():
         known = ", ".join(builtin_names())
-        raise ConfigError([f"{ref}: no such scenario file or built-in scenario (built-in: {known})"])
+        raise ConfigError(
+            [f"{ref}: no such scenario file or built-in scenario (built-in: {known})"]
+        )
     return parse_scenario(path.read_text(encoding="utf-8"), where=str(path))
 
 
@@ -170,7 +172,9 @@ def parse_scenario(text: str, *, where: str) -> Scenario:
         raise ConfigError([f"{where}: expected a mapping at the top level, got {_show(raw)}"])
 
     def bad(fld: str, msg: str, value: Any = ...) -> None:
-        problems.append(f"{where}: {fld}: {msg}" + ("" if value is ... else f" (got {_show(value)})"))
+        problems.append(
+            f"{where}: {fld}: {msg}" + ("" if value is ... else f" (got {_show(value)})")
+        )
 
     for key in raw:
         if key not in _TOP_KEYS:
@@ -325,7 +329,10 @@ def _truth(raw: Any, bad: Any, num: Any) -> dict[str, dict[str, float]]:
         entry: dict[str, float] = {}
         for name, value in mults.items():
             if name not in TRUTH_PARAMS:
-                bad(f"{fld}.{name}", f"unknown parameter; expected one of {', '.join(TRUTH_PARAMS)}")
+                bad(
+                    f"{fld}.{name}",
+                    f"unknown parameter; expected one of {', '.join(TRUTH_PARAMS)}",
+                )
                 continue
             v = num(f"{fld}.{name}", value, least=0, strict=True)
             if v is not None:
@@ -356,7 +363,10 @@ def _profile(fld: str, raw: Any, bad: Any, num: Any) -> LoadProfile | None:
             continue
         for key in ph:
             if key not in _PHASE_KEYS:
-                bad(f"{where}.{key}", f"unknown field; expected one of {', '.join(sorted(_PHASE_KEYS))}")
+                bad(
+                    f"{where}.{key}",
+                    f"unknown field; expected one of {', '.join(sorted(_PHASE_KEYS))}",
+                )
                 ok = False
         duration = num(f"{where}.duration", ph.get("duration"), least=0, strict=True)
         rate = _rate(f"{where}.rate", ph.get("rate"), bad)

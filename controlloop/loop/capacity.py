@@ -96,7 +96,9 @@ def fit_capacity(
         cls = system.service_class(ms.service_class)
         return cls.priority if cls else 100
 
-    order = sorted(range(len(actions)), key=lambda i: (-priority(actions[i][1]), actions[i][1].name))
+    order = sorted(
+        range(len(actions)), key=lambda i: (-priority(actions[i][1]), actions[i][1].name)
+    )
     for i in order:  # lowest priority first
         row, ms, action = actions[i]
         if action.move_phase != "start" or action.placement is None:

@@ -348,7 +348,9 @@ class Controller:
             for row, ms in active:
                 decision = solution.decisions.get(row.server)
                 if decision is None:
-                    row.verdict, row.held_reason, row.reason = "held", "not-optimized", "no decision"
+                    row.verdict, row.held_reason, row.reason = (
+                        "held", "not-optimized", "no decision"
+                    )
                     continue
                 finishing = moves.get(ms.key)
                 action = decide(ctx, row, ms, decision,
@@ -602,7 +604,9 @@ class Controller:
                     self.stabilizer.record_move(ms.key, now)
                     self.stabilizer.reset(ms.key)
                 else:
-                    self.stabilizer.record_scale(ms.key, now, action.replicas - action.from_replicas)
+                    self.stabilizer.record_scale(
+                        ms.key, now, action.replicas - action.from_replicas
+                    )
                 # time this ask until that many pods are Ready (the learned start-up)
                 if action.placement is None and action.replicas > action.from_replicas:
                     self.foresight.startup.scaled_up(ms.key, now, action.replicas)

@@ -96,7 +96,11 @@ def bridge_replicas(
     for the load (e.g. it no longer meets the SLO): then every current replica
     counts, since the running ones are all the capacity there is.
     """
-    m_current = current_replicas if needed_on_current is None else min(current_replicas, needed_on_current)
+    m_current = (
+        current_replicas
+        if needed_on_current is None
+        else min(current_replicas, needed_on_current)
+    )
     return max(target_replicas, m_current)
 
 

@@ -35,7 +35,8 @@ DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 class PrometheusConfig(Spec):
     """Where the load comes from. Query templates override the vLLM defaults by name
     (arrival_rpm, avg_in_tokens, avg_out_tokens, ttft_ms, itl_ms, running, waiting,
-    freshness, running_by_pod, kv_cache_usage); placeholders ``$namespace``, ``$pods``, ``$window``, ``$model``.
+    freshness, running_by_pod, kv_cache_usage); placeholders ``$namespace``, ``$pods``,
+    ``$window``, ``$model``.
     ``groupedQueries`` override the templates that read all pods in one query per
     quantity (requests, prompt_tokens, generation_tokens, ttft_sum, ttft_count, itl_sum,
     itl_count, running, waiting, freshness; placeholders ``$namespaces``, ``$window``;
@@ -284,7 +285,9 @@ def load_controller_settings(directory: Path) -> ControllerSettings:
     return spec.controller
 
 
-def effective_behavior(settings: ControllerSettings, override: BehaviorOverride | None) -> BehaviorSpec:
+def effective_behavior(
+    settings: ControllerSettings, override: BehaviorOverride | None
+) -> BehaviorSpec:
     if override is None:
         return settings.behavior
     # attributes, not model_dump(): nested models (panic) stay models

@@ -208,4 +208,7 @@ def describe(action: Action) -> str:
         if action.placement is not None
         else ""
     )
-    return f"{action.namespace}/{action.deployment} replicas {action.from_replicas}→{action.replicas}{moved}"
+    return (
+        f"{action.namespace}/{action.deployment} replicas"
+        f" {action.from_replicas}→{action.replicas}{moved}"
+    )

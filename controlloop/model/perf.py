@@ -112,7 +112,8 @@ class _ArrayFields:
 
 @dataclass(frozen=True)
 class DecodePrefillPerf(_ArrayFields):
-    """docs/model-spec.md section 2: decode ``alpha + beta*n`` per token, prefill ``gamma + delta*I*n``.
+    """docs/model-spec.md section 2: decode ``alpha + beta*n`` per token, prefill
+    ``gamma + delta*I*n``.
 
     ``T(n) = prefill(n) + (K-1)*decode(n)``, so ``a = gamma + (K-1)*alpha``
     and ``b = delta*I + (K-1)*beta`` (prefill is zero, ``gamma`` included,

@@ -77,7 +77,9 @@ def optimize(
         solution = verify_by_simulation(system, cset, options, solution, budget_s=verify_budget)
         timings["verify"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - t0
-    solution.timings = {**timings, **{k: v for k, v in solution.timings.items() if k not in timings}}
+    solution.timings = {
+        **timings, **{k: v for k, v in solution.timings.items() if k not in timings}
+    }
     return solution
 
 

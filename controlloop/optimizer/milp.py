@@ -221,7 +221,9 @@ class _Stages:
                 bound = None
                 if self.lp_point is not None:
                     lp_cost = float(m.cost @ self.lp_point)
-                    bound = float(objective @ self.lp_point) - eps * max(0.0, m.cost_scale - lp_cost)
+                    bound = float(objective @ self.lp_point) - eps * max(
+                        0.0, m.cost_scale - lp_cost
+                    )
                 if dived is not None and self._meets_levels(dived) and \
                         m.level_value(dived, members) > start_value + 1e-9:
                     base = dived
@@ -247,7 +249,9 @@ class _Stages:
                 tied = tied and m.level_value(self.greedy, members) >= len(members) - 1e-6
                 continue
             lb = achieved - LEVEL_TOLERANCE * max(1.0, achieved)
-            h.addRow(lb, np.inf, len(members), m.i_f[members].astype(np.int32), np.ones(len(members)))
+            h.addRow(
+                lb, np.inf, len(members), m.i_f[members].astype(np.int32), np.ones(len(members))
+            )
             self.fixed.append((members, lb))
             # min-cost may give up mip_gap of this level (it is only known to that), but
             # not fall below greedy's plan while the plans are tied on the levels above
@@ -312,7 +316,9 @@ class _Stages:
         m = self.m
         x = point[: m.n_c].copy()
         f = point[m.i_f]
-        cost = np.bincount(m.owner, weights=m.cost[: m.n_c] * x + m.cost[m.iy] * (x > 0), minlength=m.n_s)
+        cost = np.bincount(
+            m.owner, weights=m.cost[: m.n_c] * x + m.cost[m.iy] * (x > 0), minlength=m.n_s
+        )
         partial = [s for s in members if 0 < f[s] < 1 - 1e-9 and cost[s] > 0]
         partial.sort(key=lambda s: (f[s] / cost[s], s))
         slack = m.level_value(point, members) - lower - 1e-7
@@ -487,7 +493,8 @@ class _Stages:
             lp_value = "-" if self.lp_point is None else f"{abs(float(shown @ self.lp_point)):.8g}"
             found = "no plan" if point is None else f"plan {abs(float(shown @ point)):.8g}"
             self._stage(
-                f"{label} dive: LP {lp_value}, {rounds} rounds, {found} ({time.perf_counter() - t0:.2f}s)"
+                f"{label} dive: LP {lp_value}, {rounds} rounds, {found}"
+                f" ({time.perf_counter() - t0:.2f}s)"
             )
         return point
 
@@ -544,7 +551,11 @@ class _Stages:
             highspy.HighsModelStatus.kInfeasible: "infeasible",
             highspy.HighsModelStatus.kTimeLimit: "time share reached",
         }.get(status, f"failed ({h.modelStatusToString(status)})")
-        detail = f" gap {gap:.2%}" if gap is not None and status != highspy.HighsModelStatus.kOptimal else ""
+        detail = (
+            f" gap {gap:.2%}"
+            if gap is not None and status != highspy.HighsModelStatus.kOptimal
+            else ""
+        )
         self._stage(f"{name}: {word}{detail} ({time.perf_counter() - t:.2f}s)")
         if status == highspy.HighsModelStatus.kInfeasible or not has_solution:
             return None

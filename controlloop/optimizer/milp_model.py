@@ -76,7 +76,10 @@ class MilpModel:
         self.cands, self.owner = cands, np.asarray(owner, np.int64)
         n_c, n_s = len(cands), len(active)
         self.n_c, self.n_s = n_c, n_s
-        self.index = {(active[o].name, c.accelerator): k for k, (c, o) in enumerate(zip(cands, owner, strict=True))}
+        self.index = {
+            (active[o].name, c.accelerator): k
+            for k, (c, o) in enumerate(zip(cands, owner, strict=True))
+        }
         if n_c == 0:
             return
         self.upper = np.array([max_replicas(c, capacity, split) for c in cands], np.float64)
@@ -117,7 +120,10 @@ class MilpModel:
             t_index = {t: k for k, t in enumerate(self.types)}
             self.t_rows = np.array([t_index[c.acc_type] for c in cands])
             self.caps = np.array([capacity.get(t, 0) for t in self.types], np.float64)
-            add(self.t_rows, ix, self.units, len(self.types), np.full(len(self.types), -np.inf), self.caps)
+            add(
+                self.t_rows, ix, self.units, len(self.types),
+                np.full(len(self.types), -np.inf), self.caps,
+            )
         # served fraction: f_s - sum w_c x_c <= 0
         add(np.concatenate([np.arange(n_s), self.owner]), np.concatenate([self.i_f, ix]),
             np.concatenate([np.ones(n_s), -self.weight]), n_s, np.full(n_s, -np.inf), np.zeros(n_s))
@@ -219,7 +225,9 @@ class MilpModel:
         x = point[: self.n_c].copy()
         free = None
         if self.capacity is not None:
-            free = self.caps - np.bincount(self.t_rows, weights=self.units * x, minlength=len(self.types))
+            free = self.caps - np.bincount(
+                self.t_rows, weights=self.units * x, minlength=len(self.types)
+            )
         wanted = np.isin(self.owner, servers) & (plan_point[: self.n_c] > 0)
         placed = np.bincount(self.owner, weights=x, minlength=self.n_s) > 0
         for k in np.flatnonzero(wanted):
@@ -248,7 +256,9 @@ class MilpModel:
             free = np.full(1, np.inf)
             t_rows = np.zeros(self.n_c, np.int64)
         else:
-            free = self.caps - np.bincount(self.t_rows, weights=self.units * x, minlength=len(self.types))
+            free = self.caps - np.bincount(
+                self.t_rows, weights=self.units * x, minlength=len(self.types)
+            )
             t_rows = self.t_rows
         placed = np.bincount(self.owner, weights=x, minlength=self.n_s) > 0
         todo = [s for s in servers if not placed[s]]
@@ -261,9 +271,13 @@ class MilpModel:
 
         def share(k: np.ndarray) -> np.ndarray:
             f = free[t_rows[k]]
-            return np.where(full_ok[k] & (cards[k] <= f + 1e-9), cards[k] / np.maximum(f, 1e-9), np.inf)
+            return np.where(
+                full_ok[k] & (cards[k] <= f + 1e-9), cards[k] / np.maximum(f, 1e-9), np.inf
+            )
 
-        order = sorted(todo, key=lambda s: (float(share(np.arange(int(first[s]), int(last[s]))).min()), s))
+        order = sorted(
+            todo, key=lambda s: (float(share(np.arange(int(first[s]), int(last[s]))).min()), s)
+        )
         left = []
         for s in order:
             ks = np.arange(int(first[s]), int(last[s]))

@@ -194,7 +194,9 @@ def build_solution(
             cards[acc_type] += n * cand.units_per_replica
             costs[acc_type] += cand.cost_per_replica * n
     for t in types:
-        usage[t] = TypeUsage(t, cards[t], None if options.unlimited else capacity.get(t, 0), costs[t])
+        usage[t] = TypeUsage(
+            t, cards[t], None if options.unlimited else capacity.get(t, 0), costs[t]
+        )
     total = sum(d.cost for d in decisions.values())
     if status is None:
         short = any(

@@ -60,7 +60,9 @@ async def _body(request: Request) -> bytes:
     limit = ctx.limits.max_body_bytes if ctx is not None else DEFAULT_MAX_BODY_BYTES
     announced = request.headers.get("content-length", "")
     if announced.isdigit() and int(announced) > limit:
-        raise ApiError(413, f"request body of {int(announced)} bytes is over the {limit}-byte limit")
+        raise ApiError(
+            413, f"request body of {int(announced)} bytes is over the {limit}-byte limit"
+        )
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)

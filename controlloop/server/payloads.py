@@ -79,7 +79,8 @@ def parse_optimizer_options(raw: Any, base: OptimizerSpec) -> OptimizerSpec:
     if not isinstance(raw, Mapping):
         raise invalid(
             [
-                f"body: (top level): expected a mapping of optimizer options, got {type(raw).__name__}"
+                "body: (top level): expected a mapping of optimizer options,"
+                f" got {type(raw).__name__}"
             ]
         )
     if _find_key(raw, "optimizer") is not None:

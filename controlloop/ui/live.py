@@ -40,7 +40,9 @@ class LiveDashboard:
             self.server = make_ui_server(host, port, UiApp(self.store))
         except OSError as exc:
             # a port taken is the environment, not the user's input: exit 1 (as run --listen)
-            raise StartupError(f"--serve {host}:{port}: cannot listen: {exc.strerror or exc}") from None
+            raise StartupError(
+                f"--serve {host}:{port}: cannot listen: {exc.strerror or exc}"
+            ) from None
         self._thread = threading.Thread(
             target=self.server.serve_forever, name="ui-http", daemon=True
         )

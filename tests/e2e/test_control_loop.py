@@ -59,7 +59,9 @@ def test_fallback_labels_give_the_load(fake_kube: Any, kube_client: Any) -> None
 
 
 def test_missing_model_label_is_skipped_and_reported(fake_kube: Any, kube_client: Any) -> None:
-    fake_kube.add_deployment("llm", "nomodel", labels={"inferno.server.managed": "true", "app": "x"})
+    fake_kube.add_deployment(
+        "llm", "nomodel", labels={"inferno.server.managed": "true", "app": "x"}
+    )
     add_server(fake_kube, "llm", "granite", model="granite_13b", cls="Premium", replicas=1)
     report = make_controller(kube_client, FakeLoadSource({"granite": reading(60)})).run_cycle()
     assert report.skipped == [
@@ -73,7 +75,9 @@ def test_dry_run_changes_nothing(fake_kube: Any, kube_client: Any, caplog: Any) 
     add_server(fake_kube, "llm", "granite", model="granite_13b", cls="Premium", replicas=1)
     before = json.dumps(fake_kube.get("Deployment", "llm", "granite"), sort_keys=True)
     caplog.set_level("INFO")
-    report = make_controller(kube_client, FakeLoadSource({"granite": reading(600)}), dry_run=True).run_cycle()
+    report = make_controller(
+        kube_client, FakeLoadSource({"granite": reading(600)}), dry_run=True
+    ).run_cycle()
     after = json.dumps(fake_kube.get("Deployment", "llm", "granite"), sort_keys=True)
     assert before == after
     assert fake_kube.requests_for("PATCH", "") == []

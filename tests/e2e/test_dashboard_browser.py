@@ -166,7 +166,8 @@ const chart = window.controlloopDashboard.charts[arguments[0]];
 const b = chart.bbox, img = chart.ctx.getImageData(b.left, b.top, b.width, b.height).data;
 let n = 0;
 for (let i = 0; i < img.length; i += 4) {
-  const hi = Math.max(img[i], img[i + 1], img[i + 2]), lo = Math.min(img[i], img[i + 1], img[i + 2]);
+  const hi = Math.max(img[i], img[i + 1], img[i + 2]);
+  const lo = Math.min(img[i], img[i + 1], img[i + 2]);
   if (img[i + 3] > 0 && hi - lo > 80) n++;
 }
 return {pixels: n, points: chart.data[0].length, series: chart.series.length - 1};
@@ -189,6 +190,8 @@ def test_dashboard_live_then_after_the_run(demo: DemoServer, browser: Any) -> No
 
     # the truth: the demo's own cycle log
     log = [json.loads(line) for line in (demo.out / "cycles.jsonl").read_text().splitlines()]
+    # the dashboard plots the regular cycles; fast-path (surge) cycles are in the log only
+    log = [c for c in log if c.get("trigger", "regular") == "regular"]
     assert len(log) == CYCLES
     last = {s["server"]: s for s in log[-1]["servers"]}
     rows = browser.find_elements(By.CSS_SELECTOR, "#servers tbody tr")
@@ -312,7 +315,9 @@ def test_errors_held_servers_and_unknowns_in_the_daemon_clock(browser: Any) -> N
         tuned = browser.find_elements(By.CSS_SELECTOR, '#tuning tr[data-pair="granite_13b/A100"]')
         assert [r.find_elements(By.TAG_NAME, "td")[1].text for r in tuned] == ["alpha", "beta"]
         alpha = [td.text for td in tuned[0].find_elements(By.TAG_NAME, "td")]
-        assert alpha == ["granite_13b/A100", "alpha", "15.0000", "1.250", "0.100", "50 (1 rejected)"]
+        assert alpha == [
+            "granite_13b/A100", "alpha", "15.0000", "1.250", "0.100", "50 (1 rejected)"
+        ]
         assert [td.text for td in tuned[1].find_elements(By.TAG_NAME, "td")][4] == "–"  # NaN
         drawn = browser.execute_script(SERIES_PIXELS, "chart-tuning")
         assert drawn["points"] == 6 and drawn["series"] == 2 and drawn["pixels"] > 100

@@ -170,7 +170,9 @@ class ClusterEmulator:
             elif new is not None and not [rs for rs in olds if rs.replicas > 0]:
                 new.replicas = replicas
             elif active:  # proportional scaling: not needed by these tests
-                raise AssertionError(f"{name}: replicas changed mid-rollout ({st.seen_replicas}→{replicas})")
+                raise AssertionError(
+                    f"{name}: replicas changed mid-rollout ({st.seen_replicas}→{replicas})"
+                )
             st.seen_replicas = replicas
         if new is None:
             new = ReplicaSet(key, *self.placement(dep), labels=_pod_labels(dep))

@@ -93,7 +93,9 @@ def test_list_pods_by_labels_and_phase(fake_kube: FakeKubeServer,
     fake_kube.add_pod("llm", "web-1", {"app": "web"})
 
     assert len(kube_client.list_pods("llm", "app=granite")) == 2
-    pending = kube_client.list_pods("llm", "app in (granite)", field_selector="status.phase=Pending")
+    pending = kube_client.list_pods(
+        "llm", "app in (granite)", field_selector="status.phase=Pending"
+    )
     assert [p["metadata"]["name"] for p in pending] == ["granite-2"]
     cond = {c["type"]: c for c in pending[0]["status"]["conditions"]}
     assert cond["PodScheduled"]["status"] == "False"

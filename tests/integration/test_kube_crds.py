@@ -276,7 +276,9 @@ def test_table_has_the_printer_columns(api: k8s.ApiClient, fake_kube: FakeKubeSe
 
 def kubectl(fake: FakeKubeServer, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("kubectl")
-    assert exe, "kubectl missing: scripts/install-system-deps.sh installs Debian's kubernetes-client"
+    assert exe, (
+        "kubectl missing: scripts/install-system-deps.sh installs Debian's kubernetes-client"
+    )
     return subprocess.run(
         [exe, f"--kubeconfig={fake.kubeconfig}", f"--cache-dir={tmp / 'cache'}", *args],
         capture_output=True, text=True, timeout=60, check=False)

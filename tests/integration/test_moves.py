@@ -125,7 +125,9 @@ class Harness:
         self.reports: list[CycleReport] = []
 
     def new_controller(self, kube: KubeClient) -> Controller:
-        source = PrometheusLoadSource(PrometheusSettings(url=self.prom.url, timeout_s=2.0, retries=0))
+        source = PrometheusLoadSource(
+            PrometheusSettings(url=self.prom.url, timeout_s=2.0, retries=0)
+        )
         return Controller(
             specs=StaticSpecs(self.system, self.settings),
             collector=KubeCollector(kube, source, self.settings),
@@ -146,7 +148,9 @@ class Harness:
             self.now += TICK_S
             self.cluster.step(self.now)
             if check and self.steering.rate:
-                self.min_margin = min(self.min_margin, self.capacity_rps() - self.steering.demand_rps)
+                self.min_margin = min(
+                    self.min_margin, self.capacity_rps() - self.steering.demand_rps
+                )
                 assert self.min_margin >= -1e-9 or not self.strict, self.explain()
             if round(self.now) % round(CYCLE_S) == 0:
                 self.reports.append(self.controller.run_cycle())

@@ -125,8 +125,9 @@ def test_over_time_is_503_and_others_are_answered_meanwhile(serve: Any) -> None:
     r = client.post("/optimizeOne", json=heavy())
     assert r.status_code == 503 and "0.3s request time limit" in r.json()["error"]
     # the abandoned run still holds the one slot until its thread ends: the next heavy
-    # request waits for it, then is either served late (503) or busy (503)
-    assert client.post("/optimizeOne", json=heavy()).status_code == 503
+    # request waits for it, then is either served late (503) or busy (503). Another batch
+    # size, so that it cannot be answered from the sizing the first one cached.
+    assert client.post("/optimizeOne", json=heavy(batch=4095)).status_code == 503
     assert client.get("/healthz").status_code == 200
 
 

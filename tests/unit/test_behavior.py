@@ -236,7 +236,7 @@ def test_result_stays_within_bounds_and_between_current_and_target(
         assert inside or clamped
 
 
-# --- annotations -----------------------------------------------------------------------------------
+# --- annotations ----------------------------------------------------------------------------------
 
 
 def server(annotations: dict[str, str], name: str = "granite") -> ManagedServer:

@@ -139,7 +139,10 @@ def test_run_missing_kubeconfig_says_so(capsys: Capsys, tmp_path: Path) -> None:
     code, _, err = run(capsys, "run", "--config", str(CONFIG), "--kubeconfig", str(missing),
                        "--once")
     assert code == 2
-    assert f"kubeconfig {missing} (from --kubeconfig or CONTROLLOOP_KUBECONFIG) does not exist" in err
+    assert (
+        f"kubeconfig {missing} (from --kubeconfig or CONTROLLOOP_KUBECONFIG) does not exist"
+        in err
+    )
     assert "--in-cluster" in err and "Invalid kube-config" not in err
 
 
@@ -340,7 +343,10 @@ def test_validate_rejects_two_controller_files(
     shutil.copytree(ROOT / "config", cfg)
     shutil.copy(cfg / "controller.yaml", cfg / "controller.yml")
     assert main(["validate", str(cfg)]) == 2
-    assert "both controller.yaml and controller.yml define the controller settings" in capsys.readouterr().err
+    assert (
+        "both controller.yaml and controller.yml define the controller settings"
+        in capsys.readouterr().err
+    )
 
 
 def test_an_environment_failure_exits_1_and_bad_input_exits_2(

@@ -150,7 +150,10 @@ def test_perf_for_unknown_accelerator(tmp_path: Path, capsys: pytest.CaptureFixt
     edit_json(d / "model-data.json", lambda doc: doc["models"][0].update(acc="A1000"))
     code, _, err = run_validate(d, capsys)
     assert code == 2
-    assert "model-data.json: models[0].acc: unknown accelerator 'A1000' (did you mean 'A100'?)" in err
+    assert (
+        "model-data.json: models[0].acc: unknown accelerator 'A1000' (did you mean 'A100'?)"
+        in err
+    )
 
 
 def test_duplicate_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

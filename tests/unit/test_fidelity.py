@@ -65,4 +65,6 @@ def test_cli_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert cmd_fidelity(args) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["fullyServed"] == len(doc["servers"]) > 0
-    assert {"ttft_pred", "ttft_sim", "ttft_p95_sim", "itl_pred", "itl_sim"} <= set(doc["servers"][0])
+    assert {"ttft_pred", "ttft_sim", "ttft_p95_sim", "itl_pred", "itl_sim"} <= set(
+        doc["servers"][0]
+    )

@@ -136,7 +136,8 @@ def mutated_docs(draw: st.DrawFn) -> dict[str, Any]:
             elif kind == "delete":
                 del parent[last]
             elif isinstance(parent[last], dict):
-                parent[last][draw(st.sampled_from(["bogus", "x" * 1000, "maxbatch"]))] = draw(VALUES)
+                value = draw(VALUES)  # drawn before the key, as in ``d[draw(k)] = draw(v)``
+                parent[last][draw(st.sampled_from(["bogus", "x" * 1000, "maxbatch"]))] = value
         except (KeyError, IndexError, TypeError):
             pass  # an earlier mutation removed or retyped the parent
     return doc

@@ -136,7 +136,9 @@ def _fleet_stages(n: int):  # type: ignore[no-untyped-def]
     greedy = solve_greedy({s.name: fits[s.name] for s in active},
                           {s.name: s.priority for s in active}, capacity,
                           policy=SaturationPolicy.ROUND_ROBIN, delayed_best_effort=False)
-    start = model.start_vector({k: [(a.candidate, a.replicas)] for k, a in greedy.assigned.items()}, {})
+    start = model.start_vector(
+        {k: [(a.candidate, a.replicas)] for k, a in greedy.assigned.items()}, {}
+    )
     stages = _Stages(model, start, start, 1e18, 1e-4, 0.0)
     for level in (1, 2):
         members = np.flatnonzero(model.priority == level)
@@ -149,7 +151,8 @@ def _fleet_stages(n: int):  # type: ignore[no-untyped-def]
 def _assert_feasible(model: MilpModel, stages, point: np.ndarray) -> None:  # type: ignore[no-untyped-def]
     x = point[: model.n_c]
     assert np.all(x == np.rint(x)) and np.all(x >= 0) and np.all(x <= model.upper)
-    assert np.all(np.bincount(model.owner, weights=(x > 0), minlength=model.n_s) <= 1)  # one accelerator
+    # one accelerator
+    assert np.all(np.bincount(model.owner, weights=(x > 0), minlength=model.n_s) <= 1)
     used = np.bincount(model.t_rows, weights=model.units * x, minlength=len(model.types))
     assert np.all(used <= model.caps)
     assert stages._meets_levels(point)

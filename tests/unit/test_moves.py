@@ -120,7 +120,10 @@ def test_record_round_trips_through_the_annotation() -> None:
     ("[1]", "not a JSON object"),
     (json.dumps({"from_accelerator": "A"}), "missing field"),
     (json.dumps({**json.loads(_record().to_annotation()), "bridge_replicas": "many"}), "bad field"),
-    (json.dumps({**json.loads(_record().to_annotation()), "original_strategy": 3}), "not an object"),
+    (
+        json.dumps({**json.loads(_record().to_annotation()), "original_strategy": 3}),
+        "not an object",
+    ),
 ])
 def test_record_errors_say_what_is_wrong(text: str, why: str) -> None:
     with pytest.raises(ValueError, match=why):

@@ -110,7 +110,9 @@ def test_a_panicking_server_never_scales_down_within_the_window() -> None:
     assert row.desired_replicas == up and "no scale-down" in row.reason
     cluster.advance(120)  # past the panic window: the scale-down goes ahead
     (row,) = ctl.run_cycle().servers
-    assert not row.panic, row.panic and row.desired_replicas is not None and row.desired_replicas < up
+    assert not row.panic, (
+        row.panic and row.desired_replicas is not None and row.desired_replicas < up
+    )
 
 
 def test_disabled_fast_path_never_checks() -> None:

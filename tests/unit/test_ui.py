@@ -180,7 +180,9 @@ def test_gzip_when_accepted() -> None:
         assert gzip.decompress(packed.body) == plain.body
         assert len(packed.body) < len(plain.body) / 3
     for header in ("", "br", "gzip;q=0", "identity"):
-        assert "Content-Encoding" not in app.handle("/ui/api/cycles", accept_encoding=header).headers
+        assert "Content-Encoding" not in (
+            app.handle("/ui/api/cycles", accept_encoding=header).headers
+        )
     small = app.handle("/ui/api/cycles?since=999", accept_encoding="gzip")  # not worth it
     assert "Content-Encoding" not in small.headers
 
