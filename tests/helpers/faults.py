@@ -20,7 +20,7 @@ from controlloop.loop.settings import ControllerSettings
 from controlloop.metrics import ControllerMetrics
 from controlloop.specs import SystemSpec
 from tests.fakekube import FakeKubeServer
-from tests.helpers.cluster import CONFIG
+from tests.helpers.cluster import CONFIG, add_server
 
 
 class FakeProm:
@@ -160,3 +160,20 @@ class Loop:
 
     def metric(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def granite(fake: FakeKubeServer, replicas: int = 1) -> None:
+    add_server(fake, "llm", "granite", model="granite_13b", cls="Premium", replicas=replicas)
+
+
+def patches(fake: FakeKubeServer) -> list[Any]:
+    return fake.requests_for("PATCH", "/deployments/")
+
+
+def assert_recovers(loop: Loop, fake: FakeKubeServer) -> None:
+    fake.clear_faults()
+    fake.clear_requests()
+    report = loop.cycle()
+    (row,) = [s for s in report.servers if s.deployment == "granite"]
+    assert row.verdict in ("scaled", "moved"), (row.verdict, row.reason, report.errors)
+    assert len(patches(fake)) == 1

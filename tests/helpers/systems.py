@@ -43,3 +43,16 @@ def plain_chain(a: float, b: float, n: int, lam: float) -> dict[str, float]:
     big_b = sum(min(j, n) * x for j, x in enumerate(p))
     x = lam * (1 - p[-1])
     return {"L": big_l, "B": big_b, "X": x, "S": big_b / x, "W": big_l / x - big_b / x}
+
+
+def one_scaling_server(name: str, accelerator: str) -> SystemSpec:
+    """The repository config with one server, that can only scale: only ``accelerator``
+    keeps a nodeSelector, so the controller never moves it."""
+    system = load_system(LARGE.parents[2] / "config")
+    return system.model_copy(update={
+        "servers": [s for s in system.servers if s.name == name],
+        "accelerators": [
+            a if a.name == accelerator else a.model_copy(update={"node_selector": None})
+            for a in system.accelerators
+        ],
+    })

@@ -12,7 +12,6 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from controlloop.loop.settings import ControllerSettings
 from controlloop.metrics import ControllerMetrics
 from tests.fakekube import FakeKubeServer
 from tests.helpers.cluster import CONFIG, add_server
-from tests.helpers.faults import FakeProm, Loop
+from tests.helpers.faults import FakeProm, Loop, assert_recovers, granite, patches
 
 pytestmark = pytest.mark.integration
 
@@ -36,11 +35,6 @@ pytestmark = pytest.mark.integration
 
 
 
-@pytest.fixture
-def prom(fake_kube: FakeKubeServer) -> Iterator[FakeProm]:
-    p = FakeProm(fake_kube)
-    yield p
-    p.stop()
 
 
 # --- the loop under test ------------------------------------------------------------------------
@@ -48,28 +42,8 @@ def prom(fake_kube: FakeKubeServer) -> Iterator[FakeProm]:
 
 
 
-@pytest.fixture
-def kube(fake_kube: FakeKubeServer) -> Iterator[KubeClient]:
-    client = KubeClient.from_kubeconfig(fake_kube.kubeconfig, timeout_s=0.5)
-    yield client
-    client.close()
 
 
-def granite(fake: FakeKubeServer, replicas: int = 1) -> None:
-    add_server(fake, "llm", "granite", model="granite_13b", cls="Premium", replicas=replicas)
-
-
-def patches(fake: FakeKubeServer) -> list[Any]:
-    return fake.requests_for("PATCH", "/deployments/")
-
-
-def assert_recovers(loop: Loop, fake: FakeKubeServer) -> None:
-    fake.clear_faults()
-    fake.clear_requests()
-    report = loop.cycle()
-    (row,) = [s for s in report.servers if s.deployment == "granite"]
-    assert row.verdict in ("scaled", "moved"), (row.verdict, row.reason, report.errors)
-    assert len(patches(fake)) == 1
 
 
 # --- Prometheus ---------------------------------------------------------------------------------

@@ -38,11 +38,6 @@ SYSTEM = without_tuning(load_system(CONFIG))  # FakeProm latencies: nothing to l
 TICK_S, CYCLE_S = 10.0, 60.0
 
 
-@pytest.fixture
-def prom(fake_kube: FakeKubeServer) -> Iterator[FakeProm]:
-    p = FakeProm(fake_kube)
-    yield p
-    p.stop()
 
 
 @pytest.fixture

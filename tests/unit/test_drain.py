@@ -11,14 +11,13 @@ from functools import cache
 
 import numpy as np
 
-from controlloop.config import load_system
 from controlloop.demo.cluster import EmulatedCluster, Termination
-from controlloop.demo.command import REPO_CONFIG
 from controlloop.loop.controller import Controller, StaticSpecs
 from controlloop.loop.drain import deletion_costs, removed_first
 from controlloop.loop.settings import DELETION_COST, ControllerSettings
 from controlloop.loop.state import ManagedServer
 from controlloop.specs import SystemSpec
+from tests.helpers.systems import one_scaling_server
 
 SERVER = "Premium-llama_7b"
 ACC = "MI300X"
@@ -40,13 +39,7 @@ def test_costs_are_running_requests_and_unknown_pods_count_as_busiest() -> None:
 
 @cache
 def _system() -> SystemSpec:
-    system = load_system(REPO_CONFIG)
-    return system.model_copy(update={
-        "servers": [s for s in system.servers if s.name == SERVER],
-        # only MI300X has a nodeSelector: the controller scales, never moves
-        "accelerators": [a if a.name == ACC else a.model_copy(update={"node_selector": None})
-                         for a in system.accelerators],
-    })
+    return one_scaling_server(SERVER, ACC)  # only ACC has a nodeSelector: never moves
 
 
 def _run(*, deletion_cost: bool) -> tuple[list[str], list[str], dict[str, int], int, str]:

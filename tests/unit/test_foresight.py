@@ -7,13 +7,12 @@ from functools import cache
 import numpy as np
 import pytest
 
-from controlloop.config import load_system
 from controlloop.demo.cluster import EmulatedCluster
-from controlloop.demo.command import REPO_CONFIG
 from controlloop.loop.controller import Controller, StaticSpecs
 from controlloop.loop.forecast import Foresight, KalmanForecaster, StartupTracker, TrendForecaster
 from controlloop.loop.settings import ControllerSettings, ForecastConfig
 from controlloop.specs import SystemSpec
+from tests.helpers.systems import one_scaling_server
 
 SERVER = "Premium-llama_7b"
 ACC = "MI300X"
@@ -21,13 +20,7 @@ ACC = "MI300X"
 
 @cache
 def _system() -> SystemSpec:
-    """One server that can only scale (only MI300X has a nodeSelector)."""
-    system = load_system(REPO_CONFIG)
-    return system.model_copy(update={
-        "servers": [s for s in system.servers if s.name == SERVER],
-        "accelerators": [a if a.name == ACC else a.model_copy(update={"node_selector": None})
-                         for a in system.accelerators],
-    })
+    return one_scaling_server(SERVER, ACC)  # only ACC has a nodeSelector: never moves
 
 
 def _feed(fc: KalmanForecaster | TrendForecaster, times: np.ndarray, rates: np.ndarray) -> None:

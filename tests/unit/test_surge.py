@@ -6,13 +6,12 @@ from functools import cache
 
 import pytest
 
-from controlloop.config import load_system
 from controlloop.demo.cluster import EmulatedCluster
-from controlloop.demo.command import REPO_CONFIG
 from controlloop.loop.controller import Controller, StaticSpecs
 from controlloop.loop.settings import ControllerSettings, PanicConfig
 from controlloop.loop.surge import PanicState, SurgeSignal, panic_condition
 from controlloop.specs import SystemSpec
+from tests.helpers.systems import one_scaling_server
 
 SERVER = "Premium-llama_7b"
 ACC = "MI300X"
@@ -52,12 +51,7 @@ def test_panic_window_extends_from_the_last_condition() -> None:
 
 @cache
 def _system() -> SystemSpec:
-    system = load_system(REPO_CONFIG)
-    return system.model_copy(update={
-        "servers": [s for s in system.servers if s.name == SERVER],
-        "accelerators": [a if a.name == ACC else a.model_copy(update={"node_selector": None})
-                         for a in system.accelerators],
-    })
+    return one_scaling_server(SERVER, ACC)  # only ACC has a nodeSelector: never moves
 
 
 def _setup(rate: dict[str, float], panic: dict[str, object]) -> tuple[EmulatedCluster, Controller]:
