@@ -354,7 +354,7 @@ def dump_yaml(docs: Iterable[Obj]) -> str:
 
 
 HEADER = ("# Generated from the spec models by `python -m controlloop.crds manifests/crds` "
-          "(controlloop/crds.py); do not edit.\n")
+          "(controlloop/crds/); do not edit.\n")
 
 
 def write_definitions(directory: Any) -> list[Any]:
