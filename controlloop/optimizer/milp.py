@@ -115,7 +115,7 @@ def solve_milp(
         if name not in by_name:
             continue
         kept = [c for c in cs if max_replicas(c, capacity, split) > 0]
-        fits[name], dropped = prune_dominated(kept, by_name[name])
+        fits[name], dropped = prune_dominated(kept, by_name[name], capacity, split)
         substitute.update({(name, c.accelerator): a for c, a in dropped.items()})
     active = [s for s in servers if fits.get(s.name)]
     model = MilpModel(active, fits, capacity, split, heterogeneous, allow_partial)

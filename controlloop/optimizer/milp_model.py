@@ -44,6 +44,9 @@ class MilpResult:
 
 Plan = Mapping[str, Sequence[tuple[Candidate, int]]]
 
+# HiGHS heuristics switched off in every stage (see MilpModel.highs)
+SUB_MIP_HEURISTICS = ("feasibility_jump", "rins", "rens", "root_reduced_cost")
+
 
 def move_penalty(cand: Candidate, server: MilpServer) -> float:
     if cand.accelerator == server.current_accelerator:
@@ -87,10 +90,7 @@ class MilpModel:
         per_replica = np.array([c.cost_per_replica for c in cands], np.float64)
         penalty = np.array([move_penalty(c, active[o]) for c, o in zip(cands, owner, strict=True)])
         self.weight = np.array(
-            [
-                c.rate_per_replica / active[o].demand if active[o].demand > 0 else 1.0 / c.replicas
-                for c, o in zip(cands, owner, strict=True)
-            ]
+            [service_weight(c, active[o]) for c, o in zip(cands, owner, strict=True)]
         )
         self.priority = np.array([s.priority for s in active], np.int64)
         n_var = 2 * n_c + n_s
@@ -170,6 +170,12 @@ class MilpModel:
         # built, which would corrupt `optimize --format json`. Fall back if it ever goes.
         h = getattr(highspy, "_Highs", highspy.Highs)()
         h.setOptionValue("output_flag", False)
+        # Every stage starts from a plan of our own (greedy's, the dive's, the
+        # neighbourhood's), so HiGHS's sub-MIP heuristics mostly re-find it: on the
+        # 27-server scenarios they took 40-60 % of each solve (benchmarks.md, "MILP on
+        # small problems").
+        for heuristic in SUB_MIP_HEURISTICS:
+            h.setOptionValue(f"mip_heuristic_run_{heuristic}", False)
         m = self.matrix
         h.passModel(
             self.n_var, m.shape[0], m.nnz, 2, 1, 0.0,  # rowwise, minimise, no offset
@@ -190,7 +196,11 @@ class MilpModel:
             for cand, n in plan.get(server.name, ()):
                 key = (server.name, cand.accelerator)
                 while key not in self.index and key in substitute:  # dropped as dominated
-                    key = (server.name, substitute[key].accelerator)
+                    kept = substitute[key]
+                    n = substitute_replicas(
+                        kept, cand, n, server, max_replicas(kept, self.capacity, self.split)
+                    )
+                    cand, key = kept, (server.name, kept.accelerator)
                 k = self.index.get(key)
                 if k is None or n <= 0:
                     continue
@@ -327,36 +337,78 @@ def max_replicas(cand: Candidate, capacity: Mapping[str, int] | None, partial: b
     return fit if partial else 0  # without best effort a candidate is all or nothing
 
 
-def prune_dominated(
-    cands: list[Candidate], server: MilpServer
-) -> tuple[list[Candidate], dict[Candidate, Candidate]]:
-    """Drop candidates another candidate of the same card type beats on every count.
+def service_weight(cand: Candidate, server: MilpServer) -> float:
+    """The share of ``server``'s demand one replica of ``cand`` carries (``1/need`` at
+    zero load)."""
+    if server.demand > 0:
+        return cand.rate_per_replica / server.demand
+    return 1.0 / cand.replicas
 
-    ``a`` dominates ``b`` (same type) when a replica of ``a`` takes no more cards, carries
-    at least as much, costs no more, ``a`` needs no more replicas and its move penalty is
-    no larger: any use of ``b`` can be replaced by the same number of ``a`` replicas (at
-    most ``a``'s need), serving as much for no more cards or cost. Candidates of
-    different types are never compared. Returns the kept ones (in order) and, for each
-    dropped one, the candidate that replaces it.
+
+def substitute_replicas(
+    kept: Candidate, dropped: Candidate, n: int, server: MilpServer, upper: int
+) -> int:
+    """Replicas of ``kept`` that serve at least what ``n`` replicas of ``dropped`` did."""
+    served = min(1.0, service_weight(dropped, server) * n)
+    return min(upper, max(0, math.ceil(served / service_weight(kept, server) - 1e-9)))
+
+
+def prune_dominated(
+    cands: list[Candidate],
+    server: MilpServer,
+    capacity: Mapping[str, int] | None = None,
+    partial: bool = True,
+) -> tuple[list[Candidate], dict[Candidate, Candidate]]:
+    """Drop candidates another candidate of the same card type beats at every size.
+
+    ``a`` dominates ``b`` (same type) when every use of ``b`` the model allows, ``x_b``
+    replicas for ``x_b`` in ``1..u_b`` (only ``u_b`` without best effort), can be replaced
+    by replicas of ``a`` (at most ``u_a``) that serve at least ``min(1, w_b x_b)`` of the
+    demand on no more cards, for no more cost and move penalty. Each priority stage
+    maximises served fractions and min-cost minimises cost under the same capacity rows,
+    so some optimum never uses ``b``. Comparing cards rather than replicas is what drops
+    e.g. a 2-card candidate with the same per-card rate and price as a 1-card one: it
+    wastes more cards when rounding up (about half of the large sample's candidates).
+    Candidates of different types are never compared. Returns the kept ones (in order)
+    and, for each dropped one, the candidate that replaces it
+    (see :func:`substitute_replicas`).
     """
     if len(cands) < 2:
         return cands, {}
+    upper = [max_replicas(c, capacity, partial) for c in cands]
+    weight = [service_weight(c, server) for c in cands]
+    penalty = [move_penalty(c, server) for c in cands]
 
-    def key(c: Candidate) -> tuple[float, ...]:
-        return (c.units_per_replica, -c.rate_per_replica, c.cost_per_replica, c.replicas,
-                move_penalty(c, server))
+    def dominates(i: int, j: int) -> bool:
+        a, b = cands[i], cands[j]
+        ua, ub = upper[i], upper[j]
+        if ua <= 0:
+            return False
+        if not partial:  # all or nothing: x = u y
+            xb = np.array([float(ub)])
+            xa = np.array([float(ua)])
+            if min(1.0, weight[i] * ua) < min(1.0, weight[j] * ub) - 1e-12:
+                return False
+        else:
+            # necessary (cheap) first: a's full service fits in b's cards and cost
+            xb = np.arange(1.0, ub + 1.0)
+            xa = np.ceil(np.minimum(1.0, weight[j] * xb) / weight[i] - 1e-9)
+            if xa[-1] > ua:
+                return False
+        if np.any(xa * a.units_per_replica > xb * b.units_per_replica):
+            return False
+        cost_a = xa * a.cost_per_replica + penalty[i]
+        cost_b = xb * b.cost_per_replica + penalty[j]
+        return bool(np.all(cost_a <= cost_b + 1e-9))
 
     dropped: dict[Candidate, Candidate] = {}
-    for b in cands:
-        for a in cands:
-            if a is b or a.acc_type != b.acc_type or a in dropped:
+    for j, b in enumerate(cands):
+        for i, a in enumerate(cands):
+            if i == j or a.acc_type != b.acc_type or a in dropped:
                 continue
-            ka, kb = key(a), key(b)
-            if all(p <= q for p, q in zip(ka, kb, strict=True)) and (
-                ka != kb or (a.value, a.accelerator) < (b.value, b.accelerator)
+            if dominates(i, j) and (
+                not dominates(j, i) or (a.value, a.accelerator) < (b.value, b.accelerator)
             ):
                 dropped[b] = a
                 break
     return [c for c in cands if c not in dropped], dropped
-
-
