@@ -382,7 +382,7 @@ def prune_dominated(
     def dominates(i: int, j: int) -> bool:
         a, b = cands[i], cands[j]
         ua, ub = upper[i], upper[j]
-        if ua <= 0:
+        if ua <= 0 or ub <= 0:  # a candidate that fits nowhere is the caller's to drop
             return False
         if not partial:  # all or nothing: x = u y
             xb = np.array([float(ub)])
@@ -390,7 +390,7 @@ def prune_dominated(
             if min(1.0, weight[i] * ua) < min(1.0, weight[j] * ub) - 1e-12:
                 return False
         else:
-            # necessary (cheap) first: a's full service fits in b's cards and cost
+            # the fewest replicas of a serving what x_b replicas of b serve
             xb = np.arange(1.0, ub + 1.0)
             xa = np.ceil(np.minimum(1.0, weight[j] * xb) / weight[i] - 1e-9)
             if xa[-1] > ua:
