@@ -1,7 +1,7 @@
 """Whole-process speed of ``controlloop optimize``: the CLI run as a subprocess, repeated.
 
 Run: ``.venv/bin/python benchmarks/bench_process.py [--sizes 27 3000] [--repeat 7]
-[--format json] [--solver greedy]``
+[--format json] [--solver greedy] [--path CONFIG ...]``
 
 Size 27 is the large sample (``config/examples/large``); any other N is the synthetic fleet
 of ``bench_optimize.py`` (written once as one JSON document ``{"system": ...}`` to a
@@ -56,25 +56,36 @@ def run_once(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
     return wall, cpu, after.ru_maxrss // 1024  # max over children so far, in MB
 
 
+def plan_summary(path: Path) -> str:
+    """Solver, status and gap of the last run's JSON plan (whether a MILP proved its plan)."""
+    plan = json.loads(path.read_text())
+    gap = plan.get("gap")
+    return (f"{plan.get('solver')} {plan.get('status')}"
+            + ("" if gap is None else f" gap {gap:.2e}") + f" cost {plan.get('totalCost')}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[27, 3000])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--format", default="json", choices=["json", "yaml", "table"])
     parser.add_argument("--solver", default=None, choices=["greedy", "milp"])
-    parser.add_argument("--path", type=Path, help="a config to run instead of --sizes")
+    parser.add_argument("--path", type=Path, nargs="*", default=[],
+                        help="configs to run instead of --sizes")
     parser.add_argument("--workdir", type=Path, help="where fleet files go (default: a temp dir)")
     args = parser.parse_args()
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
-        cases = [(str(args.path), args.path)] if args.path else [
+        cases = [(p.stem, p) for p in args.path] if args.path else [
             (f"{'large' if n == 27 else 'fleet'} {n}", case_path(n, workdir)) for n in args.sizes
         ]
         print(f"python {sys.version.split()[0]}, format {args.format}, "
               f"solver {args.solver or 'from config'}, {args.repeat} runs after 1 warm-up")
-        print(f"{'case':<14} {'wall min':>9} {'median':>9} {'max':>9} {'cpu med':>9} {'RSS MB':>7}")
+        width = max([14] + [len(name) for name, _ in cases])
+        print(f"{'case':<{width}} {'wall min':>9} {'median':>9} {'max':>9} {'cpu med':>9} "
+              f"{'RSS MB':>7}  plan")
         for name, path in cases:
             out = Path(tmp) / "plan.out"
             cmd = [sys.executable, "-m", "controlloop", "optimize", str(path),
@@ -87,9 +98,9 @@ def main() -> None:
                 wall, cpu, rss = run_once(cmd, env)
                 walls.append(wall)
                 cpus.append(cpu)
-            print(f"{name:<14} {min(walls):>8.3f}s {statistics.median(walls):>8.3f}s "
-                  f"{max(walls):>8.3f}s {statistics.median(cpus):>8.3f}s {rss:>7}")
-
+            print(f"{name:<{width}} {min(walls):>8.3f}s {statistics.median(walls):>8.3f}s "
+                  f"{max(walls):>8.3f}s {statistics.median(cpus):>8.3f}s {rss:>7}  "
+                  f"{plan_summary(out) if args.format == 'json' else ''}")
 
 
 if __name__ == "__main__":
