@@ -3,6 +3,9 @@ Kubernetes API (tests/fakekube) with N managed Deployments (2 pods each), a fake
 exporter and a real Prometheus (Debian's ``prometheus``), behind a query-counting proxy.
 
 Run: ``.venv/bin/python benchmarks/bench_fleet.py --sizes 100 1000 [3000]``
+or, for the daemon's memory over many cycles,
+``.venv/bin/python benchmarks/bench_fleet.py --sizes 3000 --cycles 20 --interval-s 30
+[--fetch-ui]``
 
 Prints per N: wall time of the whole `run` process, its peak RSS, the phase times of the
 cycle (from its cycle log), Prometheus queries and Kubernetes API requests (lists and
@@ -10,6 +13,12 @@ others) made by the cycle. The exporter computes its counters from the elapsed t
 per-request work) so that thousands of pods cost little to serve; it exports the series
 the default queries read, labelled namespace/pod/model_name. Set-up (servers, Prometheus
 filling its window) is not timed.
+
+With ``--cycles K`` the daemon runs (``run --dry-run``, not ``--once``) every
+``--interval-s`` seconds until K cycles have ended; after each cycle the benchmark reads
+the daemon's VmRSS and VmHWM from /proc and prints them per cycle, then the peak.
+``--fetch-ui`` also reads the dashboard's ``/ui/api/cycles`` after every cycle, as an open
+page polling from the start would.
 """
 
 from __future__ import annotations
@@ -18,11 +27,13 @@ import argparse
 import json
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -43,6 +54,9 @@ MODELS = ("granite_13b", "llama3_8b", "mixtral_8_7b")
 CLASSES = ("Premium", "Bronze", "Free")
 DEBUG = False
 PROFILE = ""  # --profile FILE: run the cycle's process under cProfile
+CYCLES = 0  # --cycles K: the daemon for K cycles, memory per cycle
+INTERVAL_S = 30.0
+FETCH_UI = False
 
 
 class FastExporter:
@@ -132,6 +146,10 @@ def run_case(n: int, prometheus: str, work: Path) -> dict[str, Any]:
                    what="the rate window filled for every pod", every_s=1.0)
         cfg = config_dir(work, proxy.url, n)
         log = work / "cycles.jsonl"
+        if CYCLES:
+            fake.clear_requests()
+            proxy.reset()
+            return run_daemon(n, cfg, work, log)
         prof = ["-m", "cProfile", "-o", PROFILE] if PROFILE else []
         cmd = [sys.executable, *prof, "-m", "controlloop", "run", "--config", str(cfg),
                "--kubeconfig", str(work / "kubeconfig"), "--once", "--dry-run",
@@ -169,15 +187,96 @@ def run_case(n: int, prometheus: str, work: Path) -> dict[str, Any]:
         fake.stop()
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def proc_status_mb(pid: int) -> tuple[float, float]:
+    """VmRSS and VmHWM (peak RSS) of a live process, in MiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+def run_daemon(n: int, cfg: Path, work: Path, log: Path) -> dict[str, Any]:
+    """The daemon for CYCLES cycles; VmRSS/VmHWM after each one (printed as it goes)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "controlloop", "run", "--config", str(cfg),
+           "--kubeconfig", str(work / "kubeconfig"), "--dry-run", "--cycle-log", str(log),
+           "--interval", str(INTERVAL_S), "--listen", f"127.0.0.1:{port}",
+           "--log-level", "warning"]
+    stderr = (work / "daemon.err").open("w")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr,
+                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    samples: list[dict[str, Any]] = []
+    seen = 0
+    ui_bytes = 0
+    deadline = time.monotonic() + CYCLES * (INTERVAL_S + 120) + 120
+    try:
+        print(f"{'cycle':>6} {'cycle s':>8} {'RSS MiB':>8} {'HWM MiB':>8} {'UI MB':>6}", flush=True)
+        while len(samples) < CYCLES:
+            if proc.poll() is not None:
+                raise SystemExit(f"daemon exited ({proc.returncode}):\n"
+                                 + (work / "daemon.err").read_text()[-3000:])
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {len(samples)} of {CYCLES} cycles in time")
+            lines = log.read_text().splitlines() if log.exists() else []
+            complete = [ln for ln in lines if ln.endswith("}")]
+            if len(complete) <= seen:
+                time.sleep(0.2)
+                continue
+            record = json.loads(complete[seen])
+            seen += 1
+            if FETCH_UI:
+                url = f"http://127.0.0.1:{port}/ui/api/cycles?since=0"
+                with urllib.request.urlopen(url, timeout=60) as resp:
+                    ui_bytes = len(resp.read())
+            rss, hwm = proc_status_mb(proc.pid)
+            samples.append({"cycle": seen, "duration_s": record.get("duration_s", 0.0),
+                            "rss": rss, "hwm": hwm, "ui_mb": ui_bytes / 1e6})
+            s = samples[-1]
+            print(f"{seen:>6} {s['duration_s']:>8.2f} {rss:>8.0f} {hwm:>8.0f} "
+                  f"{s['ui_mb']:>6.1f}", flush=True)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        stderr.close()
+    steady = [s["rss"] for s in samples[len(samples) // 2:]]
+    print(f"N={n}: {CYCLES} cycles every {INTERVAL_S:g} s; RSS last {samples[-1]['rss']:.0f} "
+          f"MiB, second-half range {min(steady):.0f}-{max(steady):.0f} MiB, peak (VmHWM) "
+          f"{max(s['hwm'] for s in samples):.0f} MiB", flush=True)
+    return {"n": n, "samples": samples}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[100, 1000])
     parser.add_argument("--prometheus", default=shutil.which("prometheus") or "/usr/bin/prometheus")
     parser.add_argument("--debug", action="store_true", help="print requests and the log")
     parser.add_argument("--profile", default="", help="write a cProfile of the run to this file")
+    parser.add_argument("--cycles", type=int, default=0,
+                        help="run the daemon for this many cycles and report its memory")
+    parser.add_argument("--interval-s", type=float, default=30.0,
+                        help="the daemon's interval with --cycles")
+    parser.add_argument("--fetch-ui", action="store_true",
+                        help="with --cycles: read the dashboard's cycles after every cycle")
     args = parser.parse_args()
-    global DEBUG, PROFILE
+    global DEBUG, PROFILE, CYCLES, INTERVAL_S, FETCH_UI
     DEBUG, PROFILE = args.debug, args.profile
+    CYCLES, INTERVAL_S, FETCH_UI = args.cycles, args.interval_s, args.fetch_ui
+    if CYCLES:
+        for n in args.sizes:
+            with tempfile.TemporaryDirectory() as tmp:
+                run_case(n, args.prometheus, Path(tmp))
+        return
     print(f"{'N':>6} {'wall s':>7} {'cpu s':>6} {'RSS MB':>7} {'queries':>7} {'lists':>6} "
           f"{'other':>6} {'loads ok':>9}  phases (s)")
     print("(lists: Kubernetes list requests; other: GETs by name, patches, events)")

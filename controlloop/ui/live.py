@@ -33,7 +33,10 @@ class LiveDashboard:
         self.capacity = capacity
         self.pace_s = pace_s
         self._sleep = sleep
-        self.store = ReportStore(max(total_cycles, DEFAULT_HISTORY), clock="sim", title=title)
+        # the whole run, whatever its fleet: the demo's cycles and servers are bounded by
+        # its own (validated) scenario, and the page shows the run from its start
+        self.store = ReportStore(max(total_cycles, DEFAULT_HISTORY), max_rows=None,
+                                 clock="sim", title=title)
         self.store.total_cycles = total_cycles
         host, port = address
         try:

@@ -12,6 +12,10 @@ from controlloop.loop.cycle import CycleReport, ServerReport
 from controlloop.specs import SystemSpec
 
 DEFAULT_HISTORY = 720  # cycles: 12 h at the default 60 s interval
+# server rows over all kept cycles: a row is ~1.5 KB in memory, so 720 cycles of a
+# 3,000-server fleet would be ~3 GB; 20,000 rows are ~30 MB (720 cycles up to 27 servers,
+# 6 cycles at 3,000). The oldest cycles go first; the newest is always kept.
+DEFAULT_MAX_ROWS = 20_000
 
 
 def _num(value: Any) -> float | None:
@@ -125,21 +129,33 @@ def publisher(
 
 
 class ReportStore:
-    """The last ``maxlen`` cycles, each with a sequence number the page polls from.
+    """The last ``maxlen`` cycles, and no more than ``max_rows`` server rows in all (None:
+    no row limit), each with a sequence number the page polls from.
 
     ``publish`` is a Controller ``on_report`` hook (cheap: copies a few fields);
-    ``since`` returns the cycles after a sequence number, oldest first.
+    ``since`` returns the cycles after a sequence number, oldest first, and how many cycles
+    the history holds at the fleet's current size (the page trims its own copy to that).
     """
 
     def __init__(
-        self, maxlen: int = DEFAULT_HISTORY, *, clock: str = "unix", title: str = "controlloop"
+        self,
+        maxlen: int = DEFAULT_HISTORY,
+        *,
+        max_rows: int | None = DEFAULT_MAX_ROWS,
+        clock: str = "unix",
+        title: str = "controlloop",
     ) -> None:
         if maxlen < 1:
             raise ValueError(f"history must hold at least one cycle, got {maxlen}")
+        if max_rows is not None and max_rows < 1:
+            raise ValueError(f"history must hold at least one server row, got {max_rows}")
         self._cycles: deque[dict[str, Any]] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self._seq = 0
+        self._rows = 0  # server rows in self._cycles
         self.maxlen = maxlen
+        self.max_rows = max_rows
+        self.dropped_for_rows = 0  # cycles dropped before maxlen because of max_rows
         self.clock = clock  # "unix": wall time; "sim": simulated seconds (the demo)
         self.title = title
         self.total_cycles: int | None = None  # known in the demo: the page shows progress
@@ -170,7 +186,14 @@ class ReportStore:
         with self._lock:
             self._seq += 1
             snapshot["seq"] = self._seq
+            if len(self._cycles) == self.maxlen:
+                self._rows -= len(self._cycles[0]["servers"])
             self._cycles.append(snapshot)
+            self._rows += len(rows)
+            while (self.max_rows is not None and self._rows > self.max_rows
+                   and len(self._cycles) > 1):
+                self._rows -= len(self._cycles.popleft()["servers"])
+                self.dropped_for_rows += 1
             return self._seq
 
     def __call__(self, report: CycleReport) -> None:
@@ -180,15 +203,27 @@ class ReportStore:
         with self._lock:
             cycles = [c for c in self._cycles if c["seq"] > seq]
             latest = self._seq
+            history = self.history_cycles()
+            dropped = self.dropped_for_rows
         return {
             "title": self.title,
             "clock": self.clock,
-            "history": self.maxlen,
+            "history": history,
+            "historyRows": self.max_rows,
+            "droppedForRows": dropped,
             "latest": latest,
             "totalCycles": self.total_cycles,
             "finished": self.finished,
             "cycles": cycles,
         }
+
+    def history_cycles(self) -> int:
+        """Cycles the history holds at the newest cycle's fleet size: ``maxlen``, or fewer
+        where ``max_rows`` binds (at least 1)."""
+        if self.max_rows is None or not self._cycles:
+            return self.maxlen
+        per_cycle = max(1, len(self._cycles[-1]["servers"]))
+        return max(1, min(self.maxlen, self.max_rows // per_cycle))
 
     def __len__(self) -> int:
         with self._lock:

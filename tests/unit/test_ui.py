@@ -67,6 +67,36 @@ def test_history_is_bounded_and_polled_by_sequence() -> None:
         ReportStore(maxlen=0)
 
 
+def test_history_is_bounded_in_server_rows_oldest_first() -> None:
+    """A big fleet keeps fewer cycles: at most max_rows rows in all, the newest cycle
+    always, and the API says how many cycles it holds so the page trims its copy."""
+    store = ReportStore(maxlen=10, max_rows=7)
+    fleet = [row(f"s{k}") for k in range(3)]
+    for i in range(5):
+        store.publish(report(i, fleet))
+    doc = store.since(0)
+    # 3 rows a cycle: two cycles fit in 7 rows, the three oldest are dropped
+    assert [c["cycleId"] for c in doc["cycles"]] == ["c3", "c4"]
+    assert doc["history"] == 2 and doc["historyRows"] == 7 and doc["droppedForRows"] == 3
+    assert sum(len(c["servers"]) for c in doc["cycles"]) <= 7
+    # a cycle bigger than the cap on its own is still kept (alone)
+    store.publish(report(5, [row(f"b{k}") for k in range(9)]))
+    doc = store.since(0)
+    assert [c["cycleId"] for c in doc["cycles"]] == ["c5"] and doc["history"] == 1
+    # the fleet shrinks: more cycles fit again, and maxlen still binds
+    for i in range(6, 20):
+        store.publish(report(i, [row()]))
+    doc = store.since(0)
+    assert len(doc["cycles"]) == 7 and doc["history"] == 7
+    assert [c["seq"] for c in doc["cycles"]] == list(range(14, 21))
+    unbounded = ReportStore(maxlen=4, max_rows=None)
+    for i in range(6):
+        unbounded.publish(report(i, fleet))
+    assert len(unbounded) == 4 and unbounded.since(0)["history"] == 4
+    with pytest.raises(ValueError, match="at least one server row"):
+        ReportStore(max_rows=0)
+
+
 def test_snapshot_has_no_nan_and_keeps_the_reason() -> None:
     store = ReportStore()
     bad = row(load={"status": "ok", "arrivalRate": math.nan, "itlMs": math.inf},
