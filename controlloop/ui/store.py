@@ -80,6 +80,16 @@ def server_row(s: ServerReport) -> dict[str, Any]:
     }
 
 
+# the fields of a stored row: server_row's, then sloMet (publish raises on a missing one)
+ROW_KEYS = (
+    "server", "namespace", "deployment", "model", "serviceClass", "verdict", "heldReason",
+    "reason", "loadStatus", "currentAccelerator", "currentReplicas", "readyReplicas",
+    "desiredAccelerator", "desiredReplicas", "arrivalRpm", "observedItlMs", "observedTtftMs",
+    "predictedItlMs", "predictedTtftMs", "sloItlMs", "sloTtftMs", "costCentsPerHour",
+    "modelError", "sloMet",
+)
+
+
 def slo_met(row: dict[str, Any]) -> bool | None:
     """Observed ITL and TTFT within their targets; None without an observation or a target."""
     checks = [
@@ -171,6 +181,9 @@ class ReportStore:
         rows = [server_row(s) for s in report.servers]
         for row in rows:
             row["sloMet"] = slo_met(row)
+        # kept as tuples in ROW_KEYS order (a 23-key dict is ~5x the size), dicts again in
+        # since(): at 3,000 servers the history is most of the daemon's memory
+        packed = [tuple(row[k] for k in ROW_KEYS) for row in rows]
         snapshot: dict[str, Any] = {
             "cycleId": report.cycle_id,
             "t": report.started_at if t_s is None else t_s,
@@ -179,7 +192,7 @@ class ReportStore:
             "durationS": report.duration_s,
             "totalCostCentsPerHour": _num(report.total_cost),
             "errors": list(report.errors),
-            "servers": rows,
+            "servers": packed,
             "gpus": gpus or {},
             "tuning": tuning_rows(report),
         }
@@ -205,6 +218,10 @@ class ReportStore:
             latest = self._seq
             history = self.history_cycles()
             dropped = self.dropped_for_rows
+        cycles = [
+            {**c, "servers": [dict(zip(ROW_KEYS, t, strict=True)) for t in c["servers"]]}
+            for c in cycles
+        ]
         return {
             "title": self.title,
             "clock": self.clock,

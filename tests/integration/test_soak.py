@@ -443,6 +443,9 @@ def controller_tables(loop: Loop) -> dict[str, set[str]]:
         "memory": set(c._memory),
         "hold_until": set(c._hold_until),
         "stabilizer": set(c.stabilizer.history),
+        "held_noted": set(c._held_noted),
+        "slo_rate": set(c._slo_rate),
+        "panic_cfg": set(c._panic_cfg),
         "pending_since": {k for k, _ in c.pending._since},
         "pending_until": {k for k, _ in c.pending._until},
     }

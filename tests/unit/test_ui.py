@@ -97,6 +97,18 @@ def test_history_is_bounded_in_server_rows_oldest_first() -> None:
         ReportStore(max_rows=0)
 
 
+def test_stored_rows_keep_every_field_of_a_server_row() -> None:
+    """Rows are stored packed; the API gives back exactly server_row's fields + sloMet."""
+    from controlloop.ui.store import server_row
+
+    r = row(reason="scaled up", predicted_itl_ms=31.5)
+    store = ReportStore()
+    store.publish(report(0, [r]))
+    (got,) = store.since(0)["cycles"][0]["servers"]
+    want = server_row(r)
+    assert got == {**want, "sloMet": True} and list(got) == [*want, "sloMet"]
+
+
 def test_snapshot_has_no_nan_and_keeps_the_reason() -> None:
     store = ReportStore()
     bad = row(load={"status": "ok", "arrivalRate": math.nan, "itlMs": math.inf},
