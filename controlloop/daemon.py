@@ -556,6 +556,10 @@ def follow_interval(scheduler: Any, interval_of: Callable[[], float], interval: 
     return hook
 
 
+def collect_garbage(_report: CycleReport) -> None:
+    gc.collect()
+
+
 def run_scheduler(
     controller: Controller, interval: float, interval_of: Callable[[], float] | None = None,
     on_start: Callable[[Any], None] | None = None,
@@ -569,7 +573,7 @@ def run_scheduler(
     # responses) now, before the next cycle allocates, not when a later burst happens to
     # trigger the collector; ~0.1-0.3 s a cycle, which a 60 s interval affords (the demo
     # and tests run cycles back to back and do not pay it)
-    controller.on_report.append(lambda _report: gc.collect())
+    controller.on_report.append(collect_garbage)
     scheduler.add_job(
         controller.run_cycle,
         "interval",
