@@ -17,6 +17,9 @@ filling its window) is not timed.
 With ``--cycles K`` the daemon runs (``run --dry-run``, not ``--once``) every
 ``--interval-s`` seconds until K cycles have ended; after each cycle the benchmark reads
 the daemon's VmRSS and VmHWM from /proc and prints them per cycle, then the peak.
+``--real-objects`` gives the pods and Deployments the bulk a real API server returns
+(tests/fakekube/bulky.py: ~9 KB of JSON per pod, ~12 KB per Deployment); without it
+they are the test doubles' few hundred bytes.
 ``--fetch-ui`` also reads the dashboard's ``/ui/api/cycles`` after every cycle, as an open
 page polling from the start would.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import socket
@@ -43,8 +47,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.fakekube import FakeKubeServer  # noqa: E402
-from tests.helpers.cluster import CONFIG, add_server  # noqa: E402
+from tests.fakekube import FakeKubeServer, objects  # noqa: E402
+from tests.fakekube.bulky import deployment_bulk, merged, pod_bulk  # noqa: E402
+from tests.helpers.cluster import A100_SELECTOR, CONFIG, add_server, managed_labels  # noqa: E402
 from tests.promharness import CountingProxy, PrometheusProcess, wait_until  # noqa: E402
 
 NS = "llm"
@@ -57,6 +62,7 @@ PROFILE = ""  # --profile FILE: run the cycle's process under cProfile
 CYCLES = 0  # --cycles K: the daemon for K cycles, memory per cycle
 INTERVAL_S = 30.0
 FETCH_UI = False
+REAL_OBJECTS = False  # --real-objects: pods and Deployments of a real cluster's size
 
 
 class FastExporter:
@@ -127,14 +133,31 @@ def config_dir(work: Path, prom_url: str, n: int) -> Path:
     return target
 
 
+def add_real_server(fake: FakeKubeServer, ns: str, name: str, *, model: str, cls: str,
+                    replicas: int, sidecar: bool = False) -> list[str]:
+    """add_server's Deployment and pods with the bulk real ones carry (tests/fakekube/bulky.py):
+    some 9 KB per pod and 12 KB per Deployment as JSON."""
+    labels = {**managed_labels(model, cls, "A100"), "app": name}
+    dep = objects.deployment(ns, name, labels=labels, replicas=replicas,
+                             node_selector=A100_SELECTOR)
+    fake.put(merged(dep, deployment_bulk(dep, model)))
+    fake.set_deployment_status(ns, name, replicas=replicas)
+    pods = [f"{name}-{i}" for i in range(replicas)]
+    for k, pod in enumerate(pods):
+        base = objects.pod(ns, pod, labels={"app": name})
+        fake.put(merged(base, pod_bulk(pod, model, f"gpu-node-{k:03d}")))
+    return pods
+
+
 def run_case(n: int, prometheus: str, work: Path) -> dict[str, Any]:
     fake = FakeKubeServer().start()
     fake.write_kubeconfig(work / "kubeconfig")
     pods = []
     for i in range(n):
         model, cls = MODELS[i % len(MODELS)], CLASSES[i % len(CLASSES)]
-        names = add_server(fake, NS, f"srv-{i:05d}", model=model, cls=cls, replicas=2,
-                           sidecar=False)
+        add = add_real_server if REAL_OBJECTS else add_server
+        names = add(fake, NS, f"srv-{i:05d}", model=model, cls=cls, replicas=2,
+                    sidecar=False)
         pods += [(pod, model, 0.5 + (i % 7) * 0.25) for pod in names]
     exporter = FastExporter(pods)
     prom = PrometheusProcess(prometheus, [exporter.target], workdir=work, scrape_interval=SCRAPE)
@@ -203,6 +226,12 @@ def proc_status_mb(pid: int) -> tuple[float, float]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a live process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_daemon(n: int, cfg: Path, work: Path, log: Path) -> dict[str, Any]:
     """The daemon for CYCLES cycles; VmRSS/VmHWM after each one (printed as it goes)."""
     port = free_port()
@@ -218,7 +247,9 @@ def run_daemon(n: int, cfg: Path, work: Path, log: Path) -> dict[str, Any]:
     ui_bytes = 0
     deadline = time.monotonic() + CYCLES * (INTERVAL_S + 120) + 120
     try:
-        print(f"{'cycle':>6} {'cycle s':>8} {'RSS MiB':>8} {'HWM MiB':>8} {'UI MB':>6}", flush=True)
+        print(f"{'cycle':>6} {'cycle s':>8} {'CPU s':>6} {'RSS MiB':>8} {'HWM MiB':>8} "
+              f"{'UI MB':>6}", flush=True)
+        cpu_before = 0.0
         while len(samples) < CYCLES:
             if proc.poll() is not None:
                 raise SystemExit(f"daemon exited ({proc.returncode}):\n"
@@ -237,11 +268,14 @@ def run_daemon(n: int, cfg: Path, work: Path, log: Path) -> dict[str, Any]:
                 with urllib.request.urlopen(url, timeout=60) as resp:
                     ui_bytes = len(resp.read())
             rss, hwm = proc_status_mb(proc.pid)
+            cpu = proc_cpu_s(proc.pid)  # the daemon's own work, not the fake API's
             samples.append({"cycle": seen, "duration_s": record.get("duration_s", 0.0),
-                            "rss": rss, "hwm": hwm, "ui_mb": ui_bytes / 1e6})
+                            "cpu_s": cpu - cpu_before, "rss": rss, "hwm": hwm,
+                            "ui_mb": ui_bytes / 1e6})
+            cpu_before = cpu
             s = samples[-1]
-            print(f"{seen:>6} {s['duration_s']:>8.2f} {rss:>8.0f} {hwm:>8.0f} "
-                  f"{s['ui_mb']:>6.1f}", flush=True)
+            print(f"{seen:>6} {s['duration_s']:>8.2f} {s['cpu_s']:>6.1f} {rss:>8.0f} "
+                  f"{hwm:>8.0f} {s['ui_mb']:>6.1f}", flush=True)
     finally:
         proc.terminate()
         try:
@@ -266,12 +300,16 @@ def main() -> None:
                         help="run the daemon for this many cycles and report its memory")
     parser.add_argument("--interval-s", type=float, default=30.0,
                         help="the daemon's interval with --cycles")
+    parser.add_argument("--real-objects", action="store_true",
+                        help="pods and Deployments the size of a real cluster's "
+                             "(managedFields, full container spec; tests/fakekube/bulky.py)")
     parser.add_argument("--fetch-ui", action="store_true",
                         help="with --cycles: read the dashboard's cycles after every cycle")
     args = parser.parse_args()
-    global DEBUG, PROFILE, CYCLES, INTERVAL_S, FETCH_UI
+    global DEBUG, PROFILE, CYCLES, INTERVAL_S, FETCH_UI, REAL_OBJECTS
     DEBUG, PROFILE = args.debug, args.profile
     CYCLES, INTERVAL_S, FETCH_UI = args.cycles, args.interval_s, args.fetch_ui
+    REAL_OBJECTS = args.real_objects
     if CYCLES:
         for n in args.sizes:
             with tempfile.TemporaryDirectory() as tmp:

@@ -55,6 +55,84 @@ _BY_STATUS: dict[int, type[KubeError]] = {
 
 
 
+# What a list keeps of each item, applied page by page as it arrives, so that a cycle
+# holds a few hundred bytes per object rather than the whole of it: a real pod is 5-20 KB
+# of JSON (spec, managedFields, containerStatuses) and a Node's status lists every image
+# it has pulled, none of which controlloop reads. A fleet of 3,000 servers lists some
+# 10,000 pods per cycle.
+DEFAULT_PAGE_SIZE = 500
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+_POD_META = ("name", "namespace", "uid", "resourceVersion", "labels", "annotations",
+             "deletionTimestamp", "ownerReferences")
+
+
+def _slim_metadata(meta: Any, keys: Sequence[str] | None = None) -> Obj:
+    """``metadata`` without managedFields (server-side apply's bookkeeping, often half an
+    object) and kubectl's last-applied copy of the object; only ``keys`` when given."""
+    if not isinstance(meta, dict):
+        return {}
+    out = {k: v for k, v in meta.items() if k != "managedFields"} if keys is None else {
+        k: meta[k] for k in keys if k in meta}
+    annotations = out.get("annotations")
+    if isinstance(annotations, dict) and LAST_APPLIED in annotations:
+        out["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+    return out
+
+
+def _dict(value: Any) -> Obj:
+    return value if isinstance(value, dict) else {}
+
+
+def slim_deployment(dep: Obj) -> Obj:
+    """A listed Deployment as the collector and the actuator read it: the whole spec (a
+    patch names containers from it), status and metadata minus its bulk."""
+    return {**dep, "metadata": _slim_metadata(dep.get("metadata"))}
+
+
+def patch_basis(dep: Obj) -> Obj:
+    """What the actuator builds a patch from, kept per listed Deployment from the list
+    to the cycle's patches: identity and resourceVersion, replicas, the pod template's
+    nodeSelector and its containers' names and resources."""
+    meta, spec = _dict(dep.get("metadata")), _dict(dep.get("spec"))
+    pod_spec = _dict(_dict(spec.get("template")).get("spec"))
+    template: Obj = {k: pod_spec[k] for k in ("nodeSelector",) if k in pod_spec}
+    if isinstance(pod_spec.get("containers"), list):
+        template["containers"] = [{k: c[k] for k in ("name", "resources") if k in c}
+                                  for c in pod_spec["containers"] if isinstance(c, dict)]
+    out: Obj = {k: dep[k] for k in ("kind", "apiVersion") if k in dep}
+    out["metadata"] = {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                            "generation") if k in meta}
+    out["spec"] = {**{k: spec[k] for k in ("replicas",) if k in spec},
+                   "template": {"spec": template}}
+    return out
+
+
+def slim_pod(pod: Obj) -> Obj:
+    """A listed pod as the collector reads it: identity, labels, annotations, phase and
+    conditions (Unschedulable), the node it runs on."""
+    spec, status = _dict(pod.get("spec")), _dict(pod.get("status"))
+    out: Obj = {"metadata": _slim_metadata(pod.get("metadata"), _POD_META),
+                "spec": {k: spec[k] for k in ("nodeName",) if k in spec},
+                "status": {k: status[k] for k in ("phase", "conditions", "reason")
+                           if k in status}}
+    for key in ("kind", "apiVersion"):
+        if key in pod:
+            out[key] = pod[key]
+    return out
+
+
+def slim_node(node: Obj) -> Obj:
+    """A listed Node as capacity counting reads it: labels, schedulability, allocatable."""
+    spec, status = _dict(node.get("spec")), _dict(node.get("status"))
+    out: Obj = {"metadata": _slim_metadata(node.get("metadata"), ("name", "uid", "labels")),
+                "spec": {k: spec[k] for k in ("unschedulable", "taints") if k in spec},
+                "status": {k: status[k] for k in ("allocatable", "capacity") if k in status}}
+    for key in ("kind", "apiVersion"):
+        if key in node:
+            out[key] = node[key]
+    return out
+
+
 def _error_from_api(exc: ApiException, obj: str) -> KubeError:
     status = int(exc.status or 0)
     reason, message = str(exc.reason or ""), ""
@@ -94,11 +172,12 @@ class KubeClient:
         retry policy, and hidden retries would multiply the effective timeout.
     page_size:
         ``limit`` of every list request; the rest comes by ``continue`` tokens, so a
-        big cluster is read in bounded pages (1,000 items; ``kubectl`` uses 500).
+        big cluster is read in bounded pages (500 items, as ``kubectl``: a page of real
+        pods is some 5 MB of JSON, decoded whole before it is slimmed).
     """
 
     def __init__(self, api_client: k8s.ApiClient, *, timeout_s: float = 10.0,
-                 retries: int = 0, page_size: int = 1000) -> None:
+                 retries: int = 0, page_size: int = DEFAULT_PAGE_SIZE) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if page_size <= 0:
@@ -121,7 +200,7 @@ class KubeClient:
     @classmethod
     def from_kubeconfig(cls, path: str | os.PathLike[str] | None = None,
                         context: str | None = None, *, timeout_s: float = 10.0,
-                        retries: int = 0, page_size: int = 1000) -> KubeClient:
+                        retries: int = 0, page_size: int = DEFAULT_PAGE_SIZE) -> KubeClient:
         """Load like kubectl: ``path``, else ``$KUBECONFIG``, else ``~/.kube/config``."""
         if path is None:
             # Read at call time; the library snapshots $KUBECONFIG at import.
@@ -139,7 +218,7 @@ class KubeClient:
 
     @classmethod
     def in_cluster(cls, *, timeout_s: float = 10.0, retries: int = 0,
-                   page_size: int = 1000) -> KubeClient:
+                   page_size: int = DEFAULT_PAGE_SIZE) -> KubeClient:
         """Use the pod's service account (token and CA are re-read on rotation)."""
         conf = k8s.Configuration()
         try:
@@ -172,7 +251,7 @@ class KubeClient:
 
     def _list(self, what: str, kind: str, api_version: str, namespaces: Sequence[str] | None,
               cluster_fn: Callable[..., Any], ns_fn: Callable[..., Any],
-              **kwargs: Any) -> list[Obj]:
+              keep: Callable[[Obj], Obj] | None = None, **kwargs: Any) -> list[Obj]:
         """List across all namespaces (None) or each given one; items get kind/apiVersion.
 
         The API omits kind/apiVersion on list items; we add them (as ``kubectl get -o
@@ -185,14 +264,16 @@ class KubeClient:
             scopes = [(f"{what} {ns}/", (ns,)) for ns in namespaces]
         for label, args in scopes:
             fn = cluster_fn if not args else ns_fn
-            for item in self._pages(label, fn, *args, **kwargs):
+            for item in self._pages(label, fn, *args, keep=keep, **kwargs):
                 item.setdefault("kind", kind)
                 item.setdefault("apiVersion", api_version)
                 items.append(item)
         return items
 
-    def _pages(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Obj]:
-        """All items of a list call, ``page_size`` at a time (``limit``/``continue``).
+    def _pages(self, what: str, fn: Callable[..., Any], *args: Any,
+               keep: Callable[[Obj], Obj] | None = None, **kwargs: Any) -> list[Obj]:
+        """All items of a list call, ``page_size`` at a time (``limit``/``continue``),
+        each passed through ``keep`` as its page arrives (one page decoded at a time).
 
         An expired continue token (410 Gone: the snapshot was compacted) restarts the
         list from the beginning once, as client-go's pager falls back to a full list.
@@ -209,8 +290,11 @@ class KubeClient:
                     items, token, restarted = [], None, True
                     continue
                 raise
-            items.extend(page.get("items") or [])
+            got = page.get("items") or []
+            items.extend(got if keep is None else
+                         [keep(i) if isinstance(i, dict) else i for i in got])
             token = (page.get("metadata") or {}).get("continue") or None
+            del page, got
             if not token:
                 return items
 
@@ -218,19 +302,23 @@ class KubeClient:
 
     def list_deployments(self, namespaces: Sequence[str] | None,
                          label_selector: str = "") -> list[Obj]:
-        """Deployments matching ``label_selector`` in ``namespaces`` (None = all)."""
+        """Deployments matching ``label_selector`` in ``namespaces`` (None = all), without
+        their bulk (:func:`slim_deployment`)."""
+        self._listed = {}  # not two fleets' worth at once; a failed list reads on demand
         items = self._list("deployments", "Deployment", "apps/v1", namespaces,
                            self._apps.list_deployment_for_all_namespaces,
-                           self._apps.list_namespaced_deployment,
+                           self._apps.list_namespaced_deployment, keep=slim_deployment,
                            label_selector=label_selector or None)
         self._listed = {((d.get("metadata") or {}).get("namespace", ""),
-                         (d.get("metadata") or {}).get("name", "")): d for d in items}
+                         (d.get("metadata") or {}).get("name", "")): patch_basis(d)
+                        for d in items}
         return items
 
     def cached_deployment(self, ns: str, name: str, resource_version: str = "") -> Obj | None:
-        """The Deployment as the last list returned it, if it is still at
-        ``resource_version`` (when given); None: read it. A patch built from it carries
-        that resourceVersion, so a stale copy fails with 409 and is re-read then."""
+        """The Deployment as the last list returned it (its :func:`patch_basis`: what a
+        patch is built from), if it is still at ``resource_version`` (when given); None:
+        read it. A patch built from it carries that resourceVersion, so a stale copy fails
+        with 409 and is re-read then."""
         obj = self._listed.get((ns, name))
         if obj is None:
             return None
@@ -268,10 +356,10 @@ class KubeClient:
     def list_pods(self, ns: str | None, label_selector: str = "",
                   field_selector: str = "") -> list[Obj]:
         """Pods in ``ns`` (None = all namespaces), e.g.
-        ``field_selector="status.phase=Pending"``."""
+        ``field_selector="status.phase=Pending"``, as :func:`slim_pod` keeps them."""
         return self._list("pods", "Pod", "v1", None if ns is None else [ns],
                           self._core.list_pod_for_all_namespaces,
-                          self._core.list_namespaced_pod,
+                          self._core.list_namespaced_pod, keep=slim_pod,
                           label_selector=label_selector or None,
                           field_selector=field_selector or None)
 
@@ -281,7 +369,8 @@ class KubeClient:
                           name, ns, patch, _content_type=MERGE_PATCH)  # type: ignore[no-any-return]
 
     def list_nodes(self, label_selector: str | None = None) -> list[Obj]:
-        items = self._pages("nodes", self._core.list_node, label_selector=label_selector or None)
+        items = self._pages("nodes", self._core.list_node, keep=slim_node,
+                            label_selector=label_selector or None)
         for item in items:
             item.setdefault("kind", "Node")
             item.setdefault("apiVersion", "v1")

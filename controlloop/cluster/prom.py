@@ -322,6 +322,9 @@ def _check_api_response(r: requests.Response, *args: Any, **kwargs: Any) -> None
     data = body.get("data")
     if not isinstance(data, dict) or not isinstance(data.get("result"), list):
         raise _QueryFailed("malformed prometheus response: no data.result list")
+    # The client decodes the body again (``response.json()``): hand it this decoding
+    # instead, which halves the CPU and the peak memory of a big fleet's grouped query.
+    r.json = lambda **_: body  # type: ignore[method-assign]
 
 
 def _build_client(

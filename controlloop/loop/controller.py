@@ -403,13 +403,22 @@ class Controller:
             return None
         if not settings.behavior.panic.enabled or not self.is_leader():
             return None
-        now = self.clock()
-        self.surge_checks += 1
-        try:
-            signals: dict[str, SurgeSignal] = probe()
-        except Exception:  # noqa: BLE001 - a failed check only waits for the cycle
-            log.exception("surge check failed; waiting for the next cycle")
+        # Never alongside a cycle: it reads the load itself and acts on it, so probing too
+        # would read the whole fleet twice at once (twice the memory and API load) to
+        # learn nothing; a cycle due meanwhile waits for the probe, which costs less.
+        if not self._lock.acquire(blocking=False):
+            log.debug("surge check skipped: a cycle is running")
             return None
+        try:
+            now = self.clock()
+            self.surge_checks += 1
+            try:
+                signals: dict[str, SurgeSignal] = probe()
+            except Exception:  # noqa: BLE001 - a failed check only waits for the cycle
+                log.exception("surge check failed; waiting for the next cycle")
+                return None
+        finally:
+            self._lock.release()
         found: dict[str, Panic] = {}
         for key, sig in signals.items():
             self.foresight.startup.observe_ready(key, now, sig.ready)  # finer than cycles

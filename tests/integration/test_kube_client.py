@@ -41,7 +41,7 @@ def test_list_deployments_all_namespaces_with_selector(fake_kube: FakeKubeServer
     assert granite["status"]["readyReplicas"] == 2
     (req,) = fake_kube.requests_for("GET", "/deployments$")
     assert req.path == "/apis/apps/v1/deployments"
-    assert req.query == {"labelSelector": "controlloop.io/managed=true", "limit": "1000"}
+    assert req.query == {"labelSelector": "controlloop.io/managed=true", "limit": "500"}
 
 
 def test_list_deployments_in_given_namespaces(fake_kube: FakeKubeServer,

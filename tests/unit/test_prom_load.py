@@ -318,3 +318,21 @@ def test_templates_reject_unknown_placeholders():
 def test_durations():
     assert duration_seconds("1m30s") == 90 and duration_seconds("10s") == 10
     assert "staleness=60.0s" in PrometheusSettings().describe()
+
+
+def test_each_answer_is_decoded_once(rsps, monkeypatch):
+    """The response hook validates the decoded body and hands that decoding to the client,
+    which would otherwise decode it again: at fleet scale, one grouped answer is tens of
+    MB of JSON, decoded per query."""
+    serve(rsps, HEALTHY)
+    decoded: list[int] = []
+    real = requests.models.complexjson.loads
+
+    def counting(text: Any, **kw: Any) -> Any:
+        decoded.append(len(text))
+        return real(text, **kw)
+
+    monkeypatch.setattr(requests.models.complexjson, "loads", counting)
+    r = read()
+    assert r.status == "ok" and r.arrival_rate_rpm == 120.0
+    assert len(rsps.calls) == 10 and len(decoded) == 10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 
 import pytest
@@ -115,3 +116,78 @@ def test_disabled_fast_path_never_checks() -> None:
     ctl.run_cycle()
     cluster.advance(30)
     assert ctl.check_surge() is None and ctl.surge_checks == 0
+
+
+class _GatedCollector:
+    """The emulated cluster, whose cycle collection waits at a gate; probes are counted."""
+
+    def __init__(self, cluster: EmulatedCluster) -> None:
+        self.cluster = cluster
+        self.collecting, self.release = threading.Event(), threading.Event()
+        self.probes = 0
+
+    def collect(self) -> object:
+        self.collecting.set()
+        assert self.release.wait(10), "the test never opened the gate"
+        return self.cluster.collect()
+
+    def probe(self) -> object:
+        self.probes += 1
+        return self.cluster.probe()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.cluster, name)
+
+
+def test_no_surge_probe_while_a_cycle_runs() -> None:
+    """A cycle is reading the load already: a probe then would read the whole fleet a
+    second time (memory, API load) and learn nothing the cycle does not act on."""
+    rate = {"rpm": 1000.0}  # a surge for the 2 replicas placed
+    cluster, base = _setup(rate, {"minIntervalSeconds": 0})
+    gated = _GatedCollector(cluster)
+    ctl = Controller(specs=StaticSpecs(_system(), base.specs.current()[1]), collector=gated,
+                     actuator=cluster, clock=cluster.now_s)
+    cycle = threading.Thread(target=ctl.run_cycle)
+    cycle.start()
+    assert gated.collecting.wait(10)
+    assert ctl.check_surge() is None and gated.probes == 0
+    gated.release.set()
+    cycle.join(10)
+    assert not cycle.is_alive()
+    report = ctl.check_surge()  # the cycle is over: the probe reads, and finds the surge
+    assert gated.probes == 1 and report is not None and report.trigger == "surge"
+
+
+def test_a_cycle_waits_for_a_probe_under_way() -> None:
+    """The other order: a cycle due while a probe reads waits for it, never reads
+    alongside it."""
+    rate = {"rpm": 100.0}
+    cluster, base = _setup(rate, {})
+    reading, release = threading.Event(), threading.Event()
+    events: list[str] = []
+
+    class SlowProbe(_GatedCollector):
+        def collect(self) -> object:
+            events.append("collect")
+            return self.cluster.collect()
+
+        def probe(self) -> object:
+            events.append("probe")
+            reading.set()
+            assert release.wait(10)
+            events.append("probe done")
+            return self.cluster.probe()
+
+    ctl = Controller(specs=StaticSpecs(_system(), base.specs.current()[1]),
+                     collector=SlowProbe(cluster), actuator=cluster, clock=cluster.now_s)
+    check = threading.Thread(target=ctl.check_surge)
+    check.start()
+    assert reading.wait(10)
+    cycle = threading.Thread(target=ctl.run_cycle)
+    cycle.start()
+    cycle.join(0.3)
+    assert cycle.is_alive() and events == ["probe"]  # held until the probe is done
+    release.set()
+    check.join(10)
+    cycle.join(10)
+    assert events == ["probe", "probe done", "collect"]
