@@ -103,16 +103,10 @@ def _least_loaded_first(row: ServerReport, ms: ManagedServer, action: Action) ->
 
 class Controller:
     def __init__(
-        self,
-        *,
-        specs: SpecSource,
-        collector: Collector,
-        actuator: Actuator,
-        clock: Callable[[], float] = time.time,
-        dry_run: bool = False,
+        self, *, specs: SpecSource, collector: Collector, actuator: Actuator,
+        clock: Callable[[], float] = time.time, dry_run: bool = False,
         on_report: list[Callable[[CycleReport], None]] | None = None,
-        optimize_fn: Callable[..., Solution] = optimize,
-        tuner: Tuner | None = None,
+        optimize_fn: Callable[..., Solution] = optimize, tuner: Tuner | None = None,
     ) -> None:
         self.specs = specs
         self.collector = collector
@@ -403,20 +397,17 @@ class Controller:
             return None
         if not settings.behavior.panic.enabled or not self.is_leader():
             return None
-        # Never alongside a cycle: it reads the load itself and acts on it, so probing too
-        # would read the whole fleet twice at once (twice the memory and API load) to
-        # learn nothing; a cycle due meanwhile waits for the probe, which costs less.
+        # Never alongside a cycle (it reads the load itself: both at once would hold the
+        # fleet twice); a cycle due meanwhile waits for the probe, which costs less.
         if not self._lock.acquire(blocking=False):
-            log.debug("surge check skipped: a cycle is running")
             return None
         try:
             now = self.clock()
             self.surge_checks += 1
-            try:
-                signals: dict[str, SurgeSignal] = probe()
-            except Exception:  # noqa: BLE001 - a failed check only waits for the cycle
-                log.exception("surge check failed; waiting for the next cycle")
-                return None
+            signals: dict[str, SurgeSignal] = probe()
+        except Exception:  # noqa: BLE001 - a failed check only waits for the cycle
+            log.exception("surge check failed; waiting for the next cycle")
+            return None
         finally:
             self._lock.release()
         found: dict[str, Panic] = {}
