@@ -29,6 +29,7 @@ from controlloop.config import ConfigError, StartupError, load_config
 from controlloop.config import _describe_error as describe_error
 from controlloop.loop.controller import Controller, CycleReport, SpecSource
 from controlloop.loop.settings import ControllerSettings, controller_file, load_controller_settings
+from controlloop.malloc import limit_arenas, release_free_memory
 from controlloop.metrics import ControllerMetrics
 from controlloop.specs import SystemSpec
 from controlloop.ui import ReportStore, UiApp
@@ -311,6 +312,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from controlloop.cluster.collector import KubeCollector
     from controlloop.cluster.kube import KubeClient
 
+    limit_arenas()  # before any thread starts
     metrics = ControllerMetrics()
     overrides = {
         "namespaces": args.namespace,
@@ -558,6 +560,7 @@ def follow_interval(scheduler: Any, interval_of: Callable[[], float], interval: 
 
 def collect_garbage(_report: CycleReport) -> None:
     gc.collect()
+    release_free_memory()
 
 
 def run_scheduler(

@@ -137,6 +137,10 @@ def model_error_plot(run: Any) -> Any:
     ax.set_ylabel("relative error (%)")
     ax.set_title(f"Model error over servers (tuning {run.system.optimizer.tuning})")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    if ax.lines:
+        ax.legend()
+    else:  # e.g. a run too short for any cycle to have both a prediction and a reading
+        ax.text(0.5, 0.5, "no cycle had both a prediction and an observed latency",
+                transform=ax.transAxes, ha="center", va="center")
     fig.tight_layout()
     return fig

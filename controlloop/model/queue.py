@@ -36,6 +36,7 @@ LAM_MAX_FACTOR = 0.999  # lam_max = 0.999*mu(N)
 # Rates below this fraction of mu(1) are evaluated at it: the metrics are then
 # their lam -> 0 limits to ~1e-12 relative, and R = L/X stays defined at lam = 0.
 _RATE_FLOOR = 1e-12
+_SLAB_STATES = 1 << 18  # chain states (8 bytes each) evaluated at once: 2 MB
 # Per-bucket overhead of one evaluation, in "state" units (numpy call cost /
 # per-state cost); a bucket is widened while its extra padding costs less.
 _BUCKET_OVERHEAD_STATES = 2048
@@ -283,13 +284,17 @@ class ChainLayout:
         z0 = np.empty_like(loglam)
         z1 = np.empty_like(loglam)
         for bk in self.buckets:
-            sl = slice(bk.start, bk.stop)
-            w = np.multiply.outer(loglam[sl], bk.j)
-            w += bk.logc
-            w -= shift[sl, None]
-            np.exp(w, out=w)
-            z0[sl] = w.sum(axis=1)
-            z1[sl] = w @ bk.j
+            # A bounded slab of rows at a time: a whole bucket's states are tens of MB
+            # at fleet scale, and the slab is as fast (numpy's per-call cost is tiny).
+            step = max(1, _SLAB_STATES // bk.j.size)
+            for lo in range(bk.start, bk.stop, step):
+                hi = min(lo + step, bk.stop)
+                w = np.multiply.outer(loglam[lo:hi], bk.j)
+                w += bk.logc[lo - bk.start:hi - bk.start]
+                w -= shift[lo:hi, None]
+                np.exp(w, out=w)
+                z0[lo:hi] = w.sum(axis=1)
+                z1[lo:hi] = w @ bk.j
         return z0, z1
 
 

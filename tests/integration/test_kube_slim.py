@@ -15,7 +15,7 @@ import pytest
 
 from controlloop.cluster.actuator import build_patch
 from controlloop.cluster.collector import KubeCollector
-from controlloop.cluster.kube import LAST_APPLIED, KubeClient
+from controlloop.cluster.kube import LAST_APPLIED, KubeClient, KubeError
 from controlloop.loop.settings import ActuationConfig, ControllerSettings
 from controlloop.loop.state import Action, placement_for
 from tests.fakekube import FakeKubeServer, objects
@@ -91,7 +91,17 @@ def test_listed_pods_and_deployments_lose_their_bulk_page_by_page(
     assert LAST_APPLIED in full["metadata"]["annotations"] and full["metadata"]["managedFields"]
     assert "managedFields" not in dep["metadata"]
     assert dep["metadata"]["annotations"] == {"deployment.kubernetes.io/revision": "3"}
-    assert dep["spec"] == full["spec"] and dep["status"] == full["status"]
+    assert dep["status"] == full["status"]
+    for key in ("replicas", "selector", "strategy"):
+        assert dep["spec"].get(key) == full["spec"].get(key)
+    full_template = full["spec"]["template"]
+    assert dep["spec"]["template"]["metadata"]["labels"] == full_template["metadata"]["labels"]
+    container = full_template["spec"]["containers"][0]
+    assert {"env", "args", "readinessProbe"} <= set(container)  # the bulk a real one has
+    assert dep["spec"]["template"]["spec"] == {
+        "nodeSelector": full_template["spec"]["nodeSelector"],
+        "containers": [{"name": container["name"], "resources": container["resources"]}]}
+    assert len(json.dumps(dep)) < len(json.dumps(full)) / 5
     # kept for the patches: what they are built from, not the whole object
     cached = kube.cached_deployment("llm", "srv-1")
     assert cached is not None and cached["metadata"]["resourceVersion"] == (
@@ -154,3 +164,16 @@ def test_listed_nodes_keep_labels_schedulability_and_allocatable(
     assert got["spec"] == {"unschedulable": True}
     assert set(got["status"]) == {"allocatable", "capacity"}
     assert got["status"]["allocatable"]["nvidia.com/gpu"] == "8"
+
+
+def test_a_page_that_is_not_json_is_a_clear_error(
+    two_fakes: tuple[FakeKubeServer, FakeKubeServer],
+) -> None:
+    # e.g. a proxy cutting a page of pods short
+    _, bulky = two_fakes
+    kube = client(bulky)
+    bulky.inject("GET", "/pods$", status=200, body=b'{"kind": "PodList", "items": [{"meta')
+    with pytest.raises(KubeError) as err:
+        kube.list_pods("llm")
+    assert err.value.reason == "BadResponse"
+    assert "pods llm/" in str(err.value) and "invalid JSON in response" in str(err.value)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controlloop.model import queue
 from controlloop.model.queue import (
     ChainParams,
     evaluate_chain,
@@ -84,8 +85,14 @@ def test_agrees_with_a_simulation(a: float, b: float, n: int, load: float, seed:
         assert abs(value - est.mean) <= 4.5 * est.stderr + 1e-3 * value + floor, (name, est)
 
 
-def test_matches_the_full_distribution_on_a_mixed_fleet() -> None:
-    # Different N in one call exercises the buckets; each pair is checked alone.
+@pytest.mark.parametrize("slab", [None, 1, 500])
+def test_matches_the_full_distribution_on_a_mixed_fleet(
+    slab: int | None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Different N in one call exercises the buckets; each pair is checked alone. A small
+    # slab makes every bucket's sums run a few rows (or one) at a time, as a fleet's do.
+    if slab is not None:
+        monkeypatch.setattr(queue, "_SLAB_STATES", slab)
     rng = np.random.default_rng(7)
     p = 200
     n = rng.integers(1, 300, p)
