@@ -27,7 +27,7 @@ def _libc() -> ctypes.CDLL | None:
     """The process's own symbols: glibc's malloc functions where it is the C library."""
     try:
         libc = ctypes.CDLL(None)
-    except OSError:
+    except (OSError, TypeError):  # TypeError: Windows has no "the process" handle
         return None
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
