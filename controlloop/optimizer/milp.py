@@ -33,11 +33,17 @@ Speed (a 1,000-server fleet within the 10 s default limit):
   skips the MIP);
 * in the stage of level ``p``, servers of lower priority are fixed at zero
   (they only use capacity); dominated candidates are dropped beforehand;
-* a level stage first runs an LP-guided dive (``_Stages._dive``: fix the accelerators
-  of the servers the LP relaxation splits, re-solve, then a small MILP over the replica
-  counts); its plan starts HiGHS, or ends the stage when within ``LEVEL_ACCEPT_GAP`` of
-  the LP bound;
-* min-cost first solves a neighbourhood MILP (``_Stages._neighbourhood``: only the
+* a level stage first runs an LP-guided dive (``milp_search.PlanSearch._dive``: fix the
+  accelerators of the servers the LP relaxation splits, re-solve, then a small MILP over
+  the replica counts); its plan starts HiGHS, or ends the stage when within
+  ``LEVEL_ACCEPT_GAP`` of the LP bound;
+* on small problems a level stage then computes the per-type packing bound
+  (``PlanSearch._packing_bound``, :mod:`milp_dw`): its plan (or that of the MILP on the
+  packings it uses) ends the stage when within ``mip_gap`` of the bound; else HiGHS
+  proves the stage with the bound's Lagrangian cut added and the candidates fixed out
+  that no plan as good as the start uses. Min-cost gets the fixings of every level
+  stage bounded (for the plans keeping the levels);
+* min-cost first solves a neighbourhood MILP (``PlanSearch._neighbourhood``: only the
   candidates the plan so far or the cost LP use, agreeing replica counts fixed), whose
   plan starts the full min-cost solve.
 
@@ -57,6 +63,7 @@ import highspy
 import numpy as np
 
 from controlloop.optimizer.greedy import solve_greedy, solve_unlimited
+from controlloop.optimizer.milp_dw import BoundResult, Stage
 from controlloop.optimizer.milp_model import (  # re-exported
     MilpModel,
     MilpResult,
@@ -66,22 +73,22 @@ from controlloop.optimizer.milp_model import (  # re-exported
     max_replicas,
     prune_dominated,
 )
+from controlloop.optimizer.milp_search import PlanSearch
 from controlloop.optimizer.solution import Candidate
 from controlloop.specs import SaturationPolicy
 
 # relative tolerance by which a fixed priority level may be undercut in later stages
 LEVEL_TOLERANCE = 1e-6
-# LP-guided heuristics (see _Stages._dive and _Stages._neighbourhood)
-DIVE_SHARE = 0.8  # part of a level stage's time share the dive may use...
-DIVE_ROUNDS_SHARE = 0.3  # ...of which its fixing rounds (the rest: the small MILP)
+# LP-guided heuristics (see milp_search: the dive, the neighbourhood, the packing bound)
+DIVE_SHARE = 0.8  # part of a level stage's time share the dive may use
 TIE_BREAK = 0.01  # the dive's cost tie-break is worth at most this many served servers
 # a dive plan this close to the LP bound ends its level stage: HiGHS, given the rest of the
 # share, mostly refines its bound there; the time goes to min-cost instead
 LEVEL_ACCEPT_GAP = 0.0025
-NEIGHBOURHOOD_SHARE = 0.4  # part of the min-cost time for the restricted MILP
-NEIGHBOURHOOD_GAP = 0.005  # the restricted MILP stops within this gap of its own bound
-NEIGHBOURHOOD_HEURISTICS = 0.3  # HiGHS mip_heuristic_effort there (default 0.05)
-HEURISTICS = 0.05  # HiGHS' default mip_heuristic_effort, restored afterwards
+# part of a level stage's time share for the packing bound (as much again for the MILP on
+# the packings it uses)
+PACKING_SHARE = 0.25
+NEIGHBOURHOOD_SHARE = 0.4  # part of the min-cost time for the neighbourhood MILP
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +139,7 @@ def solve_milp(
     return _Stages(model, x0, greedy, deadline, mip_gap, t0).solve()
 
 
-class _Stages:
+class _Stages(PlanSearch):
     """Serve-all, then one stage per priority level, then min-cost; each warm-started."""
 
     def __init__(
@@ -153,6 +160,7 @@ class _Stages:
         self.lp_point: np.ndarray | None = None  # the last dive's first LP solution
         self.cost_gap: float | None = None
         self.level_gaps: list[float] = []
+        self.packings: list[tuple[Stage, BoundResult]] = []  # the level stages' bounds
 
     def _stage(self, text: str) -> None:
         """Record a stage for the message, and show progress: a MILP may run for timeLimit."""
@@ -229,15 +237,28 @@ class _Stages:
                     base = dived
                 name = (f"priority {level} (start {start_value:.6g}, dive "
                         f"{m.level_value(base, members):.6g} of {len(members)})")
-                if (
-                    dived is not None
-                    and bound is not None
-                    and -bound - m.level_value(base, members) <= LEVEL_ACCEPT_GAP * max(1.0, -bound)
+                accept = LEVEL_ACCEPT_GAP if dived is not None else -1.0
+                packed = self._packing_bound(
+                    objective, self._stage_spec(members, lower), base, PACKING_SHARE * share,
+                    f"priority {level}",
+                )
+                if packed is not None:
+                    base, packing_bound, converged = packed
+                    bound = packing_bound if bound is None else max(bound, packing_bound)
+                    if converged:  # a proof, not a kept plan, for problems this small
+                        accept = self.mip_gap
+                    name = name[:-1] + f", packings {m.level_value(base, members):.6g})"
+                if bound is not None and -bound - m.level_value(base, members) <= accept * max(
+                    1.0, -bound
                 ):
-                    self._note_gap(name, float(objective @ base), bound, "LP bound")
+                    self._note_gap(name, float(objective @ base), bound,
+                                   "LP bound" if packed is None else "packing bound")
                     got: np.ndarray | None = base
                 else:
+                    # only plans at least as good as the start matter here: fix the rest out
+                    restore = self._fix(self._ranges(float(objective @ base)))
                     got = self._run(objective, base, name, n_stages - i, bound=bound)
+                    restore()
                 if got is None:
                     return self._failed(f"priority {level}")
                 point = m.complete(got[: m.n_c])
@@ -266,6 +287,11 @@ class _Stages:
             point = self._trim(point, members, relaxed)
         name = f"min-cost (start {float(m.cost @ point):.8g}"
         budget = NEIGHBOURHOOD_SHARE * (self.deadline - time.perf_counter())
+        # the level stages' bounds rule out candidates no plan keeping the levels uses
+        if self.packings:
+            self._fix(self._ranges(None, relax), rows=True)
+            # on the small problems bounded, HiGHS's restarts took 90 % of min-cost
+            h.setOptionValue("mip_allow_restart", False)
         better = self._neighbourhood(m.cost, point, budget, "min-cost")
         if better is not None and self._meets_levels(better, relax) and \
                 float(m.cost @ better) < float(m.cost @ point) - 1e-9:
@@ -344,159 +370,6 @@ class _Stages:
             return True
         used = np.bincount(m.t_rows, weights=m.units * point[: m.n_c], minlength=len(m.types))
         return bool(np.all(used <= m.caps + 1e-6))
-
-    def _neighbourhood(
-        self, objective: np.ndarray, start: np.ndarray, budget: float, label: str
-    ) -> np.ndarray | None:
-        """Solve the MILP restricted to the candidates that ``start`` or the LP relaxation
-        use (per server), warm-started from ``start``, in ``budget`` seconds: a small
-        problem in which HiGHS finds the LP's cheaper choices quickly. None without a
-        plan."""
-        m, h = self.m, self.h
-        t0 = time.perf_counter()
-        if budget < 0.1:
-            return None
-        lp = h.getLp()
-        col_lo, col_up = np.asarray(lp.col_lower_), np.asarray(lp.col_upper_)
-        all_cols = np.arange(m.n_var, dtype=np.int32)
-        h.changeColsCost(m.n_var, all_cols, objective)
-        point = None
-        cols = np.zeros(0, np.int32)
-        note = "no LP"
-        try:
-            h.setOptionValue("solve_relaxation", True)
-            h.setOptionValue("time_limit", h.getRunTime() + 0.5 * budget)
-            h.run()
-            h.setOptionValue("solve_relaxation", False)
-            if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-                return None
-            sol = np.asarray(h.getSolution().col_value)
-            lp_uses = (sol[: m.n_c] > 1e-7) | (sol[m.iy] > 1e-7)
-            keep = lp_uses | (start[: m.n_c] > 0)
-            drop = ~keep
-            cols = np.concatenate([m.ix[drop], m.iy[drop]]).astype(np.int32)
-            h.changeColsBounds(len(cols), cols, np.zeros(len(cols)), np.zeros(len(cols)))
-            # as in RINS, fix the replicas on which the start and the LP agree
-            xs = start[: m.n_c]
-            agree = (np.abs(sol[: m.n_c] - xs) < 1e-6) & (xs > 0)
-            fixed = np.concatenate([m.ix[agree], m.iy[agree]]).astype(np.int32)
-            values = np.concatenate([xs[agree], np.ones(int(agree.sum()))])
-            h.changeColsBounds(len(fixed), fixed, values, values)
-            cols = np.concatenate([cols, fixed])
-            h.setOptionValue("time_limit", max(0.1, t0 + budget - time.perf_counter()))
-            h.setOptionValue("mip_rel_gap", max(self.mip_gap, NEIGHBOURHOOD_GAP))
-            h.setOptionValue("mip_heuristic_effort", NEIGHBOURHOOD_HEURISTICS)
-            h.setSolution(m.n_var, all_cols, start)
-            h.run()
-            note = (f"LP {float(objective @ sol):.8g}, {int(keep.sum())} candidates, "
-                    f"{int(agree.sum())} fixed")
-            if h.getInfo().primal_solution_status == 2:
-                point = m.complete(np.asarray(h.getSolution().col_value)[: m.n_c])
-        finally:
-            h.setOptionValue("solve_relaxation", False)
-            h.setOptionValue("mip_heuristic_effort", HEURISTICS)
-            h.changeColsBounds(len(cols), cols, col_lo[cols], col_up[cols])
-            found = "no plan" if point is None else f"plan {float(objective @ point):.8g}"
-            self._stage(f"{label} neighbourhood: {note}, {found} ({time.perf_counter() - t0:.2f}s)")
-        return point
-
-    def _dive(
-        self, objective: np.ndarray, budget: float, label: str, measure: np.ndarray | None = None
-    ) -> np.ndarray | None:
-        """LP-guided dive: solve the LP relaxation, fix the accelerator of the servers the LP
-        splits over several candidates (the half with the clearest choice, largest ``y``,
-        first; a fixing that makes the LP infeasible is halved, then skipped), re-solve and
-        repeat until no server is split or ``budget`` is nearly spent; then keep each server
-        on the candidates its LP solution uses and solve that small MILP (replica counts
-        only). Returns the plan, or None. Bounds are restored afterwards; the first LP
-        solution is kept in ``lp_point``. The message reports values of ``measure``
-        (default ``objective``), in absolute value."""
-        m, h = self.m, self.h
-        self.lp_point = None
-        t0 = time.perf_counter()
-        stop = t0 + budget
-        if budget < 0.05 or m.n_c == 0:
-            return None
-        lp = h.getLp()
-        col_lo, col_up = np.asarray(lp.col_lower_), np.asarray(lp.col_upper_)
-        changed: list[np.ndarray] = []
-        all_cols = np.arange(m.n_var, dtype=np.int32)
-        h.changeColsCost(m.n_var, all_cols, objective)
-
-        def close(cols: np.ndarray) -> None:
-            h.changeColsBounds(len(cols), cols, np.zeros(len(cols)), np.zeros(len(cols)))
-
-        def relaxation() -> np.ndarray | None:
-            # the LP clock of a Highs object runs on across calls: limit relative to it
-            h.setOptionValue("time_limit", h.getRunTime() + max(0.05, stop - time.perf_counter()))
-            h.run()
-            if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-                return None
-            return np.asarray(h.getSolution().col_value)
-
-        point = None
-        rounds = 0
-        h.setOptionValue("solve_relaxation", True)
-        try:
-            sol = relaxation()
-            if sol is None:
-                return None
-            self.lp_point = sol
-            skip = np.zeros(m.n_s, bool)
-            ks = np.arange(m.n_c)
-            while True:
-                act = (sol[: m.n_c] > 1e-7) | (sol[m.iy] > 1e-7)
-                cnt = np.bincount(m.owner, weights=act, minlength=m.n_s)
-                multi = np.flatnonzero((cnt > 1) & ~skip)
-                if len(multi) == 0 or time.perf_counter() > t0 + DIVE_ROUNDS_SHARE * budget:
-                    break
-                key = np.where(act, sol[m.iy], -1.0)
-                order_k = np.lexsort((-key, m.owner))  # per server, largest y first
-                first = np.searchsorted(m.owner[order_k], np.arange(m.n_s))
-                best = order_k[np.minimum(first, m.n_c - 1)]
-                order = multi[np.argsort(-key[best[multi]], kind="stable")]
-                take = order[: max(1, len(order) // 2)]
-                while True:
-                    sel = np.isin(m.owner, take) & (ks != best[m.owner])
-                    cols = np.concatenate([m.ix[sel], m.iy[sel]]).astype(np.int32)
-                    close(cols)
-                    rounds += 1
-                    got = relaxation()
-                    if got is not None:
-                        changed.append(cols)
-                        sol = got
-                        break
-                    h.changeColsBounds(len(cols), cols, col_lo[cols], col_up[cols])
-                    if len(take) == 1 or time.perf_counter() > stop:
-                        skip[take] = True
-                        break
-                    take = take[: len(take) // 2]
-            # the small MILP: every server on the candidate its LP solution uses (a server
-            # still split keeps all its candidates; one the LP leaves out gets none)
-            act = (sol[: m.n_c] > 1e-7) | (sol[m.iy] > 1e-7)
-            cnt = np.bincount(m.owner, weights=act, minlength=m.n_s)
-            drop = ~act & (cnt[m.owner] <= 1)
-            cols = np.concatenate([m.ix[drop], m.iy[drop]]).astype(np.int32)
-            close(cols)
-            changed.append(cols)
-            h.setOptionValue("solve_relaxation", False)
-            h.setOptionValue("time_limit", max(0.5, stop - time.perf_counter()))
-            h.setOptionValue("mip_rel_gap", self.mip_gap)
-            h.run()
-            if h.getInfo().primal_solution_status == 2:
-                point = self.m.complete(np.asarray(h.getSolution().col_value)[: m.n_c])
-        finally:
-            h.setOptionValue("solve_relaxation", False)
-            for cols in reversed(changed):
-                h.changeColsBounds(len(cols), cols, col_lo[cols], col_up[cols])
-            shown = objective if measure is None else measure
-            lp_value = "-" if self.lp_point is None else f"{abs(float(shown @ self.lp_point)):.8g}"
-            found = "no plan" if point is None else f"plan {abs(float(shown @ point)):.8g}"
-            self._stage(
-                f"{label} dive: LP {lp_value}, {rounds} rounds, {found}"
-                f" ({time.perf_counter() - t0:.2f}s)"
-            )
-        return point
 
     def _bound_servers(self, servers: np.ndarray, *, fix: bool) -> None:
         """Fix all columns of ``servers`` at 0, or restore their bounds."""
