@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import highspy
@@ -140,9 +141,9 @@ class _Pricing:
         convexity dual): per item ``cost_x x + cost_y - alpha_s - phi_s f_s(x)``; a dynamic
         programme over at most ``c`` cards, ``c = 0..cap``, one server at a time."""
         cap = int(self.caps[t])
+        items = self.by_type[t]
         dp = np.zeros(cap + 1)
         tables = [dp]
-        items = self.by_type[t]
         for s, ks in items:
             dp = self._step(dp, ks, alpha[s], phi[s])
             tables.append(dp)
@@ -288,8 +289,10 @@ def stage_bound(
     *,
     target: float | None = None,
     mip_gap: float = 1e-4,
+    extra: Sequence[np.ndarray] = (),
 ) -> BoundResult | None:
-    """Column generation for ``stage``, from the packings of the feasible plan ``start``.
+    """Column generation for ``stage``, from the packings of the feasible plan ``start``
+    (and those of the points ``extra``, e.g. an LP solution rounded down).
 
     Stops when no column improves the master, when the bound comes within ``mip_gap`` of
     ``target`` (an incumbent's objective: nothing left to prove), or at ``deadline``.
@@ -346,10 +349,15 @@ def stage_bound(
         columns.append((t, packing))
         return True
 
-    x0 = np.rint(start[: m.n_c]).astype(np.int64)
-    for t in range(n_types):
-        add(t, [(k, int(x0[k])) for k in np.flatnonzero((m.t_rows == t) & (x0 > 0)).tolist()
-                if pricing.scope[m.owner[k]]])
+    for point in [start, *extra]:
+        x0 = np.minimum(np.floor(point[: m.n_c] + 1e-9), m.upper).astype(np.int64)
+        for t in range(n_types):
+            per: dict[int, tuple[int, int]] = {}  # one candidate per server: the most replicas
+            for k in np.flatnonzero((m.t_rows == t) & (x0 > 0)).tolist():
+                s = int(m.owner[k])
+                if pricing.scope[s] and (s not in per or x0[k] > per[s][1]):
+                    per[s] = (k, int(x0[k]))
+            add(t, list(per.values()))
     lb_levels = np.array([lb for _, lb in stage.levels])
     has_level = row_of_level >= 0
 
@@ -381,8 +389,10 @@ def stage_bound(
             if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
                 return None
             dual = np.asarray(h.getSolution().row_dual)
+            z = float(h.getInfo().objective_function_value)
         else:  # an empty start: no packing yet, all duals 0
             dual = np.zeros(n_rows)
+            z = 0.0
         alpha_m, beta_m, gamma_m, mu = duals_of(dual)
         # Wentges smoothing: price at a point between the master's duals and the best
         # bound's, which damps the duals' oscillation; on a miss, price at the master's
@@ -417,6 +427,7 @@ def stage_bound(
                 break
         if added == 0:
             converged = True
+            bound = max(bound, z)  # no column prices out: the master's value is the bound
             break
         if target is not None and target - bound <= mip_gap * max(1.0, abs(target)):
             break

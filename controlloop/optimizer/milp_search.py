@@ -97,8 +97,9 @@ class PlanSearch:
         if m.n_c > PACKING_MAX_CANDIDATES or budget < 0.05:
             return None
         t0 = time.perf_counter()
+        extra = [] if self.lp_point is None or stage.level is None else [self.lp_point]
         got = stage_bound(m, stage, start, t0 + budget, target=float(objective @ start),
-                          mip_gap=self.mip_gap)
+                          mip_gap=self.mip_gap, extra=extra)
         if got is None:
             return None
         if got.converged:
