@@ -21,8 +21,8 @@ as each type's packings sum to at most 1. See :func:`stage_bound`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import highspy
