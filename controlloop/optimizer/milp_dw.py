@@ -34,6 +34,8 @@ from controlloop.optimizer.milp_model import MilpModel
 PRICE_TOLERANCE = 1e-9
 # column-generation rounds at most (each prices every type once or twice)
 MAX_ROUNDS = 200
+# types with more cards get no variable fixing (its min-plus joins take cards squared)
+FIXING_MAX_CARDS = 1024
 # weight of the best bound's duals in the duals priced (Wentges smoothing)
 SMOOTHING = 0.5
 
@@ -184,6 +186,8 @@ class _Pricing:
         the cards left (a forward and a backward programme, joined by a min-plus
         convolution) plus the value of ``x``."""
         cap = int(self.caps[t])
+        if cap > FIXING_MAX_CARDS:  # the joins cost cards squared: no fixing on this type
+            return {}
         items = self.by_type[t]
         forward = [np.zeros(cap + 1)]
         for s, ks in items:

@@ -21,6 +21,10 @@ DIVE_ROUNDS_SHARE = 0.3  # part of the dive's budget for its fixing rounds (rest
 # the packing bound (milp_dw) runs on problems up to this size (27 servers: ~210; 100:
 # ~800, where it does not converge in its time)
 PACKING_MAX_CANDIDATES = 500
+# ...and with at most this many card counts programmed per pricing round (the sum over
+# candidates of their type's cards + 1: 10,000-40,000 on those problems); beyond, a round takes
+# too long (and memory grows with the cards)
+PACKING_MAX_WORK = 250_000
 NEIGHBOURHOOD_GAP = 0.005  # the restricted MILP stops within this gap of its own bound
 NEIGHBOURHOOD_HEURISTICS = 0.3  # HiGHS mip_heuristic_effort there (default 0.05)
 HEURISTICS = 0.05  # HiGHS' default mip_heuristic_effort, restored afterwards
@@ -94,7 +98,9 @@ class PlanSearch:
         best plan of its integer master or of the MILP on the packings its LP uses, and
         the bound. Its Lagrangian cut, valid for every plan, stays in the model."""
         m, h = self.m, self.h
-        if m.n_c > PACKING_MAX_CANDIDATES or budget < 0.05:
+        # each pricing round programmes every candidate over its type's cards
+        work = int(np.sum(m.caps[m.t_rows] + 1.0)) if m.capacity is not None else 0
+        if m.n_c > PACKING_MAX_CANDIDATES or work > PACKING_MAX_WORK or budget < 0.05:
             return None
         t0 = time.perf_counter()
         extra = [] if self.lp_point is None or stage.level is None else [self.lp_point]

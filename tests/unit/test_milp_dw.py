@@ -18,9 +18,11 @@ import highspy
 import numpy as np
 import pytest
 
+from controlloop.optimizer.milp import MilpServer, solve_milp
 from controlloop.optimizer.milp_dw import BoundResult, Stage, _Pricing, fixings, stage_bound
 from controlloop.optimizer.milp_model import MilpModel, max_replicas
-from tests.unit.test_milp_exact import _problem
+from controlloop.optimizer.solution import Candidate
+from tests.unit.test_milp_exact import _candidate, _problem
 
 
 def _model(seed: int, partial: bool) -> MilpModel:
@@ -238,3 +240,30 @@ def test_fixings_with_relaxed_levels_and_that_they_fix_something() -> None:
         fixed += _check_fixings(m, stage, got, optimum, plans, None)
         fixed += _check_fixings(m, stage, got, optimum, plans, relaxed)
     assert fixed >= 10
+
+
+def test_huge_capacities_skip_the_packing_bound() -> None:
+    """The pricing programme's tables grow with the cards: with 100,000s of cards a type
+    (and servers needing more), the MILP goes without the bound instead of running out of
+    time, and the level stages still run; with a tenth of the cards and of the demand it
+    uses the bound."""
+    def problem(scale: int) -> tuple[list[MilpServer], dict[str, list[Candidate]]]:
+        servers, candidates = [], {}
+        for i, demand in enumerate((1.5, 1.0, 0.8)):
+            name = f"s{i}"
+            candidates[name] = [
+                _candidate(name, f"{u}x{t}", t, u, rate * u, 3.0 * u, demand * scale)
+                for t, rate in (("A", 1.0), ("B", 1.3)) for u in (1, 2)
+            ]
+            servers.append(MilpServer(name, 1 + i % 2, demand * scale, "", 0.0))
+        return servers, candidates
+
+    for scale, bounded in ((100_000, False), (20, True)):
+        servers, candidates = problem(scale)
+        capacity = {"A": scale, "B": scale}
+        t0 = time.perf_counter()
+        result = solve_milp(servers, candidates, capacity, heterogeneous=False,
+                            allow_partial=True, time_limit=10.0, mip_gap=1e-6)
+        assert time.perf_counter() - t0 < 5.0
+        assert any(s.startswith("priority 2") for s in result.stages), result.message
+        assert ("packings" in result.message) is bounded, result.message
