@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Iterator
 
 import highspy
 import numpy as np
@@ -113,6 +114,21 @@ def _allowed(m: MilpModel, stage: Stage, plan: np.ndarray) -> bool:
                 and np.all(x[np.isin(m.owner, stage.excluded)] == 0))
 
 
+def _bounded_stages(
+    seed: int, partial: bool
+) -> Iterator[tuple[MilpModel, list[np.ndarray], Stage, np.ndarray, float, BoundResult]]:
+    """Per stage of problem ``seed``: the model, every plan, the stage, its objective, its
+    enumerated optimum and the bound."""
+    m = _model(seed, partial)
+    plans = _plans(m)
+    for stage, start in _stages(m, plans):
+        objective = _objective(m, stage)
+        optimum = min(float(objective @ p) for p in plans if _allowed(m, stage, p))
+        got = stage_bound(m, stage, start, time.perf_counter() + 10.0)
+        assert got is not None
+        yield m, plans, stage, objective, optimum, got
+
+
 @pytest.mark.parametrize("partial", [True, False])
 @pytest.mark.parametrize("seed", range(20))
 def test_pricing_finds_the_least_valued_packing(seed: int, partial: bool) -> None:
@@ -145,13 +161,8 @@ def test_pricing_finds_the_least_valued_packing(seed: int, partial: bool) -> Non
 @pytest.mark.parametrize("partial", [True, False])
 @pytest.mark.parametrize("seed", range(20))
 def test_bound_holds_is_tighter_than_the_lp_and_its_cut_holds(seed: int, partial: bool) -> None:
-    m = _model(seed, partial)
-    plans = _plans(m)
-    for stage, start in _stages(m, plans):
-        objective = _objective(m, stage)
-        optimum = min(float(objective @ p) for p in plans if _allowed(m, stage, p))
-        got = stage_bound(m, stage, start, time.perf_counter() + 10.0)
-        assert got is not None and got.converged
+    for m, plans, stage, objective, optimum, got in _bounded_stages(seed, partial):
+        assert got.converged
         assert got.bound <= optimum + 1e-7
         assert got.bound >= _lp_bound(m, objective, stage) - 1e-7
         assert got.cut is not None
@@ -204,13 +215,7 @@ def _check_fixings(m: MilpModel, stage: Stage, got: BoundResult, threshold: floa
 @pytest.mark.parametrize("partial", [True, False])
 @pytest.mark.parametrize("seed", range(20))
 def test_fixings_keep_every_plan_as_good_as_the_threshold(seed: int, partial: bool) -> None:
-    m = _model(seed, partial)
-    plans = _plans(m)
-    for stage, start in _stages(m, plans):
-        objective = _objective(m, stage)
-        optimum = min(float(objective @ p) for p in plans if _allowed(m, stage, p))
-        got = stage_bound(m, stage, start, time.perf_counter() + 10.0)
-        assert got is not None
+    for m, plans, stage, _, optimum, got in _bounded_stages(seed, partial):
         for threshold in (optimum, optimum + 0.1 * max(1.0, abs(optimum))):
             _check_fixings(m, stage, got, threshold, plans, None)
 
