@@ -57,7 +57,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import highspy
 import numpy as np
@@ -161,6 +161,8 @@ class _Stages(PlanSearch):
         self.cost_gap: float | None = None
         self.level_gaps: list[float] = []
         self.packings: list[tuple[Stage, BoundResult]] = []  # the level stages' bounds
+        self.level_ranges: dict[int, tuple[int, int]] = {}
+        self.level_undo: list[Callable[[], None]] = []
 
     def _stage(self, text: str) -> None:
         """Record a stage for the message, and show progress: a MILP may run for timeLimit."""
@@ -267,6 +269,7 @@ class _Stages(PlanSearch):
             if achieved >= len(members) - 1e-9:
                 self._fix_served(members)
                 self.fixed.append((members, float(len(members))))
+                self._carry(members)
                 tied = tied and m.level_value(self.greedy, members) >= len(members) - 1e-6
                 continue
             lb = achieved - LEVEL_TOLERANCE * max(1.0, achieved)
@@ -274,6 +277,7 @@ class _Stages(PlanSearch):
                 lb, np.inf, len(members), m.i_f[members].astype(np.int32), np.ones(len(members))
             )
             self.fixed.append((members, lb))
+            self._carry(members)
             # min-cost may give up mip_gap of this level (it is only known to that), but
             # not fall below greedy's plan while the plans are tied on the levels above
             relaxed = achieved - max(LEVEL_TOLERANCE, self.mip_gap) * max(1.0, achieved)
@@ -288,6 +292,7 @@ class _Stages(PlanSearch):
         name = f"min-cost (start {float(m.cost @ point):.8g}"
         budget = NEIGHBOURHOOD_SHARE * (self.deadline - time.perf_counter())
         # the level stages' bounds rule out candidates no plan keeping the levels uses
+        self._uncarry()
         if self.packings:
             self._fix(self._ranges(None, relax), rows=True)
             # on the small problems bounded, HiGHS's restarts took 90 % of min-cost

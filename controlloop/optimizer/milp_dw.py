@@ -46,12 +46,14 @@ class Stage:
 
     ``level`` holds the servers whose served fractions are maximised (None: minimise cost);
     ``full`` must be served fully; ``levels`` are (servers, lower bound on their summed
-    served fraction); ``excluded`` get no replicas."""
+    served fraction); ``excluded`` get no replicas; ``ranges`` bound some candidates'
+    replicas (``(lo, hi)`` as :func:`fixings` gives them)."""
 
     level: np.ndarray | None
     full: np.ndarray
     levels: list[tuple[np.ndarray, float]] = field(default_factory=list)
     excluded: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    ranges: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -102,16 +104,26 @@ class _Pricing:
         else:  # all or nothing: x = upper, serving fully or not at all
             linear = np.zeros(m.n_c, np.int64)
             full_x = np.where(m.weight * up >= 1.0 - 1e-9, up, 0.0).astype(np.int64)
+        least = np.ones(m.n_c, np.int64)
+        keep = scope[m.owner]
+        for k, (lo, hi) in stage.ranges.items():
+            if hi <= 0:
+                keep[k] = False
+                continue
+            least[k] = max(1, lo)
+            if hi < full_x[k] or lo > full_x[k]:
+                full_x[k] = 0
+            linear[k] = min(linear[k], hi)
         self.linear, self.full_x = linear, full_x
         self.units = m.units.astype(np.int64)
         self.caps = m.caps.astype(np.int64)
         self.split = m.split
-        # (units, most linear replicas, full-service replicas, cost/replica, fixed, weight)
+        # (units, least and most linear replicas, full-service replicas, cost/replica,
+        # fixed, weight)
         self.item = list(zip(
-            self.units.tolist(), linear.tolist(), full_x.tolist(), self.cost_x.tolist(),
-            self.cost_y.tolist(), m.weight.tolist(), strict=True,
+            self.units.tolist(), least.tolist(), linear.tolist(), full_x.tolist(),
+            self.cost_x.tolist(), self.cost_y.tolist(), m.weight.tolist(), strict=True,
         ))
-        keep = scope[m.owner]
         self.by_type: list[list[tuple[int, list[int]]]] = []
         for t in range(len(m.types)):
             per: dict[int, list[int]] = {}
@@ -120,7 +132,7 @@ class _Pricing:
             self.by_type.append(sorted(per.items()))
 
     def served(self, k: int, x: int) -> float:
-        _, _, xf, _, _, w = self.item[k]
+        _, _, _, xf, _, _, w = self.item[k]
         if x <= 0:
             return 0.0
         if x >= xf > 0:
@@ -132,7 +144,7 @@ class _Pricing:
         total = 0.0
         for k, x in packing:
             s = int(self.m.owner[k])
-            _, _, _, cx, cy, _ = self.item[k]
+            _, _, _, _, cx, cy, _ = self.item[k]
             total += cx * x + cy - alpha[s] - phi[s] * self.served(k, x)
         return total
 
@@ -202,16 +214,16 @@ class _Pricing:
             others = _min_plus(forward[i], backward[i + 1])
             for k in ks:
                 u = self.item[k][0]
-                fits = [(x, v) for x, v in self._options(k, alpha[s], phi[s], cap)]
+                fits = self._options(k, alpha[s], phi[s], cap)
                 ok = [x for x, v in fits if others[cap - u * x] + v <= least + slack]
                 out[k] = (min(ok), max(ok)) if ok else (0, 0)
         return out
 
     def _options(self, k: int, alpha: float, phi: float, left: int) -> list[tuple[int, float]]:
         """(replicas, value) of candidate ``k`` within ``left`` cards (for backtracking)."""
-        u, big_x, xf, cx, cy, w = self.item[k]
+        u, lo, big_x, xf, cx, cy, w = self.item[k]
         a, b = cx - phi * w, cy - alpha
-        out = [(x, a * x + b) for x in range(1, min(big_x, left // u) + 1)]
+        out = [(x, a * x + b) for x in range(lo, min(big_x, left // u) + 1)]
         if 0 < xf and xf * u <= left:
             out.append((xf, cx * xf + b - phi))
         return out
@@ -220,12 +232,12 @@ class _Pricing:
         """``min_x dp[c - u x] + value(x)`` for every card count ``c`` (inf when none); None
         when no use of the candidate has a negative value (it cannot improve ``dp``, which
         never increases with the cards)."""
-        u, big_x, xf, cx, cy, w = self.item[k]
+        u, lo, big_x, xf, cx, cy, w = self.item[k]
         n = len(dp)
         a, b = cx - phi * w, cy - alpha
         full_value = cx * xf + b - phi
-        linear = big_x >= 1 and n > u
-        best = (a + b if a >= 0 else a * big_x + b) if linear else np.inf
+        linear = big_x >= lo and n > u * lo
+        best = (a * lo + b if a >= 0 else a * big_x + b) if linear else np.inf
         shift = xf * u
         if 0 < xf and shift < n:
             best = min(best, full_value)
@@ -239,22 +251,22 @@ class _Pricing:
                 padded = np.full(length * u, np.inf)
                 padded[:n] = dp
                 seq = padded.reshape(length, u)
-            # window[i] = min over j in [i-X+1, i] of dp[j] + a (i - j)
+            # window[i] = min over j in [i-(X-lo), i] of dp[j] + a (i - j)
             if a >= 0:  # dp never increases with the cards: j = i is best
                 window = seq
             else:
                 j = np.arange(length, dtype=np.float64)[:, None]
                 h = seq - a * j
-                width = min(big_x, length)
+                width = min(big_x - lo + 1, length)
                 if width >= length:
                     trailing = np.minimum.accumulate(h, axis=0)
                 else:
                     trailing = _trailing_min(h, width)
                 window = trailing + a * j
-            # x in 1..X: min of dp[(i - x) u + r] + a x + b = window[i - 1] + a + b
+            # x in lo..X: min of dp[(i - x) u + r] + a x + b = window[i - lo] + a lo + b
             val = np.empty((length, u))
-            val[0] = np.inf
-            val[1:] = window[:-1] + (a + b)
+            val[:lo] = np.inf
+            val[lo:] = window[: length - lo] + (a * lo + b)
             out = val.ravel()[:n]
         else:
             out = np.full(n, np.inf)

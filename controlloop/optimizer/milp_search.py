@@ -41,6 +41,9 @@ class PlanSearch:
     mip_gap: float
     fixed: list[tuple[np.ndarray, float]]
     packings: list[tuple[Stage, BoundResult]]  # the level stages' converged bounds
+    # what those bounds rule out for the later level stages, and the undo of each
+    level_ranges: dict[int, tuple[int, int]]
+    level_undo: list[Callable[[], None]]
     lp_point: np.ndarray | None  # the last dive's first LP solution
 
     def _stage(self, text: str) -> None:
@@ -210,8 +213,28 @@ class PlanSearch:
             level=members, full=np.concatenate(full) if full else np.zeros(0, np.int64),
             levels=[(mem, low.get(id(mem), lb)) for mem, lb in self.fixed
                     if lb < len(mem) - 1e-9],
-            excluded=lower,
+            excluded=lower, ranges={} if relaxed else dict(self.level_ranges),
         )
+
+    def _carry(self, members: np.ndarray) -> None:
+        """Once the level of ``members`` is fixed, fix out for the later level stages (which
+        keep it) what its packing bound rules out at that level; undone before min-cost,
+        which keeps the levels only up to mipGap."""
+        if not self.packings or self.packings[-1][0].level is not members:
+            return
+        stage, got = self.packings[-1]
+        level = next(lb for mem, lb in self.fixed if mem is members)
+        ranges, served = fixings(self.m, stage, got, -level)
+        for k, (lo, hi) in ranges.items():
+            before = self.level_ranges.get(k, (lo, hi))
+            self.level_ranges[k] = (max(lo, before[0]), min(hi, before[1]))
+        self.level_undo.append(self._fix((ranges, np.zeros(0, np.int64))))
+
+    def _uncarry(self) -> None:
+        for undo in reversed(self.level_undo):
+            undo()
+        self.level_undo.clear()
+        self.level_ranges.clear()
 
     def _restricted(
         self, objective: np.ndarray, start: np.ndarray, keep: np.ndarray, fix: np.ndarray,

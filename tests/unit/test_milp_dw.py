@@ -23,7 +23,8 @@ from controlloop.optimizer.milp import MilpServer, solve_milp
 from controlloop.optimizer.milp_dw import BoundResult, Stage, _Pricing, fixings, stage_bound
 from controlloop.optimizer.milp_model import MilpModel, max_replicas
 from controlloop.optimizer.solution import Candidate
-from tests.unit.test_milp_exact import _candidate, _problem
+from tests.helpers.milp_problems import candidate as _candidate
+from tests.helpers.milp_problems import problem as _problem
 
 
 def _model(seed: int, partial: bool) -> MilpModel:
