@@ -14,8 +14,11 @@ service, so one pass is a sliding-window minimum, O(cards) per candidate).
 The integer master over the columns generated (at most one packing per type) is a plan,
 often the optimum: with the bound it closes a stage without HiGHS.
 
-Valid at every iteration (Lagrangian bound): ``z_master + sum_t min(0, reduced cost_t)``,
-as each type's packings sum to at most 1. See :func:`stage_bound`.
+The bound is valid at any duals (Lagrangian): ``sum_s alpha_s + sum_s beta_s + sum_l
+gamma_l lb_l + sum_t V_t``, with ``V_t`` the least pricing value of type ``t`` (each type
+takes at most one packing, the empty one valued 0). The same terms give a cut that holds
+for every plan (:class:`BoundResult`) and the variable fixing of :func:`fixings`. See
+:func:`stage_bound`.
 """
 
 from __future__ import annotations
