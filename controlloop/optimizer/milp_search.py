@@ -96,7 +96,7 @@ class PlanSearch:
     def _packing_bound(
         self, objective: np.ndarray, stage: Stage, start: np.ndarray, budget: float, label: str,
         relaxed: Sequence[tuple[int, float, np.ndarray]] = (),
-    ) -> tuple[np.ndarray, float, bool] | None:
+    ) -> tuple[np.ndarray, BoundResult] | None:
         """The per-type packing bound of a stage (:mod:`milp_dw`; small problems only): the
         best plan of its integer master or of the MILP on the packings its LP uses, and
         the bound. Its Lagrangian cut, valid for every plan, stays in the model."""
@@ -136,20 +136,16 @@ class PlanSearch:
             f"{got.columns} columns{'' if got.converged else ' (unconverged)'}, "
             f"plan {abs(float(objective @ best)):.8g} ({time.perf_counter() - t0:.2f}s)"
         )
-        return best, got.bound, got.converged
+        return best, got
 
     def _ranges(
-        self, threshold: float | None, relax: Sequence[tuple[int, float, np.ndarray]] = ()
+        self, relax: Sequence[tuple[int, float, np.ndarray]]
     ) -> tuple[dict[int, tuple[int, int]], np.ndarray]:
-        """Replica ranges per candidate that the packing bounds allow, and the servers
-        they show served (``fixings``): for the plans valued at most ``threshold`` in the
-        last stage bounded, or (None) for the plans keeping every level bounded at its
-        ``relax`` value."""
+        """Replica ranges per candidate that the level stages' packing bounds allow for
+        the plans keeping every level at its ``relax`` value (min-cost's), and the servers
+        they show served (``fixings``)."""
         if not self.packings:
             return {}, np.zeros(0, np.int64)
-        if threshold is not None:
-            stage, got = self.packings[-1]
-            return fixings(self.m, stage, got, threshold)
         low = {id(mem): lb for _, lb, mem in relax}
         ranges: dict[int, tuple[int, int]] = {}
         served: list[np.ndarray] = []
@@ -235,6 +231,20 @@ class PlanSearch:
             undo()
         self.level_undo.clear()
         self.level_ranges.clear()
+
+    def _settles(self, objective: np.ndarray, start: np.ndarray, seconds: float) -> bool:
+        """Whether HiGHS proves the stage from ``start`` within ``seconds`` (then it needs
+        no packing bound; the stage's own solve re-finds the optimum at once)."""
+        m, h = self.m, self.h
+        if seconds <= 0:
+            return False
+        all_cols = np.arange(m.n_var, dtype=np.int32)
+        h.changeColsCost(m.n_var, all_cols, objective)
+        h.setOptionValue("time_limit", seconds)
+        h.setOptionValue("mip_rel_gap", self.mip_gap)
+        h.setSolution(m.n_var, all_cols, start)
+        h.run()
+        return bool(h.getModelStatus() == highspy.HighsModelStatus.kOptimal)
 
     def _restricted(
         self, objective: np.ndarray, start: np.ndarray, keep: np.ndarray, fix: np.ndarray,
