@@ -14,7 +14,7 @@ import itertools
 
 import pytest
 
-from controlloop.optimizer import milp
+from controlloop.optimizer import milp, milp_dw
 from controlloop.optimizer.candidates import move_penalty
 from controlloop.optimizer.milp import MilpServer, solve_milp
 from controlloop.optimizer.milp_model import max_replicas, prune_dominated
@@ -69,16 +69,20 @@ def _brute_force(servers: list[MilpServer], candidates: dict[str, list[Candidate
     return {p: -v for p, v in zip(levels, best[0], strict=True)}, best[1]
 
 
-@pytest.mark.parametrize("bounded", [False, True])
+@pytest.mark.parametrize("bounded", ["trial", "always", "unconverged"])
 @pytest.mark.parametrize("partial", [True, False])
 @pytest.mark.parametrize("seed", range(25))
 def test_milp_reaches_the_enumerated_optimum(
-    seed: int, partial: bool, bounded: bool, monkeypatch: pytest.MonkeyPatch
+    seed: int, partial: bool, bounded: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``bounded``: the per-type packing bound, its cut and its fixings run in every level
-    stage (HiGHS settles these tiny problems within its trial, which otherwise skips them)."""
-    if bounded:
+    """``always``: the per-type packing bound, its cut and its fixings run in every level
+    stage (HiGHS settles these tiny problems within its trial, which otherwise skips them);
+    ``unconverged``: the bound also stops after 2 rounds, so some stages' bounds converge
+    and others' do not."""
+    if bounded != "trial":
         monkeypatch.setattr(milp, "PACKING_TRIAL", 0.0)
+    if bounded == "unconverged":
+        monkeypatch.setattr(milp_dw, "MAX_ROUNDS", 2)
     servers, candidates, capacity = _problem(seed)
     want_served, want_cost = _brute_force(servers, candidates, capacity, partial)
     result = solve_milp(servers, candidates, capacity, heterogeneous=False,
