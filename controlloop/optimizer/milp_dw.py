@@ -41,6 +41,11 @@ MAX_ROUNDS = 200
 FIXING_MAX_CARDS = 1024
 # weight of the best bound's duals in the duals priced (Wentges smoothing)
 SMOOTHING = 0.5
+# the master LP is solved by interior point without crossover: its duals are central, not
+# a vertex's, and the degenerate master's vertex duals jump about (27-server scenarios:
+# 17-38 rounds instead of 37-73). Once no column prices out the bound is the Lagrangian at
+# those duals, about the master's value (which is a bound only at exactly optimal duals)
+MASTER_SOLVER = "ipm"
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ class BoundResult:
     cut_rhs: float = -np.inf
     # the bound's duals: per server alpha and phi, per level row gamma
     duals: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    # what fixings() computes once per bound (its stage's _Pricing.excess, all types)
+    excess: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
 
 
 def stage_objective(m: MilpModel, stage: Stage) -> np.ndarray:
@@ -192,14 +199,13 @@ class _Pricing:
                 new = np.minimum(new, got)
         return new
 
-    def allowed(
-        self, t: int, alpha: list[float], phi: list[float], slack: float
-    ) -> dict[int, tuple[int, int]]:
-        """Per candidate of type ``t``, the least and most replicas ``(lo, hi)`` with which
-        some packing is valued within ``slack`` of the least (``(0, 0)``: none): the best
-        packing holding ``x`` replicas of ``k`` is the best of the other servers' within
-        the cards left (a forward and a backward programme, joined by a min-plus
-        convolution) plus the value of ``x``."""
+    def excess(
+        self, t: int, alpha: list[float], phi: list[float]
+    ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Per candidate of type ``t``, its replica counts ``x`` that fit and, for each, how
+        much the best packing holding ``x`` replicas of it is valued above the least
+        packing: the best of the other servers' within the cards left (a forward and a
+        backward programme, joined by a min-plus convolution) plus the value of ``x``."""
         cap = int(self.caps[t])
         if cap > FIXING_MAX_CARDS:  # the joins cost cards squared: no fixing on this type
             return {}
@@ -212,14 +218,15 @@ class _Pricing:
             backward.append(self._step(backward[-1], ks, alpha[s], phi[s]))
         backward.reverse()  # backward[i]: servers i.. of the type
         least = float(forward[-1][cap])
-        out: dict[int, tuple[int, int]] = {}
+        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for i, (s, ks) in enumerate(items):
             others = _min_plus(forward[i], backward[i + 1])
             for k in ks:
                 u = self.item[k][0]
                 fits = self._options(k, alpha[s], phi[s], cap)
-                ok = [x for x, v in fits if others[cap - u * x] + v <= least + slack]
-                out[k] = (min(ok), max(ok)) if ok else (0, 0)
+                xs = np.array([x for x, _ in fits], np.int64)
+                values = np.array([v for _, v in fits])
+                out[k] = (xs, others[cap - u * xs] + values - least if len(xs) else values)
         return out
 
     def _options(self, k: int, alpha: float, phi: float, left: int) -> list[tuple[int, float]]:
@@ -368,6 +375,7 @@ def stage_bound(
         columns.append((t, packing))
         return True
 
+    n_start = -1  # the columns of start's packings: the first ones
     for point in [start, *extra]:
         x0 = np.minimum(np.floor(point[: m.n_c] + 1e-9), m.upper).astype(np.int64)
         for t in range(n_types):
@@ -377,6 +385,7 @@ def stage_bound(
                 if pricing.scope[s] and (s not in per or x0[k] > per[s][1]):
                     per[s] = (k, int(x0[k]))
             add(t, list(per.values()))
+        n_start = len(columns) if n_start < 0 else n_start
     lb_levels = np.array([lb for _, lb in stage.levels])
     has_level = row_of_level >= 0
 
@@ -399,6 +408,7 @@ def stage_bound(
     cut_rhs = -np.inf
     rounds = 0
     converged = False
+    h.setOptionValue("solver", MASTER_SOLVER)
     centre: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # duals of the best bound
     duals: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     while rounds < MAX_ROUNDS and time.perf_counter() < deadline:
@@ -408,10 +418,8 @@ def stage_bound(
             if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
                 return None
             dual = np.asarray(h.getSolution().row_dual)
-            z = float(h.getInfo().objective_function_value)
         else:  # an empty start: no packing yet, all duals 0
             dual = np.zeros(n_rows)
-            z = 0.0
         alpha_m, beta_m, gamma_m, mu = duals_of(dual)
         # Wentges smoothing: price at a point between the master's duals and the best
         # bound's, which damps the duals' oscillation; on a miss, price at the master's
@@ -446,19 +454,19 @@ def stage_bound(
                 break
         if added == 0:
             converged = True
-            bound = max(bound, z)  # no column prices out: the master's value is the bound
             break
         if target is not None and target - bound <= mip_gap * max(1.0, abs(target)):
             break
     support = np.zeros(m.n_c, bool)
-    if columns and not converged:  # columns were added since the last solve
+    if columns:  # a vertex of the master (columns may have been added since its last solve)
+        h.setOptionValue("solver", "simplex")
         h.run()
     if columns and h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
         used = np.asarray(h.getSolution().col_value) > 1e-7
         for use, (_, packing) in zip(used, columns, strict=True):
             if use:
                 support[[k for k, _ in packing]] = True
-    plan, plan_value = _integer_master(h, m, columns, objective, deadline)
+    plan, plan_value = _integer_master(h, m, columns, objective, deadline, n_start)
     return BoundResult(
         bound, plan, plan_value, rounds, len(columns), converged, support, cut, cut_rhs, duals
     )
@@ -467,6 +475,7 @@ def stage_bound(
 def _master(n_rows: int, lower: np.ndarray, upper: np.ndarray) -> Any:
     h = getattr(highspy, "_Highs", highspy.Highs)()
     h.setOptionValue("output_flag", False)
+    h.setOptionValue("run_crossover", "off")
     h.addRows(n_rows, lower, upper, 0, np.zeros(n_rows, np.int32), np.zeros(0, np.int32),
               np.zeros(0))
     return h
@@ -474,15 +483,19 @@ def _master(n_rows: int, lower: np.ndarray, upper: np.ndarray) -> Any:
 
 def _integer_master(
     h: Any, m: MilpModel, columns: list[tuple[int, list[tuple[int, int]]]],
-    objective: np.ndarray, deadline: float,
+    objective: np.ndarray, deadline: float, n_start: int,
 ) -> tuple[np.ndarray | None, float]:
-    """The best plan made of at most one generated packing per type."""
+    """The best plan made of at most one generated packing per type, from the plan of the
+    first ``n_start`` columns."""
     n = len(columns)
     if n == 0:
         return None, np.inf
+    h.setOptionValue("solver", "choose")
     h.changeColsIntegrality(n, np.arange(n, dtype=np.int32), np.ones(n, np.int32))
     h.changeColsBounds(n, np.arange(n, dtype=np.int32), np.zeros(n), np.ones(n))
     h.setOptionValue("time_limit", max(0.05, deadline - time.perf_counter()))
+    # start's packings are a plan: an incumbent from the outset
+    h.setSolution(n, np.arange(n, dtype=np.int32), (np.arange(n) < n_start).astype(np.float64))
     h.run()
     if h.getInfo().primal_solution_status != 2:
         return None, np.inf
@@ -511,7 +524,8 @@ def fixings(
     ``-alpha_s`` above that is served. ``relaxed`` gives lower levels than the stage's for
     the plans considered (min-cost keeps the levels up to mipGap): their rows' slack may
     then be negative by the difference times the dual. Only candidates in the stage's
-    scope get a range."""
+    scope get a range. ``result`` is ``stage``'s bound: the programmes, the same at every
+    threshold, are kept in it."""
     if result.duals is None:
         return {}, np.zeros(0, np.int64)
     alpha, phi, gamma = result.duals
@@ -520,9 +534,14 @@ def fixings(
         for i, ((_, lb), (_, lower)) in enumerate(zip(stage.levels, relaxed, strict=True)):
             slack += float(gamma[i]) * max(0.0, lb - lower)
     slack += 1e-7 * max(1.0, abs(threshold))
-    pricing = _Pricing(m, stage)
+    if result.excess is None:  # the same for every threshold: the stages ask several
+        pricing = _Pricing(m, stage)
+        alpha_l, phi_l = alpha.tolist(), phi.tolist()
+        result.excess = {}
+        for t in range(len(m.types)):
+            result.excess.update(pricing.excess(t, alpha_l, phi_l))
     out: dict[int, tuple[int, int]] = {}
-    alpha_l, phi_l = alpha.tolist(), phi.tolist()
-    for t in range(len(m.types)):
-        out.update(pricing.allowed(t, alpha_l, phi_l, slack))
+    for k, (xs, excess) in result.excess.items():
+        ok = xs[excess <= slack]
+        out[k] = (int(ok.min()), int(ok.max())) if len(ok) else (0, 0)
     return out, np.flatnonzero(-alpha > slack)
