@@ -8,7 +8,8 @@ of ``bench_optimize.py`` (written once as one JSON document ``{"system": ...}`` 
 temporary directory). Each case runs ``python -m controlloop optimize PATH --format FMT
 --output FILE`` ``--repeat`` times after one warm-up run (page cache, ``.pyc``), and prints
 the wall time (min / median / max), the CPU time (user + sys) and the peak RSS of the child,
-like ``hyperfine``. Peak RSS is the largest of all runs of the case (``ru_maxrss`` of
+like ``hyperfine``. The children write bytecode whatever ``PYTHONDONTWRITEBYTECODE`` says.
+Peak RSS is the largest of all runs of the case (``ru_maxrss`` of
 the children). Wall times are sensitive to other load on the machine; CPU time less so.
 """
 
@@ -76,6 +77,9 @@ def main() -> None:
     args = parser.parse_args()
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # as installed: the warm-up writes the .pyc (some shells set this, and each run then
+    # compiled every controlloop module again, 20-25 ms)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
         cases = [(p.stem, p) for p in args.path] if args.path else [

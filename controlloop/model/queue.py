@@ -142,13 +142,21 @@ def take_stats(stats: ChainStats, index: NDArray[np.intp] | IntArray) -> ChainSt
 
 
 def log_geometric_sum(x: FloatArray, n: ArrayLike) -> FloatArray:
-    """``log(sum_{k<n} exp(k*x))`` for ``n >= 0``, stable for any ``x`` (-inf when n = 0)."""
+    """``log(sum_{k<n} exp(k*x))`` for ``n >= 0``, stable for any ``x`` (-inf when n = 0).
+
+    With ``a = |x|`` it is ``max(x, 0) (n-1) + log(1 - e^(-n a)) - log(1 - e^(-a))`` on
+    both sides of 0 (one pair of ``expm1`` per element), and ``log(n)`` at ``x = 0``."""
+    x = np.asarray(x, np.float64)
     n = np.asarray(n, np.float64)
+    a = np.abs(x)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        pos = (n - 1) * x + np.log(-np.expm1(-n * x)) - np.log(-np.expm1(-x))
-        neg = np.log(-np.expm1(n * x)) - np.log(-np.expm1(x))
-        out = np.where(x > 0, pos, np.where(x < 0, neg, np.log(n)))
-    return np.asarray(out, np.float64)
+        out = np.maximum(x, 0.0) * (n - 1) + np.log(-np.expm1(-n * a)) - np.log(-np.expm1(-a))
+    out = np.asarray(out, np.float64)
+    zero = a == 0
+    if zero.any():
+        with np.errstate(divide="ignore"):
+            out[zero] = np.log(np.broadcast_to(n, out.shape)[zero])
+    return out
 
 
 def geometric_mean_index(x: FloatArray, n: ArrayLike) -> FloatArray:
@@ -158,15 +166,19 @@ def geometric_mean_index(x: FloatArray, n: ArrayLike) -> FloatArray:
     ``f(y) = y / (1 - exp(-y))``; near ``x = 0`` that difference cancels, so a
     series is used there: ``(n-1)/2 + (n^2-1) x/12 - (n^4-1) x^3/720``.
     """
+    x = np.asarray(x, np.float64)
     n = np.asarray(n, np.float64)
+    nx = n * x
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        def f(y: FloatArray) -> FloatArray:
-            return np.where(y == 0, 1.0, y / -np.expm1(-y))
-
-        exact = (f(n * x) - f(x)) / x
-        series = (n - 1) / 2 + (n * n - 1) * x / 12 - (n**4 - 1) * x**3 / 720
-        out = np.where(np.abs(n * x) < 1e-2, series, exact)
-    return np.asarray(out, np.float64)
+        # f(0) is 0/0 here: only where |n x| is small, which the series replaces
+        out = np.asarray((nx / -np.expm1(-nx) - x / -np.expm1(-x)) / x, np.float64)
+    small = np.abs(nx) < 1e-2
+    if small.any():
+        xs = np.broadcast_to(x, out.shape)[small]
+        ns = np.broadcast_to(n, out.shape)[small]
+        n2 = ns * ns
+        out[small] = (ns - 1) / 2 + (n2 - 1) * xs / 12 - (n2 * n2 - 1) * (xs * xs * xs) / 720
+    return out
 
 
 @dataclass(frozen=True)
