@@ -89,8 +89,10 @@ LEVEL_ACCEPT_GAP = 0.0025
 # the packings it uses)
 PACKING_SHARE = 0.25
 # ...unless HiGHS settles the stage within this trial (the 9-server scenarios: 0.01-0.02 s,
-# where the bound took 0.05-0.1 s; 2026-12-04: 4-12 ms, and the 27-server ones never)
+# where the bound took 0.05-0.1 s; 2026-12-04: 4-12 ms), tried on problems up to this many
+# candidates only (the 27-server stages, ~210, never settled in it: 0.02-0.05 s lost each)
 PACKING_TRIAL = 0.02
+PACKING_TRIAL_MAX_CANDIDATES = 100
 NEIGHBOURHOOD_SHARE = 0.4  # part of the min-cost time for the neighbourhood MILP
 
 log = logging.getLogger(__name__)
@@ -245,7 +247,8 @@ class _Stages(PlanSearch):
                 accept = LEVEL_ACCEPT_GAP if dived is not None else -1.0
                 spec = self._stage_spec(members, lower)
                 packed = None
-                if not self._settles(objective, base, PACKING_TRIAL):
+                trial = PACKING_TRIAL if m.n_c <= PACKING_TRIAL_MAX_CANDIDATES else 0.0
+                if not self._settles(objective, base, trial):
                     packed = self._packing_bound(
                         objective, spec, base, PACKING_SHARE * share, f"priority {level}"
                     )
