@@ -63,6 +63,7 @@ CYCLES = 0  # --cycles K: the daemon for K cycles, memory per cycle
 INTERVAL_S = 30.0
 FETCH_UI = False
 REAL_OBJECTS = False  # --real-objects: pods and Deployments of a real cluster's size
+WATCH = False  # --watch: the daemon keeps Deployments and pods by watches
 
 
 class FastExporter:
@@ -126,10 +127,13 @@ def config_dir(work: Path, prom_url: str, n: int) -> Path:
     for entry in capacity["count"]:
         entry["count"] *= scale
     (target / "capacity.yaml").write_text(yaml.safe_dump(capacity))
-    (target / "controller.yaml").write_text(yaml.safe_dump({"controller": {
+    controller: dict[str, Any] = {
         "namespaces": [NS],
         "prometheus": {"url": prom_url, "window": WINDOW, "stalenessSeconds": 60},
-    }}))
+    }
+    if WATCH:
+        controller["watch"] = {"enabled": True}
+    (target / "controller.yaml").write_text(yaml.safe_dump({"controller": controller}))
     return target
 
 
@@ -172,7 +176,7 @@ def run_case(n: int, prometheus: str, work: Path) -> dict[str, Any]:
         if CYCLES:
             fake.clear_requests()
             proxy.reset()
-            return run_daemon(n, cfg, work, log)
+            return run_daemon(n, cfg, work, log, fake)
         prof = ["-m", "cProfile", "-o", PROFILE] if PROFILE else []
         cmd = [sys.executable, *prof, "-m", "controlloop", "run", "--config", str(cfg),
                "--kubeconfig", str(work / "kubeconfig"), "--once", "--dry-run",
@@ -232,8 +236,9 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_daemon(n: int, cfg: Path, work: Path, log: Path) -> dict[str, Any]:
-    """The daemon for CYCLES cycles; VmRSS/VmHWM after each one (printed as it goes)."""
+def run_daemon(n: int, cfg: Path, work: Path, log: Path, fake: FakeKubeServer) -> dict[str, Any]:
+    """The daemon for CYCLES cycles; VmRSS/VmHWM after each one (printed as it goes), and
+    the Kubernetes list and watch requests since the previous cycle."""
     port = free_port()
     cmd = [sys.executable, "-m", "controlloop", "run", "--config", str(cfg),
            "--kubeconfig", str(work / "kubeconfig"), "--dry-run", "--cycle-log", str(log),
@@ -248,8 +253,9 @@ def run_daemon(n: int, cfg: Path, work: Path, log: Path) -> dict[str, Any]:
     deadline = time.monotonic() + CYCLES * (INTERVAL_S + 120) + 120
     try:
         print(f"{'cycle':>6} {'cycle s':>8} {'CPU s':>6} {'RSS MiB':>8} {'HWM MiB':>8} "
-              f"{'UI MB':>6}", flush=True)
+              f"{'UI MB':>6} {'lists':>6} {'watches':>7}", flush=True)
         cpu_before = 0.0
+        counted = 0
         while len(samples) < CYCLES:
             if proc.poll() is not None:
                 raise SystemExit(f"daemon exited ({proc.returncode}):\n"
@@ -273,9 +279,13 @@ def run_daemon(n: int, cfg: Path, work: Path, log: Path) -> dict[str, Any]:
                             "cpu_s": cpu - cpu_before, "rss": rss, "hwm": hwm,
                             "ui_mb": ui_bytes / 1e6})
             cpu_before = cpu
+            reqs = fake.requests
+            new, counted = reqs[counted:], len(reqs)
+            lists = sum(1 for r in new if r.method == "GET" and "limit" in r.query)
+            watches = sum(1 for r in new if r.method == "GET" and r.query.get("watch"))
             s = samples[-1]
             print(f"{seen:>6} {s['duration_s']:>8.2f} {s['cpu_s']:>6.1f} {rss:>8.0f} "
-                  f"{hwm:>8.0f} {s['ui_mb']:>6.1f}", flush=True)
+                  f"{hwm:>8.0f} {s['ui_mb']:>6.1f} {lists:>6} {watches:>7}", flush=True)
     finally:
         proc.terminate()
         try:
@@ -305,11 +315,15 @@ def main() -> None:
                              "(managedFields, full container spec; tests/fakekube/bulky.py)")
     parser.add_argument("--fetch-ui", action="store_true",
                         help="with --cycles: read the dashboard's cycles after every cycle")
+    parser.add_argument("--watch", action="store_true",
+                        help="with --cycles: controller.watch.enabled (Deployments and pods "
+                             "kept by watches)")
     args = parser.parse_args()
-    global DEBUG, PROFILE, CYCLES, INTERVAL_S, FETCH_UI, REAL_OBJECTS
+    global DEBUG, PROFILE, CYCLES, INTERVAL_S, FETCH_UI, REAL_OBJECTS, WATCH
     DEBUG, PROFILE = args.debug, args.profile
     CYCLES, INTERVAL_S, FETCH_UI = args.cycles, args.interval_s, args.fetch_ui
     REAL_OBJECTS = args.real_objects
+    WATCH = args.watch
     if CYCLES:
         for n in args.sizes:
             with tempfile.TemporaryDirectory() as tmp:

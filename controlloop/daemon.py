@@ -396,6 +396,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.once:
         report = controller.run_cycle()
         return 0 if report.outcome != "failed" else 1
+    if settings.watch.enabled:  # one cycle has nothing to keep between cycles
+        from controlloop.cluster.watchcache import WatchCache
+
+        kube.watches = WatchCache(timeout_s=settings.watch.timeout_seconds,
+                                  resync_s=settings.watch.resync_seconds)
+        log.info("Deployments and pods kept by watches (timeout %.0fs, resync %.0fs)",
+                 settings.watch.timeout_seconds, settings.watch.resync_seconds)
 
     listen = parse_listen(args.listen, in_cluster=args.in_cluster)
     http = None

@@ -19,8 +19,8 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import urllib3
@@ -39,6 +39,9 @@ from controlloop.cluster.kube_errors import (  # re-exported: callers may import
     ServerError,
     Unauthorized,
 )
+
+if TYPE_CHECKING:
+    from controlloop.cluster.watchcache import WatchCache
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +213,9 @@ class KubeClient:
         # Deployments of the last list, by (namespace, name): the actuator builds its
         # patches from them instead of one GET per Deployment (see cached_deployment).
         self._listed: dict[tuple[str, str], Obj] = {}
+        # With watches (controller.watch.enabled, the daemon), Deployments and pods come
+        # from copies kept by watches between cycles (controlloop.cluster.watchcache).
+        self.watches: WatchCache | None = None
         api_client.configuration.retries = retries
         # The REST client reads `retries` when it builds its pool; rebuild it.
         api_client.rest_client = type(api_client.rest_client)(api_client.configuration)
@@ -275,7 +281,8 @@ class KubeClient:
 
     def _list(self, what: str, kind: str, api_version: str, namespaces: Sequence[str] | None,
               cluster_fn: Callable[..., Any], ns_fn: Callable[..., Any],
-              keep: Callable[[Obj], Obj] | None = None, **kwargs: Any) -> list[Obj]:
+              keep: Callable[[Obj], Obj] | None = None, versions: list[str] | None = None,
+              **kwargs: Any) -> list[Obj]:
         """List across all namespaces (None) or each given one; items get kind/apiVersion.
 
         The API omits kind/apiVersion on list items; we add them (as ``kubectl get -o
@@ -288,19 +295,22 @@ class KubeClient:
             scopes = [(f"{what} {ns}/", (ns,)) for ns in namespaces]
         for label, args in scopes:
             fn = cluster_fn if not args else ns_fn
-            for item in self._pages(label, fn, *args, keep=keep, **kwargs):
+            for item in self._pages(label, fn, *args, keep=keep, versions=versions, **kwargs):
                 item.setdefault("kind", kind)
                 item.setdefault("apiVersion", api_version)
                 items.append(item)
         return items
 
     def _pages(self, what: str, fn: Callable[..., Any], *args: Any,
-               keep: Callable[[Obj], Obj] | None = None, **kwargs: Any) -> list[Obj]:
+               keep: Callable[[Obj], Obj] | None = None, versions: list[str] | None = None,
+               **kwargs: Any) -> list[Obj]:
         """All items of a list call, ``page_size`` at a time (``limit``/``continue``),
         each passed through ``keep`` as its page arrives (one page decoded at a time).
 
         An expired continue token (410 Gone: the snapshot was compacted) restarts the
         list from the beginning once, as client-go's pager falls back to a full list.
+        ``versions`` gets the list's resourceVersion (its first page's: the snapshot's, from
+        which a watch sees every later change).
         """
         items: list[Obj] = []
         token: str | None = None
@@ -312,8 +322,12 @@ class KubeClient:
             except KubeError as exc:
                 if exc.status == 410 and token and not restarted:
                     items, token, restarted = [], None, True
+                    if versions is not None:
+                        versions.clear()
                     continue
                 raise
+            if versions is not None and not versions:
+                versions.append(str((page.get("metadata") or {}).get("resourceVersion", "")))
             got = page.get("items") or []
             items.extend(got if keep is None else
                          [keep(i) if isinstance(i, dict) else i for i in got])
@@ -322,6 +336,56 @@ class KubeClient:
             if not token:
                 return items
 
+    def _watched(self, kind: str, api_version: str, what: str, ns: str | None,
+                 cluster_fn: Callable[..., Any], ns_fn: Callable[..., Any],
+                 keep: Callable[[Obj], Obj], label_selector: str) -> list[Obj] | None:
+        """The scope's objects from its watch's copy, or None (no watches, or not live:
+        the caller lists)."""
+        if self.watches is None:
+            return None
+        from controlloop.cluster.watchcache import Scope
+
+        def lister() -> tuple[list[Obj], str]:
+            versions: list[str] = []
+            items = self._list(what, kind, api_version, None if ns is None else [ns],
+                               cluster_fn, ns_fn, keep=keep, versions=versions,
+                               label_selector=label_selector or None)
+            return items, versions[0] if versions else ""
+
+        def watcher(rv: str, timeout_s: float) -> Iterator[Obj]:
+            args = () if ns is None else (ns,)
+            return self._watch(f"{what} {ns or '(all namespaces)'} (watch)",
+                               cluster_fn if ns is None else ns_fn, *args, rv=rv,
+                               timeout_s=timeout_s, label_selector=label_selector or None)
+
+        return self.watches.items(Scope(kind, ns, label_selector), lister, watcher, keep,
+                                  api_version)
+
+    def _watch(self, what: str, fn: Callable[..., Any], *args: Any, rv: str,
+               timeout_s: float, **kwargs: Any) -> Iterator[Obj]:
+        """The events of one watch request from ``rv``, which the server ends after
+        ``timeout_s``; first ``{"type": "OPEN"}`` once it answered. A read timeout a little
+        longer than that catches a connection that died without ending."""
+        from kubernetes.watch.watch import iter_resp_lines
+
+        try:
+            resp = fn(*args, watch=True, resource_version=rv or None,
+                      timeout_seconds=max(1, int(timeout_s)), allow_watch_bookmarks=True,
+                      _preload_content=False,
+                      _request_timeout=(self.timeout_s, timeout_s + 15), **kwargs)
+        except ApiException as exc:
+            raise _error_from_api(exc, what) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubeTimeout(f"{type(exc).__name__}: {exc}", reason="Timeout", obj=what) from exc
+        try:
+            yield {"type": "OPEN"}
+            for line in iter_resp_lines(resp):
+                if line.strip():
+                    yield orjson.loads(line)
+        finally:
+            resp.close()
+            resp.release_conn()
+
     # -- apps/v1 Deployments --------------------------------------------------------------
 
     def list_deployments(self, namespaces: Sequence[str] | None,
@@ -329,10 +393,19 @@ class KubeClient:
         """Deployments matching ``label_selector`` in ``namespaces`` (None = all), without
         their bulk (:func:`slim_deployment`)."""
         self._listed = {}  # not two fleets' worth at once; a failed list reads on demand
-        items = self._list("deployments", "Deployment", "apps/v1", namespaces,
-                           self._apps.list_deployment_for_all_namespaces,
-                           self._apps.list_namespaced_deployment, keep=slim_deployment,
-                           label_selector=label_selector or None)
+        items: list[Obj] = []
+        for ns in [None] if namespaces is None else list(namespaces):
+            got = self._watched("Deployment", "apps/v1", "deployments", ns,
+                                self._apps.list_deployment_for_all_namespaces,
+                                self._apps.list_namespaced_deployment, slim_deployment,
+                                label_selector)
+            if got is None:
+                got = self._list("deployments", "Deployment", "apps/v1",
+                                 None if ns is None else [ns],
+                                 self._apps.list_deployment_for_all_namespaces,
+                                 self._apps.list_namespaced_deployment, keep=slim_deployment,
+                                 label_selector=label_selector or None)
+            items.extend(got)
         self._listed = {((d.get("metadata") or {}).get("namespace", ""),
                          (d.get("metadata") or {}).get("name", "")): patch_basis(d)
                         for d in items}
@@ -381,6 +454,15 @@ class KubeClient:
                   field_selector: str = "") -> list[Obj]:
         """Pods in ``ns`` (None = all namespaces), e.g.
         ``field_selector="status.phase=Pending"``, as :func:`slim_pod` keeps them."""
+        if not field_selector and self.watches is not None:
+            from controlloop.cluster.watchcache import selects, watch_selector
+
+            got = self._watched("Pod", "v1", "pods", ns, self._core.list_pod_for_all_namespaces,
+                                self._core.list_namespaced_pod, slim_pod,
+                                watch_selector(label_selector))
+            if got is not None:
+                return [p for p in got if selects(
+                    label_selector, (p.get("metadata") or {}).get("labels") or {})]
         return self._list("pods", "Pod", "v1", None if ns is None else [ns],
                           self._core.list_pod_for_all_namespaces,
                           self._core.list_namespaced_pod, keep=slim_pod,

@@ -229,6 +229,18 @@ class ForecastConfig(Spec):
     slope_noise: PositiveFloat = Field(0.1, alias="slopeNoise")
 
 
+class WatchConfig(Spec):
+    """Deployments and pods kept by watches between cycles (controlloop/cluster/watchcache.py):
+    a cycle then lists nothing, where it lists 4 + one per further 500 objects without."""
+
+    enabled: bool = False
+    # the server ends each watch after this long and it is re-opened; a copy not heard
+    # from within it + 30 s is not used (the cycle lists instead)
+    timeout_seconds: PositiveFloat = Field(60, alias="timeoutSeconds", le=3600)
+    # every copy is listed again this often, whatever its watch said
+    resync_seconds: PositiveFloat = Field(600, alias="resyncSeconds", le=86400)
+
+
 class ControllerSettings(Spec):
     interval_seconds: PositiveFloat = Field(60, alias="intervalSeconds")
     namespaces: list[str] = []  # empty: all namespaces
@@ -255,6 +267,7 @@ class ControllerSettings(Spec):
     # is worked off instead of lingering at the new arrival rate. 0 disables.
     backlog_drain_seconds: NonNegFloat = Field(300, alias="backlogDrainSeconds")
     forecast: ForecastConfig = ForecastConfig()
+    watch: WatchConfig = WatchConfig()
 
 
 class ControllerFile(Spec):

@@ -719,7 +719,16 @@ class FakeKubeServer:
                 if pending:
                     cursor = pending[-1].revision
                 for ev in pending:
-                    if ev.key == res.key and (not ns or ev.namespace == ns) and matches(ev.obj):
+                    if ev.key != res.key or (ns and ev.namespace != ns):
+                        continue
+                    now = matches(ev.obj)
+                    if ev.type == "MODIFIED" and ev.old_labels is not None:
+                        before = match_labels(labels, ev.old_labels) and match_fields(
+                            fields, ev.obj)
+                        if now != before:  # entered or left the selection
+                            yield {"type": "ADDED" if now else "DELETED", "object": ev.obj}
+                            continue
+                    if now:
                         yield {"type": ev.type, "object": ev.obj}
 
         return 200, None, events()

@@ -94,6 +94,9 @@ class Event:
     key: str  # Resource.key
     namespace: str
     obj: Obj
+    # the labels before a MODIFIED: a watch with a label selector sees an object that
+    # leaves its selection as DELETED and one that enters it as ADDED, as the API server's
+    old_labels: dict[str, str] | None = None
 
 
 # Changes kept for watches. A real API server keeps a bounded window too (its watch
@@ -122,9 +125,10 @@ class Store:
             self.events.clear()
             self.compacted = self.revision
 
-    def _emit(self, kind: str, res: Resource, ns: str, obj: Obj) -> None:
+    def _emit(self, kind: str, res: Resource, ns: str, obj: Obj,
+              old_labels: dict[str, str] | None = None) -> None:
         self.events.append(Event(int(obj["metadata"]["resourceVersion"]), kind, res.key, ns,
-                                 copy.deepcopy(obj)))
+                                 copy.deepcopy(obj), dict(old_labels or {})))
         while len(self.events) > self.history:  # the oldest go: the window's size is fixed
             self.compacted = self.events.pop(0).revision
         self.changed.notify_all()
@@ -230,7 +234,7 @@ class Store:
                 return copy.deepcopy(old)  # a no-op write does not bump resourceVersion
             meta["resourceVersion"] = self._next_rv()
             self.objects[key] = obj
-            self._emit("MODIFIED", res, ns, obj)
+            self._emit("MODIFIED", res, ns, obj, old_meta.get("labels") or {})
             return copy.deepcopy(obj)
 
     def delete(self, res: Resource, ns: str, name: str) -> Obj:
