@@ -401,6 +401,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         kube.watches = WatchCache(timeout_s=settings.watch.timeout_seconds,
                                   resync_s=settings.watch.resync_seconds)
+        metrics.track_watches(kube.watches)
         log.info("Deployments and pods kept by watches (timeout %.0fs, resync %.0fs)",
                  settings.watch.timeout_seconds, settings.watch.resync_seconds)
 

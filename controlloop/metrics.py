@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from controlloop.loop.cycle import CycleReport
 
@@ -245,5 +249,39 @@ class ControllerMetrics:
             self.tuning_obs.labels(model, acc, "accepted").set(p["observations"])
             self.tuning_obs.labels(model, acc, "rejected").set(p["rejected"])
 
+    def track_watches(self, cache: Any) -> None:
+        """Export a WatchCache's counts (controller.watch), read at each scrape."""
+        self.registry.register(_WatchCollector(cache))
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _WatchCollector:
+    """controller.watch at scrape time: how the copies were served and kept."""
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+
+    def describe(self) -> list[Any]:
+        return []  # collected only at scrape time (no names claimed at registration)
+
+    def collect(self) -> Iterator[Any]:
+        stats = self.cache.stats
+        reads = CounterMetricFamily(
+            "controlloop_watch_reads", "Cycle reads of Deployments and pods by how they were "
+            "answered: copy (a live watch's copy) or listed (no live copy: the cycle listed)",
+            labels=["answer"])
+        reads.add_metric(["copy"], stats.served)
+        reads.add_metric(["listed"], stats.missed)
+        yield reads
+        for name, value, text in (
+            ("lists", stats.lists, "Lists made by the watches (first, 410, after errors, resync)"),
+            ("requests", stats.watches, "Watch requests opened"),
+            ("events", stats.events, "Watch events applied to the copies"),
+            ("failures", stats.failures, "Watches that failed (the copy is not used until "
+             "listed again)"),
+        ):
+            yield CounterMetricFamily(f"controlloop_watch_{name}", text, value=value)
+        yield GaugeMetricFamily("controlloop_watch_copies_live",
+                                "Copies whose watch is live", value=self.cache.live_copies())

@@ -185,6 +185,10 @@ class WatchCache:
             self.stats.served += 1
             return list(copy.objects.values())
 
+    def live_copies(self) -> int:
+        with self._lock:
+            return sum(1 for c in self._copies.values() if c.live)
+
     def close(self) -> None:
         with self._lock:
             copies, self._copies = list(self._copies.values()), {}

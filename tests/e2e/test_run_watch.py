@@ -6,6 +6,7 @@ subprocess."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -77,6 +78,12 @@ def test_the_daemon_keeps_deployments_and_pods_by_watches(
             assert time.monotonic() < deadline, done[-1]["servers"][0]
             time.sleep(0.2)
         assert lists(fake_kube, "deployments") == 1 and lists(fake_kube, "pods") == 1
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        served = re.search(r'^controlloop_watch_reads_total\{answer="copy"\} (\S+)$', metrics,
+                           re.M)
+        assert served and float(served.group(1)) >= 4
+        assert re.search(r"^controlloop_watch_copies_live 2\.0$", metrics, re.M)
     finally:
         proc.terminate()
         out = proc.communicate(timeout=20)[0]
