@@ -450,6 +450,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             elector.stop()
         if http is not None:
             http.shutdown()
+        if kube.watches is not None:
+            kube.watches.close()
     return 0
 
 

@@ -364,8 +364,8 @@ class KubeClient:
     def _watch(self, what: str, fn: Callable[..., Any], *args: Any, rv: str,
                timeout_s: float, **kwargs: Any) -> Iterator[Obj]:
         """The events of one watch request from ``rv``, which the server ends after
-        ``timeout_s``; first ``{"type": "OPEN"}`` once it answered. A read timeout a little
-        longer than that catches a connection that died without ending."""
+        ``timeout_s``; first ``{"type": "OPEN", "stop": fn}`` once it answered. A read
+        timeout a little longer than that catches a connection that died without ending."""
         from kubernetes.watch.watch import iter_resp_lines
 
         try:
@@ -378,7 +378,10 @@ class KubeClient:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise KubeTimeout(f"{type(exc).__name__}: {exc}", reason="Timeout", obj=what) from exc
         try:
-            yield {"type": "OPEN"}
+            # "stop": what ends the watch from another thread (a read blocked on a quiet
+            # stream returns), for WatchCache.close
+            stop = getattr(resp, "shutdown", None) or resp.close
+            yield {"type": "OPEN", "stop": stop}
             for line in iter_resp_lines(resp):
                 if line.strip():
                     yield orjson.loads(line)

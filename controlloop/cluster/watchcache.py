@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 # (items, resourceVersion of the list): one paginated list
 Lister = Callable[[], tuple[list[Obj], str]]
-# the events after a resourceVersion, the first a {"type": "OPEN"} once the stream is open
+# the events after a resourceVersion, the first {"type": "OPEN", "stop": fn} once the
+# stream is open (fn ends it from another thread)
 Watcher = Callable[[str, float], Iterator[Obj]]
 
 # a copy is served while its watch was heard from within its timeout plus this
@@ -137,6 +138,7 @@ class _Copy:
     synced: threading.Event = field(default_factory=threading.Event)
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    end_stream: Callable[[], Any] | None = None  # the open watch's "stop"
 
 
 def _key(obj: Obj) -> tuple[str, str]:
@@ -189,18 +191,33 @@ class WatchCache:
         with self._lock:
             return sum(1 for c in self._copies.values() if c.live)
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 5.0) -> None:
+        """Stop every watch: the open streams are ended, the threads joined (a thread
+        left reading a socket at interpreter exit can abort the process)."""
         with self._lock:
             copies, self._copies = list(self._copies.values()), {}
         for copy in copies:
-            copy.stop.set()
+            self._stop(copy)
+        deadline = time.monotonic() + wait_s
+        for copy in copies:
+            if copy.thread is not None:
+                copy.thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _stop(self, copy: _Copy) -> None:
+        copy.stop.set()
+        end = copy.end_stream
+        if end is not None:
+            try:
+                end()
+            except Exception:  # noqa: BLE001 - already closed
+                pass
 
     def _sweep(self, now: float) -> None:
         for scope, copy in list(self._copies.items()):
             if now - copy.asked > self.resync_s:
                 log.info("watch of %s stopped: not asked for in %.0fs", scope.describe(),
                          self.resync_s)
-                copy.stop.set()
+                self._stop(copy)
                 del self._copies[scope]
 
     # -- the thread -------------------------------------------------------------------
@@ -244,10 +261,13 @@ class WatchCache:
         while not copy.stop.is_set() and self.clock() - listed < self.resync_s:
             with self._lock:
                 self.stats.watches += 1
-            for event in copy.watcher(copy.rv, self.timeout_s):
-                if copy.stop.is_set():
-                    return
-                self._apply(copy, event)
+            try:
+                for event in copy.watcher(copy.rv, self.timeout_s):
+                    if copy.stop.is_set():
+                        return
+                    self._apply(copy, event)
+            finally:
+                copy.end_stream = None
             with self._lock:  # the server ended the watch at its timeout: open the next
                 copy.heard = self.clock()
 
@@ -262,6 +282,7 @@ class WatchCache:
         with self._lock:
             copy.heard = self.clock()
             if kind == "OPEN":
+                copy.end_stream = event.get("stop")
                 return
             meta = obj.get("metadata") or {}
             if meta.get("resourceVersion"):

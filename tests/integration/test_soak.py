@@ -46,6 +46,7 @@ from typing import Any
 import pytest
 
 from controlloop.cluster.kube import KubeClient
+from controlloop.cluster.watchcache import WatchCache
 from controlloop.loop.controller import CycleReport, ServerReport
 from controlloop.loop.settings import (
     LABEL_ACCELERATOR,
@@ -470,8 +471,9 @@ def graph_size(root: object) -> int:
 
 
 def check_cycle(ctx: str, report: Any, before: dict[str, Before], world: World,
-                patches: list[Any], max_attempts: int) -> None:
-    """Invariants 1-3 on one cycle."""
+                patches: list[Any], max_attempts: int, lagging: bool = False) -> None:
+    """Invariants 1-3 on one cycle. ``lagging``: the cycle read watches' copies, which may
+    still hold a Deployment deleted just before it (it must then send nothing for it)."""
     # 1. A report, and no crash caught inside it.
     assert isinstance(report, CycleReport), f"{ctx}: run_cycle returned {report!r}"
     assert report.outcome in ("ok", "partial", "failed"), f"{ctx}: outcome {report.outcome}"
@@ -482,6 +484,11 @@ def check_cycle(ctx: str, report: Any, before: dict[str, Before], world: World,
         parts = req.path.split("/")
         by_key[f"{parts[-3]}/{parts[-1]}"].append(req)
     rows: dict[str, ServerReport] = {f"{r.namespace}/{r.deployment}": r for r in report.servers}
+    if lagging:  # deleted before the cycle: a PATCH could only fail (404), none is sent
+        for key in [k for k in rows if k not in before]:
+            assert not rows[key].sent, f"{ctx}: {key} was deleted, yet reported sent"
+            del rows[key]
+            by_key.pop(key, None)
     # 2. Nothing sent on unknown data.
     if report.outcome == "failed":
         assert report.servers == [] and not patches, (
@@ -534,15 +541,20 @@ def check_cycle(ctx: str, report: Any, before: dict[str, Before], world: World,
                 f"{ctx}: {key} held without a reason: {row}")
 
 
-def test_soak_500_cycles_with_random_faults(fake_kube: FakeKubeServer) -> None:
+@pytest.mark.parametrize("watches", [False, True], ids=["lists", "watches"])
+def test_soak_500_cycles_with_random_faults(fake_kube: FakeKubeServer, watches: bool) -> None:
     prom = SoakProm(fake_kube)
     kube = KubeClient.from_kubeconfig(fake_kube.kubeconfig, timeout_s=0.5)
+    if watches:  # controller.watch: the same invariants when the copies serve the cycles
+        kube.watches = WatchCache(timeout_s=1, resync_s=600, first_sync_s=2)
     with quiet_logs() as logs:
         try:
             soak(fake_kube, prom, kube, logs)
         finally:
             if tracemalloc.is_tracing():
                 tracemalloc.stop()
+            if kube.watches is not None:
+                kube.watches.close()
             kube.close()
             prom.stop()
 
@@ -594,7 +606,7 @@ def soak(fake_kube: FakeKubeServer, prom: SoakProm, kube: KubeClient, logs: Tall
         slowest = max(slowest, time.perf_counter() - c0)
         patches = fake_kube.requests_for("PATCH", "/deployments/")
         check_cycle(f"{ctx} faults={sorted(injected)}", report, before, world, patches,
-                    max_attempts)
+                    max_attempts, lagging=kube.watches is not None)
         # Tallies.
         tally[f"outcome-{report.outcome}"] += 1
         tally["patch-requests"] += len(patches)

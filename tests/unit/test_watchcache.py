@@ -87,7 +87,7 @@ class Feed:
 
     def watcher(self, rv: str, timeout_s: float) -> Iterator[dict[str, Any]]:
         self.watched_from.append(rv)
-        yield {"type": "OPEN"}
+        yield {"type": "OPEN", "stop": lambda: self.events.put(None)}
         while True:
             event = self.events.get(timeout=5)
             if event is None:
